@@ -1,0 +1,60 @@
+"""`/api/do-not-contact`: the team's list of addresses that must never be messaged."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy import select
+
+from prasso_messaging import consent
+from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.schemas import DoNotContactEntry, DoNotContactPublic, Page
+from prasso_messaging.db.models import DoNotContact
+from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+
+router = APIRouter(prefix="/api/do-not-contact", tags=["do-not-contact"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def add(body: DoNotContactEntry, team: CurrentTeam, runtime: RuntimeDep) -> DoNotContactPublic:
+    async with runtime.database.session() as session:
+        entry = await consent.add_do_not_contact(
+            session,
+            team_id=team.id,
+            channel=body.channel,
+            address=body.address,
+            reason=body.reason,
+            region=runtime.settings.MESSAGING_DEFAULT_REGION,
+        )
+    return DoNotContactPublic.model_validate(entry)
+
+
+@router.delete("", status_code=status.HTTP_204_NO_CONTENT)
+async def remove(body: DoNotContactEntry, team: CurrentTeam, runtime: RuntimeDep) -> Response:
+    async with runtime.database.session() as session:
+        await consent.remove_do_not_contact(
+            session,
+            team_id=team.id,
+            channel=body.channel,
+            address=body.address,
+            region=runtime.settings.MESSAGING_DEFAULT_REGION,
+        )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("")
+async def list_entries(
+    team: CurrentTeam,
+    runtime: RuntimeDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[DoNotContactPublic]:
+    after = decode_cursor(cursor)
+    query = select(DoNotContact).where(DoNotContact.team_id == team.id)
+    if after is not None:
+        query = query.where(DoNotContact.id > after)
+    async with runtime.database.session() as session:
+        rows = (await session.execute(query.order_by(DoNotContact.id).limit(limit + 1))).scalars()
+        items, next_cursor = page(list(rows), limit, key=lambda e: e.id)
+    return Page(items=[DoNotContactPublic.model_validate(e) for e in items], next_cursor=next_cursor)

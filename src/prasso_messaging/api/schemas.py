@@ -1,0 +1,144 @@
+"""Request and response bodies: separate Create and Public shapes per resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+AddressChannel = Literal["email", "sms"]
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is a 422 instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class UserCreate(Strict):
+    name: str = Field(min_length=1, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=64)
+
+
+class UserPublic(Public):
+    id: int
+    team_id: int
+    name: str
+    email: str | None
+    phone: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class GuestCreate(Strict):
+    first_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=64)
+    subscribed: bool = True
+
+
+class GuestPublic(Public):
+    id: int
+    team_id: int
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    subscribed: bool
+    opted_out: list[str] = []
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class ChannelChoice(Strict):
+    channel: AddressChannel
+
+
+class ConsentChange(Public):
+    guest_id: int
+    channel: str
+    opted_out: bool
+
+
+class DoNotContactEntry(Strict):
+    channel: AddressChannel
+    address: str = Field(min_length=1, max_length=255)
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class DoNotContactPublic(Public):
+    id: int
+    channel: str
+    address: str
+    reason: str | None
+    created_at: datetime
+
+
+class MessageCreate(Strict):
+    type: Literal["email", "sms", "push", "inapp"]
+    subject: str | None = Field(default=None, max_length=255)
+    body: str = Field(max_length=100_000)
+    transactional: bool = False
+
+
+class MessagePublic(Public):
+    id: int
+    team_id: int | None
+    type: str
+    subject: str | None
+    body: str | None
+    transactional: bool = Field(validation_alias="is_transactional")
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class MessageWithCounts(MessagePublic):
+    deliveries: dict[str, int]
+
+
+class SendCreate(Strict):
+    message_id: int
+    user_ids: list[int] = Field(default_factory=list, max_length=1_000_000)
+    guest_ids: list[int] = Field(default_factory=list, max_length=1_000_000)
+    all_guests: bool = False
+    send_at: AwareDatetime | None = None
+
+
+class SendAccepted(BaseModel):
+    message_id: int
+    queued: int
+    skipped: int
+
+
+class DeliveryPublic(Public):
+    id: int
+    team_id: int | None
+    msg_message_id: int
+    recipient_type: str
+    recipient_id: int
+    channel: str
+    status: str
+    provider_message_id: str | None
+    error: str | None
+    metadata: dict[str, Any] | None = Field(validation_alias="meta")
+    attempts: int
+    send_at: datetime | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    failed_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None

@@ -1,0 +1,132 @@
+"""create_app(settings): the FastAPI application; nothing global at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prasso_messaging.api import do_not_contact, guests, health, messages, users
+from prasso_messaging.config import Settings
+from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
+from prasso_messaging.queue.worker import WorkerOptions
+from prasso_messaging.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class BodySizeLimit:
+    """Answers 413 for a request body over `max_bytes`, declared or streamed, before parsing."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or {}).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not response_started:
+                await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ValidationFailed)
+    return JSONResponse(
+        {
+            "detail": [
+                {"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}
+            ]
+        },
+        status_code=422,
+    )
+
+
+def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    reason = exc.reason if isinstance(exc, Forbidden) else None
+    return JSONResponse({"detail": str(exc), "reason": reason}, status_code=403)
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, with_worker: bool = False
+) -> FastAPI:
+    """Build the app; it owns (and closes) a Runtime unless one is passed in."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime or Runtime.build(settings)
+        worker_task: asyncio.Task[Any] | None = None
+        worker = None
+        if with_worker:
+            worker = app.state.runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
+            worker_task = asyncio.create_task(worker.run())
+        try:
+            yield
+        finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                await worker_task
+            if owned:
+                await app.state.runtime.close()
+
+    app = FastAPI(
+        title="Prasso Messaging",
+        version="0.1.0",
+        description="Compose a message once; deliver it by email, SMS, push and in-app.",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=settings.API_MAX_BODY_BYTES)
+    app.add_exception_handler(ValidationFailed, _validation_error)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Forbidden, _forbidden)
+    for module in (users, guests, do_not_contact, messages, health):
+        app.include_router(module.router)
+    return app

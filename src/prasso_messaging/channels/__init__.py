@@ -1,0 +1,1 @@
+"""Channels: email, SMS, push and in-app, each behind the contract in `channels/base.py`."""

@@ -1,0 +1,21 @@
+"""The `prasso` command: thin Typer commands over the shared services."""
+
+from __future__ import annotations
+
+from prasso_messaging.cli.app import app
+from prasso_messaging.cli.messages import register as register_messages
+from prasso_messaging.cli.queue import queue_app
+from prasso_messaging.cli.server import db_app
+from prasso_messaging.cli.server import register as register_server
+from prasso_messaging.cli.teams import teams_app, tokens_app
+
+app.add_typer(db_app, name="db")
+app.add_typer(teams_app, name="teams")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(queue_app, name="queue")
+register_server(app)
+register_messages(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,120 @@
+"""`prasso send` (compose from the shell) and `prasso outbox` (what the log drivers sent)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from prasso_messaging import messages
+from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
+from prasso_messaging.db.models import Message, OutboxMessage
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("send")
+    def send(
+        team: Annotated[int, typer.Option("--team", help="Team id.")],
+        type: Annotated[str, typer.Option("--type", help="email, sms, push or inapp.")],
+        body: Annotated[str, typer.Option(help="Message body ({{FirstName}} etc. allowed).")],
+        subject: Annotated[str | None, typer.Option(help="Subject (email, push, in-app).")] = None,
+        user: Annotated[list[int] | None, typer.Option("--user", help="User id (repeat).")] = None,
+        guest: Annotated[list[int] | None, typer.Option("--guest", help="Guest id (repeat).")] = None,
+        all_guests: Annotated[bool, typer.Option(help="Every guest of the team.")] = False,
+        transactional: Annotated[bool, typer.Option(help="Transactional message.")] = False,
+        send_at: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
+    ) -> None:
+        """Create a message and send it to users and guests."""
+        config = settings()
+        when = None
+        if send_at:
+            try:
+                when = datetime.fromisoformat(send_at)
+            except ValueError:
+                fail("--send-at: expected ISO 8601, e.g. 2026-12-01T09:00:00+00:00")
+
+        async def work() -> dict[str, int]:
+            async with open_runtime(config) as runtime:
+                async with runtime.database.session() as session:
+                    message = await messages.create_message(
+                        session,
+                        team_id=team,
+                        type=type,
+                        subject=subject,
+                        body=body,
+                        transactional=transactional,
+                    )
+                try:
+                    result = await messages.send_message(
+                        runtime.database,
+                        team_id=team,
+                        request=messages.SendRequest(
+                            message_id=message.id,
+                            user_ids=user or [],
+                            guest_ids=guest or [],
+                            all_guests=all_guests,
+                            send_at=when,
+                        ),
+                        dispatcher=runtime.dispatcher(),
+                    )
+                except Exception:  # a send that fails leaves no half-made message behind
+                    async with runtime.database.session() as session:
+                        await session.delete(await session.get(Message, message.id))
+                    raise
+                return result.as_dict()
+
+        result = run(work)
+        if as_json:
+            print_json(result)
+        else:
+            typer.echo(
+                f"message {result['message_id']}: {result['queued']} queued,"
+                f" {result['skipped']} skipped"
+            )
+
+    @app.command("outbox")
+    def outbox(
+        channel: Annotated[str | None, typer.Option(help="email or sms.")] = None,
+        limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 20,
+        as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
+    ) -> None:
+        """List what the `log` mail and SMS drivers sent (the local outbox)."""
+        config = settings()
+        if channel not in (None, "email", "sms"):
+            fail("--channel: must be email or sms")
+
+        async def work() -> list[dict[str, Any]]:
+            async with open_runtime(config) as runtime, runtime.database.engine.connect() as conn:
+                query = select(OutboxMessage.__table__).order_by(OutboxMessage.id.desc()).limit(limit)
+                if channel:
+                    query = query.where(OutboxMessage.channel == channel)
+                return [dict(r._mapping) for r in await conn.execute(query)]
+
+        rows = run(work)
+        if as_json:
+            print_json(
+                [
+                    {
+                        k: r[k]
+                        for k in (
+                            "id", "channel", "team_id", "delivery_id", "to_address",
+                            "from_address", "subject", "body_text", "created_at",
+                        )
+                    }
+                    for r in rows
+                ]
+            )
+            return
+        table = Table("id", "channel", "to", "subject / body", "at")
+        for r in rows:
+            summary = r["subject"] or r["body_text"].replace("\n", " ")
+            table.add_row(
+                str(r["id"]), r["channel"], r["to_address"], summary[:60], f"{r['created_at']:%H:%M:%S}"
+            )
+        Console().print(table)
+

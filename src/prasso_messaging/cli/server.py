@@ -1,0 +1,89 @@
+"""`prasso up`, `prasso serve` and `prasso db upgrade`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+import uvicorn
+
+from prasso_messaging.app import create_app
+from prasso_messaging.cli.app import fail, open_runtime, run, settings
+from prasso_messaging.config import Settings, redact_url
+from prasso_messaging.db.migrate import upgrade
+from prasso_messaging.demo import seed_demo
+from prasso_messaging.runtime import Runtime
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+def migrate(config: Settings) -> None:
+    try:
+        upgrade(config.DATABASE_URL)
+    except OSError as exc:
+        fail(f"DATABASE_URL: cannot reach {redact_url(config.DATABASE_URL)} ({exc})", code=2)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (safe to run twice)."""
+    config = settings()
+    migrate(config)
+    typer.echo(f"database at {redact_url(config.DATABASE_URL)} is up to date")
+
+
+def _default_bind(config: Settings) -> tuple[str, int]:
+    parts = urlsplit(config.APP_URL)
+    return "127.0.0.1", parts.port or 8000
+
+
+def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
+    async def main() -> None:
+        runtime = Runtime.build(config)
+        app = create_app(config, runtime=runtime, with_worker=with_worker)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
+        )
+        try:
+            await server.serve()
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+        port: Annotated[int | None, typer.Option(help="Port (default: APP_URL's).")] = None,
+        with_worker: Annotated[bool, typer.Option(help="Run a queue worker in-process.")] = False,
+    ) -> None:
+        """Serve the API (and admin pages)."""
+        config = settings()
+        default_host, default_port = _default_bind(config)
+        _serve(config, host or default_host, port or default_port, with_worker=with_worker)
+
+    @app.command("up")
+    def up(
+        host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+        port: Annotated[int | None, typer.Option(help="Port (default: APP_URL's).")] = None,
+    ) -> None:
+        """Migrate, seed a demo team when empty, and serve with an in-process worker."""
+        config = settings()
+        migrate(config)
+
+        async def seed() -> str | None:
+            async with open_runtime(config) as runtime:
+                return await seed_demo(runtime)
+
+        token = run(seed)
+        default_host, default_port = _default_bind(config)
+        bind_host, bind_port = host or default_host, port or default_port
+        url = f"http://{bind_host}:{bind_port}"
+        typer.echo(f"Prasso Messaging: {url}  (API docs: {url}/docs)")
+        if token:
+            typer.echo(f"Demo API token: {token}")
+        _serve(config, bind_host, bind_port, with_worker=True)

@@ -1,0 +1,187 @@
+"""Settings: the only place the environment (and `.env`) is read.
+
+Every value of SPEC section 2 lives here, validated on load so that a bad value stops the command
+with one line naming the variable instead of surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from prasso_messaging.errors import ConfigError
+
+QueueConnection = Literal["sync", "database", "redis", "sqs", "beanstalkd"]
+QUEUE_CONNECTIONS: tuple[str, ...] = ("sync", "database", "redis", "sqs", "beanstalkd")
+DEFAULT_APP_KEY_FILE = "app_key"
+
+
+class Settings(BaseSettings):
+    """Typed view of the environment; construct with `load_settings()` at the edges."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    APP_ENV: Literal["development", "production", "testing"] = "development"
+    APP_URL: str = "http://127.0.0.1:8000"
+    APP_KEY: str = ""
+    VAR_DIR: Path = Path("./var")
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    API_MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+
+    DATABASE_URL: str = "sqlite:///./var/prasso.db"
+
+    QUEUE_CONNECTION: QueueConnection = "database"
+    QUEUE_NAME: str = Field(default="default", min_length=1, max_length=100)
+    QUEUE_RETRY_AFTER: int = Field(default=120, ge=1)
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    SQS_QUEUE_URL: str = ""
+    AWS_ENDPOINT_URL: str = ""
+    AWS_DEFAULT_REGION: str = "us-east-1"
+    BEANSTALKD_HOST: str = "127.0.0.1"
+    BEANSTALKD_PORT: int = Field(default=11300, ge=1, le=65535)
+
+    MAIL_MAILER: Literal["smtp", "log"] = "log"
+    MAIL_HOST: str = "127.0.0.1"
+    MAIL_PORT: int = Field(default=587, ge=1, le=65535)
+    MAIL_USERNAME: str = ""
+    MAIL_PASSWORD: str = ""
+    MAIL_ENCRYPTION: Literal["tls", "ssl", "none"] = "tls"
+    MAIL_FROM_ADDRESS: str = "messages@example.com"
+    MAIL_FROM_NAME: str = "Prasso Messaging"
+
+    SMS_DRIVER: Literal["twilio", "log"] = "log"
+    TWILIO_ACCOUNT_SID: str = ""
+    TWILIO_AUTH_TOKEN: str = ""
+    TWILIO_PHONE_NUMBER: str = ""
+    TWILIO_API_BASE: str = "https://api.twilio.com"
+
+    VAPID_PUBLIC_KEY: str = ""
+    VAPID_PRIVATE_KEY: str = ""
+    VAPID_SUBJECT: str = ""
+
+    MESSAGING_BATCH_SIZE: int = Field(default=50, ge=1)
+    MESSAGING_BATCH_INTERVAL_SECONDS: float = Field(default=1, gt=0)
+    MESSAGING_PER_GUEST_MONTHLY_CAP: int = Field(default=30, ge=0)
+    MESSAGING_PER_GUEST_WINDOW_DAYS: int = Field(default=30, ge=1)
+    MESSAGING_ALLOW_TRANSACTIONAL_BYPASS: bool = True
+    MESSAGING_RETRY_BACKOFF: Annotated[tuple[float, ...], NoDecode] = (60, 120, 300, 600)
+    MESSAGING_DEFAULT_REGION: str = "US"
+
+    @field_validator("MESSAGING_RETRY_BACKOFF", mode="before")
+    @classmethod
+    def _parse_backoff(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            try:
+                numbers = tuple(float(p) for p in parts)
+            except ValueError:
+                raise ValueError("expected comma-separated seconds, e.g. 60,120,300,600") from None
+            if any(n < 0 for n in numbers):
+                raise ValueError("seconds must not be negative")
+            return numbers
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+            return value
+        if value == "sqlite:///:memory:":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme in ("postgresql", "postgres") and parts.hostname and parts.path.strip("/"):
+            return value
+        raise ValueError(
+            "expected sqlite:///PATH or postgresql://user:pass@host:port/db"
+            f" (got {redact_url(value)!r})"
+        )
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            raise ValueError(f"expected redis://host:port/db (got {redact_url(value)!r})")
+        return value
+
+    @field_validator("APP_URL", "TWILIO_API_BASE")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL (got {value!r})")
+        return value.rstrip("/")
+
+    @field_validator("MESSAGING_DEFAULT_REGION")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        import phonenumbers
+
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"expected a two-letter region such as US or GB (got {value!r})")
+        return region
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.QUEUE_CONNECTION == "sqs" and not self.SQS_QUEUE_URL:
+            raise ValueError("SQS_QUEUE_URL: required when QUEUE_CONNECTION=sqs")
+        if self.APP_ENV == "production" and not self.APP_KEY:
+            raise ValueError("APP_KEY: must be set explicitly when APP_ENV=production")
+        if self.APP_KEY and len(self.APP_KEY) < 16:
+            raise ValueError("APP_KEY: must be at least 16 characters")
+        return self
+
+    @property
+    def max_attempts(self) -> int:
+        """One first attempt plus one per backoff step."""
+        return len(self.MESSAGING_RETRY_BACKOFF) + 1
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+    def app_key(self) -> str:
+        """The signing secret; generated once into VAR_DIR outside production."""
+        if self.APP_KEY:
+            return self.APP_KEY
+        key_file = self.VAR_DIR / DEFAULT_APP_KEY_FILE
+        if key_file.exists():
+            return key_file.read_text().strip()
+        self.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+        self.APP_KEY = key
+        return key
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, safe for logs and error lines."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, raising ConfigError with one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) if first["loc"] else ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not name and ":" in message:
+            raise ConfigError(message) from None
+        if first["type"] == "literal_error":
+            message = f"{message} (got {first.get('input')!r})"
+        raise ConfigError(f"{name}: {message}") from None

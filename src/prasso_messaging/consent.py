@@ -1,0 +1,194 @@
+"""Per-channel opt-outs and opt-ins, the do-not-contact list, and the consent event log.
+
+Every consent change, from any entry point, goes through here so it is written to
+`msg_consent_events` with its method, source, ip and user agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prasso_messaging.addresses import normalize_address
+from prasso_messaging.db.models import ConsentEvent, DoNotContact, Guest, OptOut
+from prasso_messaging.errors import NotFound, ValidationFailed
+
+ADDRESS_CHANNELS = ("email", "sms")
+
+
+@dataclass(frozen=True)
+class ConsentSource:
+    """Where a consent change came from, for the event log."""
+
+    method: str  # api | keyword | unsubscribe_link | admin | double_opt_in | provider
+    source: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def guest_address(guest: Guest, channel: str) -> str:
+    if channel not in ADDRESS_CHANNELS:
+        raise ValidationFailed("channel", "must be one of: email, sms")
+    address = guest.email if channel == "email" else guest.phone
+    if not address:
+        kind = "email address" if channel == "email" else "phone number"
+        raise ValidationFailed("channel", f"the guest has no {kind}")
+    return address
+
+
+async def opt_out_address(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    channel: str,
+    address: str,
+    origin: ConsentSource,
+    guest_id: int | None = None,
+) -> bool:
+    """Record an opt-out of `channel` for a normalized address; False if it was already out."""
+    existing = await _opt_out_row(session, team_id=team_id, channel=channel, address=address)
+    if existing is None:
+        session.add(OptOut(team_id=team_id, channel=channel, address=address, method=origin.method))
+    await _log(session, team_id, guest_id, channel, address, "opt_out", origin)
+    await session.flush()
+    return existing is None
+
+
+async def opt_in_address(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    channel: str,
+    address: str,
+    origin: ConsentSource,
+    guest_id: int | None = None,
+) -> bool:
+    """Lift an opt-out; False if there was none."""
+    result = await session.execute(
+        delete(OptOut).where(
+            OptOut.team_id == team_id, OptOut.channel == channel, OptOut.address == address
+        )
+    )
+    await _log(session, team_id, guest_id, channel, address, "opt_in", origin)
+    await session.flush()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def opt_out_guest(
+    session: AsyncSession, *, guest: Guest, channel: str, origin: ConsentSource
+) -> bool:
+    return await opt_out_address(
+        session,
+        team_id=guest.team_id,
+        channel=channel,
+        address=guest_address(guest, channel),
+        origin=origin,
+        guest_id=guest.id,
+    )
+
+
+async def opt_in_guest(
+    session: AsyncSession, *, guest: Guest, channel: str, origin: ConsentSource
+) -> bool:
+    return await opt_in_address(
+        session,
+        team_id=guest.team_id,
+        channel=channel,
+        address=guest_address(guest, channel),
+        origin=origin,
+        guest_id=guest.id,
+    )
+
+
+async def opted_out_channels(session: AsyncSession, *, guest: Guest) -> list[str]:
+    """The channels the guest's current addresses are opted out of."""
+    pairs = [(c, a) for c, a in (("email", guest.email), ("sms", guest.phone)) if a]
+    if not pairs:
+        return []
+    rows = await session.execute(
+        select(OptOut.channel, OptOut.address).where(
+            OptOut.team_id == guest.team_id, OptOut.address.in_([a for _, a in pairs])
+        )
+    )
+    found = {(r.channel, r.address) for r in rows}
+    return [c for c, a in pairs if (c, a) in found]
+
+
+async def add_do_not_contact(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    channel: str,
+    address: str,
+    region: str,
+    reason: str | None = None,
+) -> DoNotContact:
+    normalized = normalize_address(channel, address, region=region)
+    existing = (
+        await session.execute(
+            select(DoNotContact).where(
+                DoNotContact.team_id == team_id,
+                DoNotContact.channel == channel,
+                DoNotContact.address == normalized,
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    entry = DoNotContact(team_id=team_id, channel=channel, address=normalized, reason=reason)
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def remove_do_not_contact(
+    session: AsyncSession, *, team_id: int, channel: str, address: str, region: str
+) -> None:
+    normalized = normalize_address(channel, address, region=region)
+    result = await session.execute(
+        delete(DoNotContact).where(
+            DoNotContact.team_id == team_id,
+            DoNotContact.channel == channel,
+            DoNotContact.address == normalized,
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise NotFound(f"{normalized} is not on the do-not-contact list")
+
+
+async def _opt_out_row(
+    session: AsyncSession, *, team_id: int, channel: str, address: str
+) -> OptOut | None:
+    return (
+        await session.execute(
+            select(OptOut).where(
+                OptOut.team_id == team_id, OptOut.channel == channel, OptOut.address == address
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def _log(
+    session: AsyncSession,
+    team_id: int,
+    guest_id: int | None,
+    channel: str,
+    address: str | None,
+    action: str,
+    origin: ConsentSource,
+) -> None:
+    session.add(
+        ConsentEvent(
+            team_id=team_id,
+            guest_id=guest_id,
+            channel=channel,
+            address=address,
+            action=action,
+            method=origin.method,
+            source=origin.source,
+            ip=origin.ip,
+            user_agent=(origin.user_agent or "")[:512] or None,
+        )
+    )

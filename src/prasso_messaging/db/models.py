@@ -1,0 +1,413 @@
+"""The tables. `msg_messages` and `msg_deliveries` keep the seed's columns exactly; the rest is ours.
+
+Declared once with the ORM (for CRUD) and used through `Model.__table__` for bulk Core statements.
+Times are stored in UTC and always come back timezone-aware, on SQLite as on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and returned timezone-aware on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Timestamps:
+    created_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- teams, access -------------------------------------------------------------------------------
+
+
+class Team(Timestamps, Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    # unverified | pending | verified | revoked (SMS needs verified)
+    sms_verification_status: Mapped[str] = mapped_column(
+        String(20), default="unverified", server_default="unverified"
+    )
+
+
+class TeamSettings(Timestamps, Base):
+    """Per-team overrides of the global settings; NULL means "use the global value"."""
+
+    __tablename__ = "team_settings"
+
+    team_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    sms_from_number: Mapped[str | None] = mapped_column(String(32))
+    business_name: Mapped[str | None] = mapped_column(String(255))
+    help_text: Mapped[str | None] = mapped_column(Text)
+    footer_text: Mapped[str | None] = mapped_column(Text)
+    email_from_address: Mapped[str | None] = mapped_column(String(255))
+    email_from_name: Mapped[str | None] = mapped_column(String(255))
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+    batch_interval_seconds: Mapped[float | None] = mapped_column(Float)
+    per_guest_cap: Mapped[int | None] = mapped_column(Integer)
+    per_guest_window_days: Mapped[int | None] = mapped_column(Integer)
+    quiet_hours_start: Mapped[str | None] = mapped_column(String(5))  # "21:00"
+    quiet_hours_end: Mapped[str | None] = mapped_column(String(5))  # "08:00"
+
+
+class TeamVerificationEvent(Base):
+    """Audit trail of every verification change: who, when, from, to, why."""
+
+    __tablename__ = "team_verification_events"
+    __table_args__ = (Index(None, "team_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(20), default="sms")
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """Team API tokens: only a SHA-256 digest is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255), default="default")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AdminUser(Timestamps, Base):
+    """People who log in to the admin pages; each belongs to one team."""
+
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column()
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+# --- recipients ----------------------------------------------------------------------------------
+
+
+class User(Timestamps, Base):
+    """Team members: receive every channel, including push and in-app."""
+
+    __tablename__ = "users"
+    __table_args__ = (Index(None, "team_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    phone: Mapped[str | None] = mapped_column(String(32))
+
+
+class Guest(Timestamps, Base):
+    """Contacts: email and SMS only, with a subscription status."""
+
+    __tablename__ = "guests"
+    __table_args__ = (
+        Index(None, "team_id", "id"),
+        Index(None, "team_id", "phone"),
+        Index(None, "team_id", "email"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    opt_in_requested_at: Mapped[datetime | None] = mapped_column()  # double opt-in pending
+    anonymized_at: Mapped[datetime | None] = mapped_column()
+
+
+class PushSubscription(Base):
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    endpoint: Mapped[str] = mapped_column(Text)
+    p256dh: Mapped[str] = mapped_column(String(255))
+    auth: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("user_id", "endpoint"),)
+
+
+# --- consent -------------------------------------------------------------------------------------
+
+
+class OptOut(Base):
+    """A per-channel opt-out, keyed by the normalized address (E.164 phone, case-folded email).
+
+    Keyed by address rather than by contact because carriers and mailbox providers block per
+    address: a STOP from a number stops SMS to that number whichever contact carries it.
+    """
+
+    __tablename__ = "msg_opt_outs"
+    __table_args__ = (UniqueConstraint("team_id", "channel", "address"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentEvent(Base):
+    """Every opt-in and opt-out, append-only."""
+
+    __tablename__ = "msg_consent_events"
+    __table_args__ = (Index(None, "team_id", "guest_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    guest_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("guests.id", ondelete="SET NULL")
+    )
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(20))  # opt_in | opt_out | opt_in_requested
+    method: Mapped[str] = mapped_column(String(40))  # api | keyword | unsubscribe_link | admin ...
+    source: Mapped[str | None] = mapped_column(String(255))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DoNotContact(Base):
+    """The team's do-not-contact list: blocks every message to the address, transactional too."""
+
+    __tablename__ = "msg_do_not_contact"
+    __table_args__ = (UniqueConstraint("team_id", "channel", "address"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- messages and deliveries (the seed's tables) -------------------------------------------------
+
+
+class Message(Timestamps, Base):
+    __tablename__ = "msg_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    type: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[str | None] = mapped_column(Text)
+    is_transactional: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+
+
+class Delivery(Timestamps, Base):
+    __tablename__ = "msg_deliveries"
+    __table_args__ = (
+        Index(None, "msg_message_id", "status"),
+        Index(None, "recipient_type", "recipient_id", "sent_at"),
+        Index(
+            "ix_msg_deliveries_queued",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    msg_message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("msg_messages.id", ondelete="CASCADE")
+    )
+    recipient_type: Mapped[str] = mapped_column(String(255))
+    recipient_id: Mapped[int] = mapped_column(BigId)
+    channel: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(255), default="queued", server_default="queued")
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    failed_at: Mapped[datetime | None] = mapped_column()
+    # ours: attempts so far, schedule, and the lease of the worker holding it
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    send_at: Mapped[datetime | None] = mapped_column()
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    claimed_until: Mapped[datetime | None] = mapped_column()
+
+
+class InboundMessage(Base):
+    __tablename__ = "msg_inbound_messages"
+    __table_args__ = (Index(None, "from_number", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
+    from_number: Mapped[str] = mapped_column(String(32))
+    to_number: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    keyword: Mapped[str | None] = mapped_column(String(20))
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("msg_deliveries.id", ondelete="SET NULL")
+    )
+    guest_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("guests.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a request carrying an `Idempotency-Key`, replayed on repeats."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("team_id", "key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Base):
+    """What the `log` mail and SMS providers "sent": the local outbox."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index(None, "team_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(BigId)
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
+    channel: Mapped[str] = mapped_column(String(20))
+    to_address: Mapped[str] = mapped_column(String(255))
+    from_address: Mapped[str | None] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- queue ---------------------------------------------------------------------------------------
+
+
+class Job(Base):
+    """Jobs of the `database` queue driver (Laravel's shape, times as unix seconds).
+
+    A reserved job has `reserved_at` set and `available_at` pushed to its lease expiry, so one
+    index on (queue, available_at, id) serves both "ready" and "reservation expired".
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index(None, "queue", "available_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    queue: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reserved_at: Mapped[float | None] = mapped_column(Float)
+    reservation: Mapped[str | None] = mapped_column(String(32))
+    available_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class FailedJob(Base):
+    """Jobs that exhausted their attempts or failed permanently, whatever the driver."""
+
+    __tablename__ = "failed_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    connection: Mapped[str] = mapped_column(String(40))
+    queue: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    exception: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow)

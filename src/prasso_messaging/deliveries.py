@@ -1,0 +1,451 @@
+"""The ProcessMsgDelivery job: claim a batch, decide, render, send, record.
+
+Every state change is a conditional UPDATE, so a duplicate or late job is a no-op:
+- claim: `status = 'queued'` and no live lease → lease for `timeout + margin`, attempts + 1;
+- record: `status = 'queued'` → sent / delivered / skipped / failed, or back to waiting with
+  `next_attempt_at` after a transient error.
+Results are written as sends complete (coalesced while a write is in flight), which keeps the
+window between "provider accepted" and "we recorded it" to one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent, TeamProfile
+from prasso_messaging.compliance import ConsentSnapshot, Decision, decide, load_consent
+from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import Delivery, Guest, Message, Team, TeamSettings, User, utcnow
+from prasso_messaging.errors import DeliverySkipped, Reason, SendError
+from prasso_messaging.queue.base import ReservedJob
+from prasso_messaging.queue.worker import JobResult, WorkerOptions
+
+log = logging.getLogger(__name__)
+
+JOB_NAME = "ProcessMsgDelivery"
+LEASE_MARGIN_SECONDS = 30.0
+deliveries = Delivery.__table__
+
+
+def delivery_job(delivery_id: int) -> dict[str, Any]:
+    """The queue payload of one delivery: the delivery row is the source of truth."""
+    return {"job": JOB_NAME, "delivery_id": delivery_id}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    backoff: tuple[float, ...]
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.backoff) + 1
+
+    def delay_after(self, attempt: int) -> float:
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(attempt, len(self.backoff)) - 1]
+
+
+@dataclass
+class _Record:
+    """One delivery's outcome, as the parameters of the recording UPDATE."""
+
+    delivery_id: int
+    status: str
+    error: str | None = None
+    provider_message_id: str | None = None
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    failed_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+    def params(self, now: datetime) -> dict[str, Any]:
+        return {
+            "b_id": self.delivery_id,
+            "b_status": self.status,
+            "b_error": self.error,
+            "b_pmid": self.provider_message_id,
+            "b_sent_at": self.sent_at,
+            "b_delivered_at": self.delivered_at,
+            "b_failed_at": self.failed_at,
+            "b_next": self.next_attempt_at,
+            "b_meta": self.metadata,
+            "b_now": now,
+        }
+
+
+_RECORD = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.status == "queued")
+    .values(
+        {
+            "status": bindparam("b_status"),
+            "error": bindparam("b_error"),
+            "provider_message_id": func.coalesce(
+                bindparam("b_pmid", type_=deliveries.c.provider_message_id.type),
+                deliveries.c.provider_message_id,
+            ),
+            "sent_at": bindparam("b_sent_at", type_=deliveries.c.sent_at.type),
+            "delivered_at": bindparam("b_delivered_at", type_=deliveries.c.delivered_at.type),
+            "failed_at": bindparam("b_failed_at", type_=deliveries.c.failed_at.type),
+            "next_attempt_at": bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
+            "metadata": bindparam("b_meta", type_=deliveries.c["metadata"].type),
+            "claimed_until": None,
+            "updated_at": bindparam("b_now", type_=deliveries.c.updated_at.type),
+        }
+    )
+)
+
+
+@dataclass
+class _Work:
+    """A claimed delivery with everything needed to decide and send it."""
+
+    job: ReservedJob
+    delivery_id: int
+    attempts: int
+    metadata: dict[str, Any]
+    outgoing: Outgoing | None
+    channel: Channel | None
+    extra_jobs: list[ReservedJob] = field(default_factory=list)
+
+
+class DeliveryProcessor:
+    """The worker's batch processor for ProcessMsgDelivery jobs."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        channels: Mapping[str, Channel],
+        policy: RetryPolicy,
+    ) -> None:
+        self.database = database
+        self.channels = channels
+        self.policy = policy
+
+    async def __call__(
+        self, jobs: Sequence[ReservedJob], options: WorkerOptions
+    ) -> list[JobResult]:
+        results: list[JobResult] = []
+        by_delivery: dict[int, list[ReservedJob]] = {}
+        for job in jobs:
+            delivery_id = _delivery_id(job)
+            if delivery_id is None:
+                results.append(JobResult(job, "fail", error="malformed ProcessMsgDelivery payload"))
+            else:
+                by_delivery.setdefault(delivery_id, []).append(job)
+        if not by_delivery:
+            return results
+        now = utcnow()
+        lease = now + timedelta(seconds=options.timeout + LEASE_MARGIN_SECONDS)
+        claimed = await self._claim(list(by_delivery), now, lease)
+        unclaimed = [i for i in by_delivery if i not in claimed]
+        results.extend(await self._settle_unclaimed(unclaimed, by_delivery, now))
+        if claimed:
+            work = await self._load(claimed, by_delivery)
+            results.extend(await self._run(work, options))
+        return results
+
+    async def _claim(
+        self, ids: list[int], now: datetime, lease: datetime
+    ) -> dict[int, int]:
+        """Lease the deliveries that are ready; returns {delivery id: attempt number}."""
+        stmt = (
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(ids),
+                deliveries.c.status == "queued",
+                or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= now),
+                or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= now),
+                or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+            )
+            .values(claimed_until=lease, attempts=deliveries.c.attempts + 1, updated_at=now)
+            .returning(deliveries.c.id, deliveries.c.attempts)
+        )
+        async with self.database.connect() as conn:
+            return {row.id: row.attempts for row in await conn.execute(stmt)}
+
+    async def _settle_unclaimed(
+        self, ids: list[int], by_delivery: dict[int, list[ReservedJob]], now: datetime
+    ) -> list[JobResult]:
+        """Jobs whose delivery is done (ack) or not yet due / leased elsewhere (release)."""
+        if not ids:
+            return []
+        async with self.database.engine.connect() as conn:
+            rows = {
+                r.id: r
+                for r in await conn.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.status,
+                        deliveries.c.claimed_until,
+                        deliveries.c.send_at,
+                        deliveries.c.next_attempt_at,
+                    ).where(deliveries.c.id.in_(ids))
+                )
+            }
+        results: list[JobResult] = []
+        for delivery_id in ids:
+            row = rows.get(delivery_id)
+            jobs = by_delivery[delivery_id]
+            if row is None or row.status != "queued":
+                results.extend(JobResult(j, "ack") for j in jobs)
+                continue
+            due = max(
+                (t for t in (row.claimed_until, row.send_at, row.next_attempt_at) if t), default=now
+            )
+            delay = max(1.0, (due - now).total_seconds() + 1.0)
+            results.append(JobResult(jobs[0], "release", delay=delay))
+            results.extend(JobResult(j, "ack") for j in jobs[1:])
+        return results
+
+    async def _load(
+        self, claimed: dict[int, int], by_delivery: dict[int, list[ReservedJob]]
+    ) -> list[_Work]:
+        """Deliveries, messages, recipients and teams of the batch, in four queries."""
+        async with self.database.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.team_id,
+                        deliveries.c.recipient_type,
+                        deliveries.c.recipient_id,
+                        deliveries.c.channel,
+                        deliveries.c["metadata"],
+                        Message.__table__.c.subject,
+                        Message.__table__.c.body,
+                        Message.__table__.c.is_transactional,
+                    )
+                    .join(Message.__table__, Message.__table__.c.id == deliveries.c.msg_message_id)
+                    .where(deliveries.c.id.in_(list(claimed)))
+                )
+            ).all()
+            users = await _recipients(conn, User, [r.recipient_id for r in rows if r.recipient_type == "user"])
+            guests = await _recipients(conn, Guest, [r.recipient_id for r in rows if r.recipient_type == "guest"])
+            teams = await _teams(conn, {r.team_id for r in rows if r.team_id is not None})
+        work: list[_Work] = []
+        for row in rows:
+            jobs = by_delivery[row.id]
+            recipient = (users if row.recipient_type == "user" else guests).get(row.recipient_id)
+            team = teams.get(row.team_id)
+            outgoing = None
+            if recipient is not None and team is not None:
+                outgoing = Outgoing(
+                    delivery_id=row.id,
+                    channel=row.channel,
+                    subject=row.subject,
+                    body=row.body or "",
+                    transactional=bool(row.is_transactional),
+                    recipient=recipient,
+                    team=team,
+                )
+            work.append(
+                _Work(
+                    job=jobs[0],
+                    delivery_id=row.id,
+                    attempts=claimed[row.id],
+                    metadata=dict(row.metadata or {}),
+                    outgoing=outgoing,
+                    channel=self.channels.get(row.channel),
+                    extra_jobs=jobs[1:],
+                )
+            )
+        return work
+
+    async def _run(self, work: list[_Work], options: WorkerOptions) -> list[JobResult]:
+        consent = await self._consent(work)
+        now = utcnow()
+        to_send: list[_Work] = []
+        skipped: list[tuple[_Work, _Record]] = []
+        for item in work:
+            decision = self._decide(item, consent)
+            if decision.action == "send":
+                to_send.append(item)
+            else:
+                skipped.append((item, _Record(item.delivery_id, "skipped", error=decision.error)))
+        results: list[JobResult] = []
+        if skipped:
+            await self._write([rec for _, rec in skipped], now)
+            results.extend(self._ack_all(item) for item, _ in skipped)
+            results.extend(r for item, _ in skipped for r in self._ack_extras(item))
+        if to_send:
+            results.extend(await self._send_all(to_send, options))
+        return results
+
+    async def _consent(self, work: list[_Work]) -> ConsentSnapshot:
+        keys = []
+        for item in work:
+            if item.outgoing is not None and item.channel is not None:
+                address = item.channel.address(item.outgoing.recipient)
+                if address:
+                    keys.append((item.outgoing.team.id, item.outgoing.channel, address))
+        async with self.database.engine.connect() as conn:
+            return await load_consent(conn, keys)
+
+    def _decide(self, item: _Work, consent: ConsentSnapshot) -> Decision:
+        if item.outgoing is None:
+            return Decision("skip", Reason.RECIPIENT_NOT_FOUND.value, "the recipient was deleted")
+        if item.channel is None:
+            return Decision("skip", Reason.CHANNEL_UNSUPPORTED.value, "no such channel")
+        return decide(
+            item.outgoing,
+            address=item.channel.address(item.outgoing.recipient),
+            recipient_kinds=item.channel.recipient_kinds,
+            consent=consent,
+        )
+
+    async def _send_all(self, work: list[_Work], options: WorkerOptions) -> list[JobResult]:
+        limit = asyncio.Semaphore(max(1, options.concurrency))
+        max_attempts = options.tries or self.policy.max_attempts
+
+        async def attempt(item: _Work) -> tuple[_Work, _Record, JobResult]:
+            async with limit:
+                return await self._attempt(item, options.timeout, max_attempts)
+
+        results: list[JobResult] = []
+        pending: list[_Record] = []
+        writing: asyncio.Task[None] | None = None
+        for next_done in asyncio.as_completed([attempt(item) for item in work]):
+            item, record, result = await next_done
+            pending.append(record)
+            results.append(result)
+            results.extend(self._ack_extras(item))
+            if writing is None or writing.done():
+                if writing is not None:
+                    await writing
+                batch, pending = pending, []
+                writing = asyncio.create_task(self._write(batch, utcnow()))
+        if writing is not None:
+            await writing
+        if pending:
+            await self._write(pending, utcnow())
+        return results
+
+    async def _attempt(
+        self, item: _Work, timeout: float, max_attempts: int
+    ) -> tuple[_Work, _Record, JobResult]:
+        assert item.outgoing is not None and item.channel is not None
+        try:
+            sent: Sent = await asyncio.wait_for(item.channel.send(item.outgoing), timeout)
+        except DeliverySkipped as exc:
+            record = _Record(item.delivery_id, "skipped", error=str(exc))
+            return item, record, self._ack_all(item)
+        except SendError as exc:
+            if exc.transient:
+                return self._retry_or_fail(item, str(exc), max_attempts, exc.retry_after)
+            return self._fail(item, str(exc))
+        except TimeoutError:
+            return self._retry_or_fail(
+                item, f"{Reason.TIMED_OUT}: no answer within {timeout:g}s", max_attempts, None
+            )
+        except Exception as exc:  # an unexpected error is retried, never lost
+            log.exception("delivery %s: unexpected error", item.delivery_id)
+            return self._retry_or_fail(item, f"error: {exc!r}", max_attempts, None)
+        now = utcnow()
+        metadata = {**item.metadata, **sent.metadata} if sent.metadata else item.metadata
+        record = _Record(
+            item.delivery_id,
+            sent.status,
+            provider_message_id=sent.provider_message_id,
+            sent_at=now,
+            delivered_at=now if sent.status == "delivered" else None,
+            metadata=metadata or None,
+        )
+        return item, record, self._ack_all(item)
+
+    def _retry_or_fail(
+        self, item: _Work, error: str, max_attempts: int, retry_after: float | None
+    ) -> tuple[_Work, _Record, JobResult]:
+        if item.attempts >= max_attempts:
+            return self._fail(
+                item, f"{Reason.RETRIES_EXHAUSTED}: after {item.attempts} attempts, last: {error}"
+            )
+        delay = max(self.policy.delay_after(item.attempts), retry_after or 0.0)
+        record = _Record(
+            item.delivery_id,
+            "queued",
+            error=error,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+            metadata=item.metadata or None,
+        )
+        log.info("delivery %s: attempt %d failed, retry in %.0fs", item.delivery_id, item.attempts, delay)
+        return item, record, JobResult(item.job, "release", delay=delay)
+
+    def _fail(self, item: _Work, error: str) -> tuple[_Work, _Record, JobResult]:
+        record = _Record(
+            item.delivery_id, "failed", error=error, failed_at=utcnow(), metadata=item.metadata or None
+        )
+        log.warning("delivery %s failed: %s", item.delivery_id, error)
+        return item, record, JobResult(item.job, "fail", error=error)
+
+    @staticmethod
+    def _ack_all(item: _Work) -> JobResult:
+        return JobResult(item.job, "ack")
+
+    @staticmethod
+    def _ack_extras(item: _Work) -> list[JobResult]:
+        return [JobResult(j, "ack") for j in item.extra_jobs]
+
+    async def _write(self, records: list[_Record], now: datetime) -> None:
+        async with self.database.connect() as conn:
+            await conn.execute(_RECORD, [r.params(now) for r in records])
+
+
+def _delivery_id(job: ReservedJob) -> int | None:
+    if job.payload.get("job") != JOB_NAME:
+        return None
+    value = job.payload.get("delivery_id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def _recipients(
+    conn: AsyncConnection, model: type[User] | type[Guest], ids: list[int]
+) -> dict[int, Recipient]:
+    if not ids:
+        return {}
+    rows = await conn.execute(select(model.__table__).where(model.__table__.c.id.in_(set(ids))))
+    found: dict[int, Recipient] = {}
+    for r in rows:
+        if model is User:
+            found[r.id] = Recipient("user", r.id, None, None, r.name, r.email, r.phone)
+        else:
+            found[r.id] = Recipient(
+                "guest", r.id, r.first_name, r.last_name, None, r.email, r.phone, r.subscribed
+            )
+    return found
+
+
+async def _teams(conn: AsyncConnection, ids: set[int]) -> dict[int, TeamProfile]:
+    if not ids:
+        return {}
+    teams, settings = Team.__table__, TeamSettings.__table__
+    rows = await conn.execute(
+        select(teams, settings)
+        .outerjoin(settings, settings.c.team_id == teams.c.id)
+        .where(teams.c.id.in_(ids))
+    )
+    return {
+        r.id: TeamProfile(
+            id=r.id,
+            name=r.name,
+            sms_verified=r.sms_verification_status == "verified",
+            sms_from_number=r.sms_from_number,
+            business_name=r.business_name,
+            footer_text=r.footer_text,
+            help_text=r.help_text,
+            email_from_address=r.email_from_address,
+            email_from_name=r.email_from_name,
+        )
+        for r in rows
+    }

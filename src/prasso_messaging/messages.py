@@ -1,0 +1,416 @@
+"""Creating messages and sending them: the SPEC section 4 fan-out.
+
+One `msg_messages` row; one `msg_deliveries` row per recipient, written in chunks; one
+`ProcessMsgDelivery` job per queued delivery. With a transactional queue driver the jobs commit in
+the same transaction as the deliveries; with the others they are pushed right after the commit
+(and the sweeper re-dispatches any delivery a crash left without a job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import Delivery, Guest, IdempotencyKey, Message, Team, User, utcnow
+from prasso_messaging.deliveries import delivery_job
+from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
+from prasso_messaging.queue.base import QueueDriver
+
+MESSAGE_TYPES = ("email", "sms", "push", "inapp")
+STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
+SUBJECT_CHANNELS = ("email", "push", "inapp")
+USER_ONLY_CHANNELS = ("push", "inapp")
+MAX_SUBJECT_LENGTH = 255
+MAX_BODY_LENGTH = 100_000
+MAX_SMS_BODY_LENGTH = 1600
+CHUNK = 1000
+
+deliveries_table = Delivery.__table__
+
+
+@dataclass
+class Dispatcher:
+    """Where delivery jobs go: a queue driver, the queue name, and an optional in-process wake-up."""
+
+    driver: QueueDriver
+    queue: str
+    on_dispatch: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    message_id: int
+    user_ids: Sequence[int] = ()
+    guest_ids: Sequence[int] = ()
+    all_guests: bool = False
+    send_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: int
+    queued: int
+    skipped: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"message_id": self.message_id, "queued": self.queued, "skipped": self.skipped}
+
+
+@dataclass
+class _FanOut:
+    queued: int = 0
+    skipped: int = 0
+    job_ids: list[int] = field(default_factory=list)
+
+
+def _has_control_characters(value: str) -> bool:
+    return any(ch in value for ch in ("\r", "\n", "\x00"))
+
+
+def validate_message(
+    *, type: str | None, subject: str | None, body: str | None
+) -> tuple[str, str | None, str]:
+    """Check a message's fields; returns the cleaned (type, subject, body)."""
+    if not type:
+        raise ValidationFailed("type", "is required (one of: email, sms, push, inapp)")
+    if type not in MESSAGE_TYPES:
+        raise ValidationFailed("type", f"must be one of: {', '.join(MESSAGE_TYPES)} (got {type!r})")
+    if body is None or not body.strip():
+        raise ValidationFailed("body", "must not be empty")
+    if len(body) > MAX_BODY_LENGTH:
+        raise ValidationFailed("body", f"must be at most {MAX_BODY_LENGTH} characters")
+    if type == "sms" and len(body) > MAX_SMS_BODY_LENGTH:
+        raise ValidationFailed("body", f"an SMS must be at most {MAX_SMS_BODY_LENGTH} characters")
+    if "\x00" in body:
+        raise ValidationFailed("body", "must not contain NUL characters")
+    cleaned_subject = subject.strip() if subject else None
+    if type == "email" and not cleaned_subject:
+        raise ValidationFailed("subject", "is required for an email")
+    if cleaned_subject is not None:
+        if _has_control_characters(subject or ""):
+            raise ValidationFailed("subject", "must not contain line breaks or NUL characters")
+        if len(cleaned_subject) > MAX_SUBJECT_LENGTH:
+            raise ValidationFailed("subject", f"must be at most {MAX_SUBJECT_LENGTH} characters")
+    if type == "sms":
+        cleaned_subject = None
+    return type, cleaned_subject, body
+
+
+async def create_message(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    type: str | None,
+    body: str | None,
+    subject: str | None = None,
+    transactional: bool = False,
+) -> Message:
+    kind, clean_subject, clean_body = validate_message(type=type, subject=subject, body=body)
+    message = Message(
+        team_id=team_id,
+        type=kind,
+        subject=clean_subject,
+        body=clean_body,
+        is_transactional=transactional,
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def get_message(session: AsyncSession, *, team_id: int, message_id: int) -> Message:
+    message = (
+        await session.execute(
+            select(Message).where(Message.id == message_id, Message.team_id == team_id)
+        )
+    ).scalar_one_or_none()
+    if message is None:
+        raise NotFound(f"message {message_id} not found")
+    return message
+
+
+async def delivery_counts(session: AsyncSession, *, message_id: int) -> dict[str, int]:
+    """Deliveries of one message by status, every status present (zeros included)."""
+    rows = await session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.msg_message_id == message_id)
+        .group_by(Delivery.status)
+    )
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update({status: int(n) for status, n in rows.all()})
+    return counts
+
+
+def request_fingerprint(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def send_message(
+    database: Database,
+    *,
+    team_id: int,
+    request: SendRequest,
+    dispatcher: Dispatcher,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> SendResult:
+    """Fan a message out to its recipients atomically: all deliveries and jobs, or nothing."""
+    if idempotency_key is not None:
+        replay = await _replay(database, team_id, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay
+    if not (request.user_ids or request.guest_ids or request.all_guests):
+        raise ValidationFailed("user_ids", "give at least one recipient (user_ids or guest_ids)")
+    send_at = _check_send_at(request.send_at)
+    try:
+        async with database.sessions() as session, session.begin():
+            if idempotency_key is not None:
+                session.add(
+                    IdempotencyKey(
+                        team_id=team_id,
+                        key=idempotency_key,
+                        request_hash=fingerprint,
+                        status_code=202,
+                        response={},
+                    )
+                )
+                await session.flush()
+            message = await get_message(session, team_id=team_id, message_id=request.message_id)
+            team = await session.get(Team, team_id)
+            if message.type == "sms" and team and team.sms_verification_status != "verified":
+                raise Forbidden(
+                    "this team is not verified for SMS; ask an operator to verify it",
+                    reason=Reason.TEAM_NOT_VERIFIED,
+                )
+            conn = await session.connection()
+            fan_out = await _fan_out(conn, message, request, send_at, team_id)
+            if dispatcher.driver.transactional:
+                await _dispatch(dispatcher, fan_out.job_ids, send_at, connection=conn)
+            result = SendResult(message.id, fan_out.queued, fan_out.skipped)
+            if idempotency_key is not None:
+                key_row = (
+                    await session.execute(
+                        select(IdempotencyKey).where(
+                            IdempotencyKey.team_id == team_id, IdempotencyKey.key == idempotency_key
+                        )
+                    )
+                ).scalar_one()
+                key_row.response = result.as_dict()
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        replay = await _replay(database, team_id, idempotency_key, fingerprint)
+        if replay is None:
+            raise
+        return replay
+    if not dispatcher.driver.transactional:
+        await _dispatch(dispatcher, fan_out.job_ids, send_at, connection=None)
+    if dispatcher.on_dispatch is not None and fan_out.queued:
+        dispatcher.on_dispatch()
+    return result
+
+
+def _check_send_at(send_at: datetime | None) -> datetime | None:
+    if send_at is None:
+        return None
+    if send_at.tzinfo is None:
+        raise ValidationFailed("send_at", "must carry a time zone, e.g. 2026-12-01T09:00:00Z")
+    send_at = send_at.astimezone(UTC)
+    return send_at if send_at > utcnow() else None
+
+
+async def _replay(
+    database: Database, team_id: int, key: str, fingerprint: str
+) -> SendResult | None:
+    async with database.sessions() as session:
+        row = (
+            await session.execute(
+                select(IdempotencyKey).where(
+                    IdempotencyKey.team_id == team_id, IdempotencyKey.key == key
+                )
+            )
+        ).scalar_one_or_none()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise ValidationFailed(
+            "Idempotency-Key", "was already used with a different request", location="header"
+        )
+    return SendResult(**row.response)
+
+
+async def _dispatch(
+    dispatcher: Dispatcher,
+    delivery_ids: Sequence[int],
+    send_at: datetime | None,
+    *,
+    connection: AsyncConnection | None,
+) -> None:
+    delay = max(0.0, (send_at - utcnow()).total_seconds()) if send_at else 0.0
+    for start in range(0, len(delivery_ids), CHUNK):
+        chunk = delivery_ids[start : start + CHUNK]
+        await dispatcher.driver.push_many(
+            dispatcher.queue,
+            [delivery_job(i) for i in chunk],
+            delay=delay,
+            connection=connection,
+        )
+
+
+async def _fan_out(
+    conn: AsyncConnection,
+    message: Message,
+    request: SendRequest,
+    send_at: datetime | None,
+    team_id: int,
+) -> _FanOut:
+    result = _FanOut()
+    sources: list[tuple[str, AsyncIterator[list[Any]]]] = []
+    if request.user_ids:
+        sources.append(("user", _by_ids(conn, User, team_id, request.user_ids, "user_ids")))
+    if request.all_guests:
+        sources.append(("guest", _all_guests(conn, team_id)))
+    elif request.guest_ids:
+        sources.append(("guest", _by_ids(conn, Guest, team_id, request.guest_ids, "guest_ids")))
+    for recipient_type, chunks in sources:
+        async for rows in chunks:
+            await _insert_deliveries(conn, message, recipient_type, rows, send_at, result)
+    return result
+
+
+def _up_front_skip(message: Message, recipient_type: str, row: Any) -> str | None:
+    """What is already known to be unsendable at send time; the worker checks the rest."""
+    if message.type in USER_ONLY_CHANNELS and recipient_type != "user":
+        return f"{Reason.CHANNEL_UNSUPPORTED}: {message.type} reaches users only"
+    if message.type == "email" and not row.email:
+        return f"{Reason.MISSING_ADDRESS}: the {recipient_type} has no email address"
+    if message.type == "sms" and not row.phone:
+        return f"{Reason.MISSING_ADDRESS}: the {recipient_type} has no phone number"
+    return None
+
+
+async def _insert_deliveries(
+    conn: AsyncConnection,
+    message: Message,
+    recipient_type: str,
+    rows: Sequence[Any],
+    send_at: datetime | None,
+    result: _FanOut,
+) -> None:
+    now = utcnow()
+    queued: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for row in rows:
+        reason = _up_front_skip(message, recipient_type, row)
+        record = {
+            "team_id": message.team_id,
+            "msg_message_id": message.id,
+            "recipient_type": recipient_type,
+            "recipient_id": row.id,
+            "channel": message.type,
+            "status": "skipped" if reason else "queued",
+            "error": reason,
+            "send_at": send_at,
+            "created_at": now,
+            "updated_at": now,
+        }
+        (skipped if reason else queued).append(record)
+    if skipped:
+        await conn.execute(insert(deliveries_table), skipped)
+        result.skipped += len(skipped)
+    if queued:
+        ids = await conn.execute(
+            insert(deliveries_table).returning(deliveries_table.c.id, sort_by_parameter_order=True),
+            queued,
+        )
+        result.job_ids.extend(ids.scalars().all())
+        result.queued += len(queued)
+
+
+async def _by_ids(
+    conn: AsyncConnection,
+    model: type[User] | type[Guest],
+    team_id: int,
+    ids: Iterable[int],
+    field_name: str,
+) -> AsyncIterator[list[Any]]:
+    """The team's recipients with these ids, in chunks; any unknown id fails the whole send."""
+    unique = list(dict.fromkeys(ids))
+    table = model.__table__
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        rows = (
+            await conn.execute(
+                select(table.c.id, table.c.email, table.c.phone).where(
+                    table.c.team_id == team_id, table.c.id.in_(chunk)
+                )
+            )
+        ).all()
+        if len(rows) != len(chunk):
+            found = {r.id for r in rows}
+            missing = [i for i in chunk if i not in found]
+            shown = ", ".join(str(i) for i in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise ValidationFailed(field_name, f"unknown ids: {shown}{more}")
+        yield list(rows)
+
+
+async def _all_guests(conn: AsyncConnection, team_id: int) -> AsyncIterator[list[Any]]:
+    table = Guest.__table__
+    last_id = 0
+    while True:
+        rows = (
+            await conn.execute(
+                select(table.c.id, table.c.email, table.c.phone)
+                .where(table.c.team_id == team_id, table.c.id > last_id)
+                .order_by(table.c.id)
+                .limit(CHUNK)
+            )
+        ).all()
+        if not rows:
+            return
+        last_id = rows[-1].id
+        yield list(rows)
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    message_id: int,
+    status: str | None = None,
+    after_id: int | None = None,
+    limit: int,
+) -> list[Delivery]:
+    await get_message(session, team_id=team_id, message_id=message_id)
+    query = select(Delivery).where(Delivery.msg_message_id == message_id)
+    if status:
+        if status not in STATUSES:
+            raise ValidationFailed(
+                "status", f"must be one of: {', '.join(STATUSES)}", location="query"
+            )
+        query = query.where(Delivery.status == status)
+    if after_id is not None:
+        query = query.where(Delivery.id > after_id)
+    rows = await session.execute(query.order_by(Delivery.id).limit(limit))
+    return list(rows.scalars().all())
+
+
+async def get_delivery(session: AsyncSession, *, team_id: int, delivery_id: int) -> Delivery:
+    delivery = (
+        await session.execute(
+            select(Delivery).where(Delivery.id == delivery_id, Delivery.team_id == team_id)
+        )
+    ).scalar_one_or_none()
+    if delivery is None:
+        raise NotFound(f"delivery {delivery_id} not found")
+    return delivery

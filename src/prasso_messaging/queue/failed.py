@@ -1,0 +1,66 @@
+"""The `failed_jobs` table: what finally failed, kept in the database whatever the driver."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select
+
+from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import FailedJob, utcnow
+from prasso_messaging.queue.base import ReservedJob
+
+failed_jobs = FailedJob.__table__
+
+
+@dataclass(frozen=True)
+class FailedJobRecord:
+    id: int
+    uuid: str
+    connection: str
+    queue: str
+    payload: str
+    exception: str
+    failed_at: datetime
+
+
+class FailedJobStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def record(self, *, connection: str, job: ReservedJob, exception: str) -> None:
+        async with self.database.connect() as conn:
+            await conn.execute(
+                insert(failed_jobs).values(
+                    uuid=str(uuid.uuid4()),
+                    connection=connection,
+                    queue=job.queue,
+                    payload=job.raw_payload,
+                    exception=exception,
+                    failed_at=utcnow(),
+                )
+            )
+
+    async def list(self, *, ids: Sequence[int] | None = None) -> list[FailedJobRecord]:
+        query = select(failed_jobs).order_by(failed_jobs.c.id)
+        if ids is not None:
+            query = query.where(failed_jobs.c.id.in_(ids))
+        async with self.database.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [FailedJobRecord(**row._mapping) for row in rows]
+
+    async def count(self) -> int:
+        return len(await self.list())
+
+    async def forget(self, ids: Sequence[int]) -> int:
+        async with self.database.connect() as conn:
+            result = await conn.execute(delete(failed_jobs).where(failed_jobs.c.id.in_(ids)))
+        return int(result.rowcount or 0)
+
+    async def flush(self) -> int:
+        async with self.database.connect() as conn:
+            result = await conn.execute(delete(failed_jobs))
+        return int(result.rowcount or 0)

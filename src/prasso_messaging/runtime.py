@@ -1,0 +1,120 @@
+"""Wiring at the edge: settings strings become driver and provider instances, once per process.
+
+Both `app.py` and the CLI build a Runtime; services receive its parts as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prasso_messaging.channels.base import Channel
+from prasso_messaging.channels.email import EmailChannel
+from prasso_messaging.channels.inapp import InAppChannel
+from prasso_messaging.channels.push import PushChannel
+from prasso_messaging.channels.sms import SmsChannel
+from prasso_messaging.config import Settings
+from prasso_messaging.db.engine import Database
+from prasso_messaging.deliveries import DeliveryProcessor, RetryPolicy
+from prasso_messaging.errors import ConfigError
+from prasso_messaging.messages import Dispatcher
+from prasso_messaging.providers.base import MailProvider, SmsProvider
+from prasso_messaging.providers.log import OutboxMailer, OutboxSms
+from prasso_messaging.queue.base import QueueDriver
+from prasso_messaging.queue.failed import FailedJobStore
+from prasso_messaging.queue.sync import SyncQueue
+from prasso_messaging.queue.worker import Worker, WorkerOptions
+
+
+def build_mail_provider(settings: Settings, database: Database) -> MailProvider:
+    return OutboxMailer(database)
+
+
+def build_sms_provider(settings: Settings, database: Database) -> SmsProvider:
+    return OutboxSms(database)
+
+
+def build_channels(settings: Settings, database: Database) -> dict[str, Channel]:
+    channels: list[Channel] = [
+        EmailChannel(
+            build_mail_provider(settings, database),
+            from_address=settings.MAIL_FROM_ADDRESS,
+            from_name=settings.MAIL_FROM_NAME,
+        ),
+        SmsChannel(
+            build_sms_provider(settings, database),
+            from_number=settings.TWILIO_PHONE_NUMBER,
+            status_callback=f"{settings.APP_URL}/webhooks/twilio/status",
+        ),
+        PushChannel(
+            vapid_private_key=settings.VAPID_PRIVATE_KEY,
+            vapid_public_key=settings.VAPID_PUBLIC_KEY,
+            subject=settings.VAPID_SUBJECT,
+        ),
+        InAppChannel(),
+    ]
+    return {c.name: c for c in channels}
+
+
+def build_queue(settings: Settings, database: Database) -> QueueDriver:
+    if settings.QUEUE_CONNECTION == "sync":
+        return SyncQueue()
+    if settings.QUEUE_CONNECTION == "database":
+        from prasso_messaging.queue.database import DatabaseQueue
+
+        return DatabaseQueue(database, retry_after=settings.QUEUE_RETRY_AFTER)
+    raise ConfigError(
+        f"QUEUE_CONNECTION: the {settings.QUEUE_CONNECTION!r} driver is not available in this build"
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    queue: QueueDriver
+    channels: dict[str, Channel]
+    failed: FailedJobStore
+    processor: DeliveryProcessor
+    workers: list[Worker] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, *, pool_size: int = 10) -> Runtime:
+        database = Database.from_url(settings.DATABASE_URL, pool_size=pool_size)
+        channels = build_channels(settings, database)
+        runtime = cls(
+            settings=settings,
+            database=database,
+            queue=build_queue(settings, database),
+            channels=channels,
+            failed=FailedJobStore(database),
+            processor=DeliveryProcessor(
+                database=database,
+                channels=channels,
+                policy=RetryPolicy(settings.MESSAGING_RETRY_BACKOFF),
+            ),
+        )
+        if isinstance(runtime.queue, SyncQueue):
+            inline = runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
+            runtime.queue.handler = inline.handle
+        return runtime
+
+    def make_worker(self, options: WorkerOptions) -> Worker:
+        worker = Worker(
+            driver=self.queue, processor=self.processor, failed=self.failed, options=options
+        )
+        self.workers.append(worker)
+        return worker
+
+    def dispatcher(self) -> Dispatcher:
+        def wake_workers() -> None:
+            for worker in self.workers:
+                worker.wake()
+
+        return Dispatcher(self.queue, self.settings.QUEUE_NAME, on_dispatch=wake_workers)
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+        await self.queue.close()
+        await self.database.dispose()
+
