@@ -45,7 +45,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _BodyTooLargeError
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -56,7 +56,7 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except _BodyTooLargeError:
             if not response_started:
                 await self._too_large(scope, receive, send)
 
@@ -67,18 +67,14 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
+class _BodyTooLargeError(Exception):
     pass
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ValidationFailed)
     return JSONResponse(
-        {
-            "detail": [
-                {"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}
-            ]
-        },
+        {"detail": [{"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}]},
         status_code=422,
     )
 

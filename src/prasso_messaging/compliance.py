@@ -15,7 +15,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.channels.base import Outgoing
-from prasso_messaging.db.models import DoNotContact, OptOut
+from prasso_messaging.db.models import DoNotContact, OptOut, table
 from prasso_messaging.errors import Reason
 
 AddressKey = tuple[int, str, str]  # (team_id, channel, normalized address)
@@ -55,10 +55,10 @@ async def load_consent(conn: AsyncConnection, keys: Iterable[AddressKey]) -> Con
         return ConsentSnapshot()
 
     async def matching(model: type[OptOut] | type[DoNotContact]) -> frozenset[AddressKey]:
-        table = model.__table__
+        source = table(model)
         rows = await conn.execute(
-            select(table.c.team_id, table.c.channel, table.c.address).where(
-                tuple_(table.c.team_id, table.c.channel, table.c.address).in_(wanted)
+            select(source.c.team_id, source.c.channel, source.c.address).where(
+                tuple_(source.c.team_id, source.c.channel, source.c.address).in_(wanted)
             )
         )
         return frozenset((r.team_id, r.channel, r.address) for r in rows)

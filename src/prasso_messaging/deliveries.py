@@ -23,7 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent, TeamProfile
 from prasso_messaging.compliance import ConsentSnapshot, Decision, decide, load_consent
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import Delivery, Guest, Message, Team, TeamSettings, User, utcnow
+from prasso_messaging.db.models import (
+    Delivery,
+    Guest,
+    Message,
+    Team,
+    TeamSettings,
+    User,
+    table,
+    utcnow,
+)
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.worker import JobResult, WorkerOptions
@@ -32,7 +41,7 @@ log = logging.getLogger(__name__)
 
 JOB_NAME = "ProcessMsgDelivery"
 LEASE_MARGIN_SECONDS = 30.0
-deliveries = Delivery.__table__
+deliveries = table(Delivery)
 
 
 def delivery_job(delivery_id: int) -> dict[str, Any]:
@@ -156,9 +165,7 @@ class DeliveryProcessor:
             results.extend(await self._run(work, options))
         return results
 
-    async def _claim(
-        self, ids: list[int], now: datetime, lease: datetime
-    ) -> dict[int, int]:
+    async def _claim(self, ids: list[int], now: datetime, lease: datetime) -> dict[int, int]:
         """Lease the deliveries that are ready; returns {delivery id: attempt number}."""
         stmt = (
             update(deliveries)
@@ -223,16 +230,20 @@ class DeliveryProcessor:
                         deliveries.c.recipient_id,
                         deliveries.c.channel,
                         deliveries.c["metadata"],
-                        Message.__table__.c.subject,
-                        Message.__table__.c.body,
-                        Message.__table__.c.is_transactional,
+                        table(Message).c.subject,
+                        table(Message).c.body,
+                        table(Message).c.is_transactional,
                     )
-                    .join(Message.__table__, Message.__table__.c.id == deliveries.c.msg_message_id)
+                    .join(table(Message), table(Message).c.id == deliveries.c.msg_message_id)
                     .where(deliveries.c.id.in_(list(claimed)))
                 )
             ).all()
-            users = await _recipients(conn, User, [r.recipient_id for r in rows if r.recipient_type == "user"])
-            guests = await _recipients(conn, Guest, [r.recipient_id for r in rows if r.recipient_type == "guest"])
+            users = await _recipients(
+                conn, User, [r.recipient_id for r in rows if r.recipient_type == "user"]
+            )
+            guests = await _recipients(
+                conn, Guest, [r.recipient_id for r in rows if r.recipient_type == "guest"]
+            )
             teams = await _teams(conn, {r.team_id for r in rows if r.team_id is not None})
         work: list[_Work] = []
         for row in rows:
@@ -379,12 +390,18 @@ class DeliveryProcessor:
             next_attempt_at=utcnow() + timedelta(seconds=delay),
             metadata=item.metadata or None,
         )
-        log.info("delivery %s: attempt %d failed, retry in %.0fs", item.delivery_id, item.attempts, delay)
+        log.info(
+            "delivery %s: attempt %d failed, retry in %.0fs", item.delivery_id, item.attempts, delay
+        )
         return item, record, JobResult(item.job, "release", delay=delay)
 
     def _fail(self, item: _Work, error: str) -> tuple[_Work, _Record, JobResult]:
         record = _Record(
-            item.delivery_id, "failed", error=error, failed_at=utcnow(), metadata=item.metadata or None
+            item.delivery_id,
+            "failed",
+            error=error,
+            failed_at=utcnow(),
+            metadata=item.metadata or None,
         )
         log.warning("delivery %s failed: %s", item.delivery_id, error)
         return item, record, JobResult(item.job, "fail", error=error)
@@ -414,7 +431,8 @@ async def _recipients(
 ) -> dict[int, Recipient]:
     if not ids:
         return {}
-    rows = await conn.execute(select(model.__table__).where(model.__table__.c.id.in_(set(ids))))
+    source = table(model)
+    rows = await conn.execute(select(source).where(source.c.id.in_(set(ids))))
     found: dict[int, Recipient] = {}
     for r in rows:
         if model is User:
@@ -429,7 +447,7 @@ async def _recipients(
 async def _teams(conn: AsyncConnection, ids: set[int]) -> dict[int, TeamProfile]:
     if not ids:
         return {}
-    teams, settings = Team.__table__, TeamSettings.__table__
+    teams, settings = table(Team), table(TeamSettings)
     rows = await conn.execute(
         select(teams, settings)
         .outerjoin(settings, settings.c.team_id == teams.c.id)

@@ -20,7 +20,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import Delivery, Guest, IdempotencyKey, Message, Team, User, utcnow
+from prasso_messaging.db.models import (
+    Delivery,
+    Guest,
+    IdempotencyKey,
+    Message,
+    Team,
+    User,
+    table,
+    utcnow,
+)
 from prasso_messaging.deliveries import delivery_job
 from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
 from prasso_messaging.queue.base import QueueDriver
@@ -34,12 +43,12 @@ MAX_BODY_LENGTH = 100_000
 MAX_SMS_BODY_LENGTH = 1600
 CHUNK = 1000
 
-deliveries_table = Delivery.__table__
+deliveries_table = table(Delivery)
 
 
 @dataclass
 class Dispatcher:
-    """Where delivery jobs go: a queue driver, the queue name, and an optional in-process wake-up."""
+    """Where delivery jobs go: a driver, a queue name, and an optional in-process wake-up."""
 
     driver: QueueDriver
     queue: str
@@ -345,13 +354,13 @@ async def _by_ids(
 ) -> AsyncIterator[list[Any]]:
     """The team's recipients with these ids, in chunks; any unknown id fails the whole send."""
     unique = list(dict.fromkeys(ids))
-    table = model.__table__
+    source = table(model)
     for start in range(0, len(unique), CHUNK):
         chunk = unique[start : start + CHUNK]
         rows = (
             await conn.execute(
-                select(table.c.id, table.c.email, table.c.phone).where(
-                    table.c.team_id == team_id, table.c.id.in_(chunk)
+                select(source.c.id, source.c.email, source.c.phone).where(
+                    source.c.team_id == team_id, source.c.id.in_(chunk)
                 )
             )
         ).all()
@@ -365,14 +374,14 @@ async def _by_ids(
 
 
 async def _all_guests(conn: AsyncConnection, team_id: int) -> AsyncIterator[list[Any]]:
-    table = Guest.__table__
+    source = table(Guest)
     last_id = 0
     while True:
         rows = (
             await conn.execute(
-                select(table.c.id, table.c.email, table.c.phone)
-                .where(table.c.team_id == team_id, table.c.id > last_id)
-                .order_by(table.c.id)
+                select(source.c.id, source.c.email, source.c.phone)
+                .where(source.c.team_id == team_id, source.c.id > last_id)
+                .order_by(source.c.id)
                 .limit(CHUNK)
             )
         ).all()

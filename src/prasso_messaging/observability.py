@@ -1,4 +1,4 @@
-"""Logging: parameters not f-strings, no secrets, no full phone numbers (see addresses.mask_phone)."""
+"""Logging: parameters not f-strings, no secrets, no full phone numbers (`mask_phone`)."""
 
 from __future__ import annotations
 

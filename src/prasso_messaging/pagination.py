@@ -28,7 +28,9 @@ def decode_cursor(cursor: str | None) -> int | None:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("cursor", "not a cursor from a previous page", location="query") from None
+        raise ValidationFailed(
+            "cursor", "not a cursor from a previous page", location="query"
+        ) from None
 
 
 def page(rows: Sequence[T], limit: int, key: Any) -> tuple[list[T], str | None]:

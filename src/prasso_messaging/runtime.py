@@ -117,4 +117,3 @@ class Runtime:
             await channel.close()
         await self.queue.close()
         await self.database.dispose()
-

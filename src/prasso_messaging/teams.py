@@ -53,7 +53,9 @@ async def get_team(session: AsyncSession, team_id: int) -> Team:
     return team
 
 
-async def create_api_token(session: AsyncSession, *, team_id: int, name: str = "default") -> IssuedToken:
+async def create_api_token(
+    session: AsyncSession, *, team_id: int, name: str = "default"
+) -> IssuedToken:
     await get_team(session, team_id)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(team_id=team_id, name=name, token_hash=hash_token(token), prefix=token[:10])

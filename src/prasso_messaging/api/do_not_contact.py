@@ -17,7 +17,9 @@ router = APIRouter(prefix="/api/do-not-contact", tags=["do-not-contact"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def add(body: DoNotContactEntry, team: CurrentTeam, runtime: RuntimeDep) -> DoNotContactPublic:
+async def add(
+    body: DoNotContactEntry, team: CurrentTeam, runtime: RuntimeDep
+) -> DoNotContactPublic:
     async with runtime.database.session() as session:
         entry = await consent.add_do_not_contact(
             session,
@@ -57,4 +59,6 @@ async def list_entries(
     async with runtime.database.session() as session:
         rows = (await session.execute(query.order_by(DoNotContact.id).limit(limit + 1))).scalars()
         items, next_cursor = page(list(rows), limit, key=lambda e: e.id)
-    return Page(items=[DoNotContactPublic.model_validate(e) for e in items], next_cursor=next_cursor)
+    return Page(
+        items=[DoNotContactPublic.model_validate(e) for e in items], next_cursor=next_cursor
+    )

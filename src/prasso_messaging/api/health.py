@@ -45,15 +45,16 @@ async def metrics(runtime: RuntimeDep) -> str:
     lines = [
         "# HELP prasso_deliveries Deliveries by channel and status.",
         "# TYPE prasso_deliveries gauge",
-        *(
-            f'prasso_deliveries{{channel="{c}",status="{s}"}} {n}'
-            for c, s, n in counts
-        ),
+        *(f'prasso_deliveries{{channel="{c}",status="{s}"}} {n}' for c, s, n in counts),
         "# HELP prasso_queue_jobs Jobs in the queue by state.",
         "# TYPE prasso_queue_jobs gauge",
         *(
             f'prasso_queue_jobs{{queue="{runtime.settings.QUEUE_NAME}",state="{state}"}} {n}'
-            for state, n in (("ready", size.ready), ("delayed", size.delayed), ("reserved", size.reserved))
+            for state, n in (
+                ("ready", size.ready),
+                ("delayed", size.delayed),
+                ("reserved", size.reserved),
+            )
         ),
         "# HELP prasso_failed_jobs Rows in failed_jobs.",
         "# TYPE prasso_failed_jobs gauge",

@@ -23,7 +23,9 @@ router = APIRouter(tags=["messages"])
 
 
 @router.post("/api/messages", status_code=status.HTTP_201_CREATED)
-async def create_message(body: MessageCreate, team: CurrentTeam, runtime: RuntimeDep) -> MessagePublic:
+async def create_message(
+    body: MessageCreate, team: CurrentTeam, runtime: RuntimeDep
+) -> MessagePublic:
     async with runtime.database.session() as session:
         message = await messages.create_message(
             session,

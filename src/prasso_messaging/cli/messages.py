@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from prasso_messaging import messages
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
-from prasso_messaging.db.models import Message, OutboxMessage
+from prasso_messaging.db.models import Message, OutboxMessage, table
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
         body: Annotated[str, typer.Option(help="Message body ({{FirstName}} etc. allowed).")],
         subject: Annotated[str | None, typer.Option(help="Subject (email, push, in-app).")] = None,
         user: Annotated[list[int] | None, typer.Option("--user", help="User id (repeat).")] = None,
-        guest: Annotated[list[int] | None, typer.Option("--guest", help="Guest id (repeat).")] = None,
+        guest: Annotated[
+            list[int] | None, typer.Option("--guest", help="Guest id (repeat).")
+        ] = None,
         all_guests: Annotated[bool, typer.Option(help="Every guest of the team.")] = False,
         transactional: Annotated[bool, typer.Option(help="Transactional message.")] = False,
         send_at: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
@@ -90,7 +92,7 @@ def register(app: typer.Typer) -> None:
 
         async def work() -> list[dict[str, Any]]:
             async with open_runtime(config) as runtime, runtime.database.engine.connect() as conn:
-                query = select(OutboxMessage.__table__).order_by(OutboxMessage.id.desc()).limit(limit)
+                query = select(table(OutboxMessage)).order_by(OutboxMessage.id.desc()).limit(limit)
                 if channel:
                     query = query.where(OutboxMessage.channel == channel)
                 return [dict(r._mapping) for r in await conn.execute(query)]
@@ -102,19 +104,29 @@ def register(app: typer.Typer) -> None:
                     {
                         k: r[k]
                         for k in (
-                            "id", "channel", "team_id", "delivery_id", "to_address",
-                            "from_address", "subject", "body_text", "created_at",
+                            "id",
+                            "channel",
+                            "team_id",
+                            "delivery_id",
+                            "to_address",
+                            "from_address",
+                            "subject",
+                            "body_text",
+                            "created_at",
                         )
                     }
                     for r in rows
                 ]
             )
             return
-        table = Table("id", "channel", "to", "subject / body", "at")
+        grid = Table("id", "channel", "to", "subject / body", "at")
         for r in rows:
             summary = r["subject"] or r["body_text"].replace("\n", " ")
-            table.add_row(
-                str(r["id"]), r["channel"], r["to_address"], summary[:60], f"{r['created_at']:%H:%M:%S}"
+            grid.add_row(
+                str(r["id"]),
+                r["channel"],
+                r["to_address"],
+                summary[:60],
+                f"{r['created_at']:%H:%M:%S}",
             )
-        Console().print(table)
-
+        Console().print(grid)

@@ -9,7 +9,9 @@ import typer
 from prasso_messaging import teams
 from prasso_messaging.cli.app import open_runtime, print_json, run, settings
 
-teams_app = typer.Typer(help="Create teams and manage their SMS verification.", no_args_is_help=True)
+teams_app = typer.Typer(
+    help="Create teams and manage their SMS verification.", no_args_is_help=True
+)
 tokens_app = typer.Typer(help="Issue team API tokens.", no_args_is_help=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON.")]
@@ -18,7 +20,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON.")]
 @teams_app.command("create")
 def create(
     name: str,
-    sms_verified: Annotated[bool, typer.Option("--sms-verified", help="Verify for SMS now.")] = False,
+    sms_verified: Annotated[
+        bool, typer.Option("--sms-verified", help="Verify for SMS now.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a team and print it with a new API token (shown once)."""

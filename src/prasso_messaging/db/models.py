@@ -1,13 +1,13 @@
-"""The tables. `msg_messages` and `msg_deliveries` keep the seed's columns exactly; the rest is ours.
+"""The tables. `msg_messages` and `msg_deliveries` keep the seed's columns exactly.
 
-Declared once with the ORM (for CRUD) and used through `Model.__table__` for bulk Core statements.
+Declared once with the ORM (for CRUD) and used through `table(Model)` for bulk Core statements.
 Times are stored in UTC and always come back timezone-aware, on SQLite as on PostgreSQL.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -280,9 +281,7 @@ class Message(Timestamps, Base):
     type: Mapped[str] = mapped_column(String(255))
     subject: Mapped[str | None] = mapped_column(String(255))
     body: Mapped[str | None] = mapped_column(Text)
-    is_transactional: Mapped[bool] = mapped_column(
-        Boolean, default=False, server_default=false()
-    )
+    is_transactional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Delivery(Timestamps, Base):
@@ -411,3 +410,8 @@ class FailedJob(Base):
     payload: Mapped[str] = mapped_column(Text)
     exception: Mapped[str] = mapped_column(Text)
     failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, typed for bulk statements."""
+    return cast(Table, model.__table__)

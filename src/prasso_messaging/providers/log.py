@@ -13,11 +13,11 @@ from sqlalchemy import insert
 
 from prasso_messaging.addresses import mask_phone
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import OutboxMessage, utcnow
+from prasso_messaging.db.models import OutboxMessage, table, utcnow
 from prasso_messaging.providers.base import Email, MailProvider, Sms, SmsProvider
 
 log = logging.getLogger(__name__)
-outbox = OutboxMessage.__table__
+outbox = table(OutboxMessage)
 
 
 class OutboxMailer(MailProvider):

@@ -17,7 +17,7 @@ from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import Job
+from prasso_messaging.db.models import Job, table
 from prasso_messaging.queue.base import (
     JsonPayload,
     QueueDriver,
@@ -27,7 +27,7 @@ from prasso_messaging.queue.base import (
     encode_payload,
 )
 
-jobs = Job.__table__
+jobs = table(Job)
 
 
 class DatabaseQueue(QueueDriver):
@@ -88,8 +88,7 @@ class DatabaseQueue(QueueDriver):
             .returning(jobs.c.id, jobs.c.payload, jobs.c.attempts)
         )
         async with self.database.connect() as conn:
-            rows = (await conn.execute(claim)).all()
-        rows.sort(key=lambda r: r.id)
+            rows = sorted((await conn.execute(claim)).all(), key=lambda r: r.id)
         return [
             ReservedJob(str(r.id), queue, decode_payload(r.payload), r.attempts, receipt=token)
             for r in rows

@@ -10,10 +10,10 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select
 
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import FailedJob, utcnow
+from prasso_messaging.db.models import FailedJob, table, utcnow
 from prasso_messaging.queue.base import ReservedJob
 
-failed_jobs = FailedJob.__table__
+failed_jobs = table(FailedJob)
 
 
 @dataclass(frozen=True)

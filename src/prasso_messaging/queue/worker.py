@@ -7,6 +7,7 @@ hand is finished (or released) before the loop returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -138,7 +139,5 @@ class Worker:
 
     async def _idle(self) -> None:
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=self.options.sleep)
-        except TimeoutError:
-            pass
