@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -39,11 +43,29 @@ def _default_bind(config: Settings) -> tuple[str, int]:
     return "127.0.0.1", parts.port or 8000
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising SIGINT/SIGTERM after a clean shutdown (exit 0)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
     async def main() -> None:
         runtime = Runtime.build(config)
         app = create_app(config, runtime=runtime, with_worker=with_worker)
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
         )
         try:

@@ -1,0 +1,112 @@
+"""The `prasso` command as a user runs it: each in a subprocess against a real database."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from prasso_messaging.db.engine import Database
+from tests.e2e.conftest import Cli, base_env
+
+
+def execute(database_url: str, sql: str, rows: list[dict[str, Any]] | None = None) -> Any:
+    async def go() -> Any:
+        database = Database.from_url(database_url, pool_size=1)
+        try:
+            async with database.connect() as conn:
+                if rows:
+                    await conn.execute(text(sql), rows)
+                    return None
+                return (await conn.execute(text(sql))).scalar_one()
+        finally:
+            await database.dispose()
+
+    return asyncio.run(go())
+
+
+def scalar(database_url: str, sql: str) -> int:
+    return int(execute(database_url, sql))
+
+
+def test_db_upgrade_is_safe_twice(cli):
+    assert "up to date" in cli.run("db", "upgrade").stdout
+    assert "up to date" in cli.run("db", "upgrade").stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://root@db/x"),
+        ("QUEUE_CONNECTION", "kafka"),
+        ("SMS_DRIVER", "carrier-pigeon"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(cli, name, value):
+    result = cli.run("db", "upgrade", check=False, **{name: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {name}: ")
+
+
+def test_teams_tokens_send_work_outbox(cli, database_url):
+    team = cli.json("teams", "create", "Acme", "--sms-verified")
+    assert set(team) >= {"id", "name", "api_token"}
+    assert team["name"] == "Acme"
+    assert team["api_token"].startswith("pm_")
+    token = cli.json("tokens", "create", str(team["id"]))
+    assert token["api_token"] != team["api_token"]
+
+    execute(
+        database_url,
+        "INSERT INTO guests (team_id, first_name, phone, subscribed) VALUES (:t, :n, :p, :s)",
+        [{"t": team["id"], "n": f"Guest{i}", "p": f"+1202555010{i}", "s": True} for i in range(3)],
+    )
+
+    sent = cli.json(
+        "send",
+        "--team",
+        str(team["id"]),
+        "--type",
+        "sms",
+        "--body",
+        "Hi {{FirstName}}",
+        "--all-guests",
+    )
+    assert sent == {"message_id": sent["message_id"], "queued": 3, "skipped": 0}
+    worker = cli.run("queue", "work", "--stop-when-empty")
+    assert "3 job(s)" in worker.stderr
+    outbox = cli.json("outbox", "--channel", "sms")
+    assert sorted(o["body_text"] for o in outbox) == [
+        f"Hi Guest{i}\nReply STOP to opt out" for i in range(3)
+    ]
+    assert scalar(database_url, "SELECT count(*) FROM msg_deliveries WHERE status = 'sent'") == 3
+
+
+def test_send_with_unknown_recipients_changes_nothing(cli, database_url):
+    team = cli.json("teams", "create", "Acme", "--sms-verified")
+    result = cli.run(
+        "send",
+        "--team",
+        str(team["id"]),
+        "--type",
+        "sms",
+        "--body",
+        "x",
+        "--guest",
+        "999",
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: guest_ids: unknown ids: 999"
+    assert scalar(database_url, "SELECT count(*) FROM msg_messages") == 0
+    assert scalar(database_url, "SELECT count(*) FROM msg_deliveries") == 0
+
+
+def test_help_lists_the_commands(tmp_path):
+    result = Cli(base_env("sqlite:///unused.db", tmp_path), tmp_path).run("--help")
+    for command in ("up", "serve", "db", "teams", "tokens", "queue", "send", "outbox"):
+        assert command in result.stdout

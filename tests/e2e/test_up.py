@@ -1,0 +1,94 @@
+"""`prasso up` as a new user meets it: embedded SQLite, demo data, and the README's tour."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Cli, base_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def up(tmp_path):
+    env = base_env("sqlite:///./var/prasso.db", tmp_path)
+    del env["DATABASE_URL"]  # the embedded default, as `make run` uses it
+    port = free_port()
+    process = Cli(env, tmp_path).spawn("up", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise AssertionError(process.communicate()[1])
+    yield url, tmp_path, process
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=20)
+
+
+def test_the_readme_tour_works(up):
+    url, cwd, _ = up
+    token = (cwd / "var" / "demo_token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=10) as api:
+        guest = api.post(
+            "/api/guests",
+            json={"first_name": "Ray", "phone": "(202) 555-0199", "email": "ray@example.com"},
+        )
+        assert guest.status_code == 201
+        assert guest.json()["phone"] == "+12025550199"
+        message = api.post(
+            "/api/messages", json={"type": "sms", "body": "Hi {{FirstName}}, doors open at 7."}
+        )
+        assert message.status_code == 201
+        message_id = message.json()["id"]
+        sent = api.post(
+            "/api/messages/send",
+            json={"message_id": message_id, "guest_ids": [guest.json()["id"]], "user_ids": [1, 2]},
+        )
+        assert sent.status_code == 202
+        assert sent.json() == {"message_id": message_id, "queued": 3, "skipped": 0}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            counts = api.get(f"/api/messages/{message_id}").json()["deliveries"]
+            if counts["sent"] == 3:
+                break
+            time.sleep(0.2)
+        assert counts == {"queued": 0, "sent": 3, "delivered": 0, "failed": 0, "skipped": 0}
+        assert api.get("/docs").status_code == 200
+    assert (cwd / "var" / "prasso.db").exists()
+
+
+def test_up_prints_the_url_and_token_and_seeds_once(tmp_path):
+    env = base_env("sqlite:///./var/prasso.db", tmp_path)
+    del env["DATABASE_URL"]
+    cli = Cli(env, tmp_path)
+    for _ in range(2):
+        port = free_port()
+        process = cli.spawn("up", "--port", str(port))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=20)
+        assert f"http://127.0.0.1:{port}" in out
+        assert "Demo API token: pm_" in out
+        assert process.returncode == 0

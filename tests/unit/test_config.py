@@ -1,0 +1,82 @@
+"""Settings: SPEC defaults, and one line naming the variable for every bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from prasso_messaging.config import load_settings, redact_url
+from prasso_messaging.errors import ConfigError
+
+
+def settings(**values: object):
+    return load_settings(_env_file=None, **values)
+
+
+def test_defaults_match_the_spec(monkeypatch):
+    for name in ("DATABASE_URL", "QUEUE_CONNECTION", "MAIL_MAILER", "SMS_DRIVER"):
+        monkeypatch.delenv(name, raising=False)
+    s = settings()
+    assert s.DATABASE_URL == "sqlite:///./var/prasso.db"
+    assert s.QUEUE_CONNECTION == "database"
+    assert s.QUEUE_NAME == "default"
+    assert s.QUEUE_RETRY_AFTER == 120
+    assert s.MAIL_MAILER == "log"
+    assert s.SMS_DRIVER == "log"
+    assert s.MESSAGING_BATCH_SIZE == 50
+    assert s.MESSAGING_RETRY_BACKOFF == (60, 120, 300, 600)
+    assert s.max_attempts == 5
+    assert s.MESSAGING_ALLOW_TRANSACTIONAL_BYPASS is True
+    assert s.MESSAGING_DEFAULT_REGION == "US"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://root@localhost/x"),
+        ("DATABASE_URL", "postgresql://"),
+        ("DATABASE_URL", "sqlite://"),
+        ("QUEUE_CONNECTION", "rabbitmq"),
+        ("MAIL_MAILER", "sendmail"),
+        ("SMS_DRIVER", "nexmo"),
+        ("MAIL_ENCRYPTION", "starttls"),
+        ("MESSAGING_RETRY_BACKOFF", "60,soon"),
+        ("MESSAGING_BATCH_SIZE", "0"),
+        ("MESSAGING_DEFAULT_REGION", "XX"),
+        ("REDIS_URL", "http://localhost"),
+        ("APP_URL", "localhost:8000"),
+        ("QUEUE_RETRY_AFTER", "-1"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(name, value, monkeypatch):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    message = str(caught.value)
+    assert message.startswith(f"{name}: ")
+    assert "\n" not in message
+
+
+def test_sqs_needs_a_queue_url():
+    with pytest.raises(ConfigError, match=r"^SQS_QUEUE_URL: "):
+        settings(QUEUE_CONNECTION="sqs")
+
+
+def test_production_refuses_a_generated_key():
+    with pytest.raises(ConfigError, match=r"^APP_KEY: "):
+        settings(APP_ENV="production", APP_KEY="")
+
+
+def test_app_key_is_generated_once_into_var(tmp_path):
+    first = settings(VAR_DIR=tmp_path).app_key()
+    second = settings(VAR_DIR=tmp_path).app_key()
+    assert first == second
+    assert len(first) >= 32
+    assert (tmp_path / "app_key").stat().st_mode & 0o077 == 0
+
+
+def test_backoff_is_parsed_from_a_comma_list():
+    assert settings(MESSAGING_RETRY_BACKOFF="1, 2,3").MESSAGING_RETRY_BACKOFF == (1, 2, 3)
+
+
+def test_passwords_are_redacted_in_error_lines():
+    assert redact_url("postgresql://u:secret@db/x") == "postgresql://u:***@db/x"
