@@ -36,7 +36,8 @@ format: install-dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: install-dev  ## measure throughput; results go to docs/benchmarks.md
+bench: install-dev  ## measure throughput beside a peer; results go to docs/benchmarks.md
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prasso_messaging.cli.app import app
 from prasso_messaging.cli.messages import register as register_messages
+from prasso_messaging.cli.push import push_app
+from prasso_messaging.cli.prune import register as register_prune
 from prasso_messaging.cli.queue import queue_app
 from prasso_messaging.cli.server import db_app
 from prasso_messaging.cli.server import register as register_server
@@ -13,8 +15,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(teams_app, name="teams")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(queue_app, name="queue")
+app.add_typer(push_app, name="push")
 register_server(app)
 register_messages(app)
+register_prune(app)
 
 
 def main() -> None:

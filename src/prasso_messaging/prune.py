@@ -1,0 +1,106 @@
+"""`prasso prune`: the seed's scheduled cleanup of old delivery records.
+
+Deletes, in chunks so a large backlog never holds one long lock: finished deliveries (every status
+but `queued`) created before the cutoff, messages left with no deliveries, outbox entries, failed
+jobs, and idempotency keys. Consent events and the verification audit trail are kept: they are the
+record of what a recipient agreed to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import (
+    Delivery,
+    FailedJob,
+    IdempotencyKey,
+    Message,
+    OutboxMessage,
+    table,
+    utcnow,
+)
+from prasso_messaging.errors import ValidationFailed
+
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deliveries: int
+    messages: int
+    outbox: int
+    failed_jobs: int
+    idempotency_keys: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def cutoff_for(older_than_days: int) -> datetime:
+    if older_than_days < 1:
+        raise ValidationFailed("older-than-days", "must be at least 1")
+    return utcnow() - timedelta(days=older_than_days)
+
+
+async def _delete_in_chunks(
+    database: Database,
+    model: type[Message]
+    | type[Delivery]
+    | type[OutboxMessage]
+    | type[FailedJob]
+    | type[IdempotencyKey],
+    condition: ColumnElement[bool],
+    progress: Callable[[int], None],
+) -> int:
+    source = table(model)
+    total = 0
+    while True:
+        async with database.connect() as conn:
+            ids = (
+                (await conn.execute(select(source.c.id).where(condition).limit(CHUNK)))
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return total
+            await conn.execute(delete(source).where(source.c.id.in_(ids)))
+        total += len(ids)
+        progress(len(ids))
+
+
+async def prune(
+    database: Database, *, older_than_days: int, progress: Callable[[int], None] = lambda _: None
+) -> PruneResult:
+    cutoff = cutoff_for(older_than_days)
+    deliveries = table(Delivery)
+    messages = table(Message)
+    return PruneResult(
+        deliveries=await _delete_in_chunks(
+            database,
+            Delivery,
+            (deliveries.c.created_at < cutoff) & (deliveries.c.status != "queued"),
+            progress,
+        ),
+        messages=await _delete_in_chunks(
+            database,
+            Message,
+            (messages.c.created_at < cutoff)
+            & ~exists().where(deliveries.c.msg_message_id == messages.c.id),
+            progress,
+        ),
+        outbox=await _delete_in_chunks(
+            database, OutboxMessage, table(OutboxMessage).c.created_at < cutoff, progress
+        ),
+        failed_jobs=await _delete_in_chunks(
+            database, FailedJob, table(FailedJob).c.failed_at < cutoff, progress
+        ),
+        idempotency_keys=await _delete_in_chunks(
+            database, IdempotencyKey, table(IdempotencyKey).c.created_at < cutoff, progress
+        ),
+    )
