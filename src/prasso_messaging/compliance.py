@@ -1,31 +1,44 @@
-"""One decision per delivery, made by the worker just before the send: send, or skip and why.
+"""One decision per delivery, made by the worker just before the send: send, wait, or skip and why.
 
 State can change between queueing and sending (an opt-out, a do-not-contact entry, a revoked
 verification), so the check runs again here however the delivery was queued. `decide` is a pure
-function over data loaded for the whole batch by `load_consent` in two queries.
+function over data loaded for the whole batch (`load_consent`: two queries), which is what lets
+it be property-tested. The per-guest cap and provider pacing need atomic reservations shared by
+every worker, so they live in `ratelimit.py` and run right after a "send" decision.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+from phonenumbers import timezone as phone_timezones
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.channels.base import Outgoing
 from prasso_messaging.db.models import DoNotContact, OptOut, table
-from prasso_messaging.errors import Reason
+from prasso_messaging.errors import Reason, ValidationFailed
 
 AddressKey = tuple[int, str, str]  # (team_id, channel, normalized address)
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: Literal["send", "skip"]
+    """`send`; `defer` until `not_before` (the job is released, never dropped); or `skip`."""
+
+    action: Literal["send", "defer", "skip"]
     reason: str | None = None
     detail: str = ""
+    not_before: datetime | None = None
 
     @property
     def error(self) -> str | None:
@@ -39,6 +52,92 @@ SEND = Decision("send")
 
 def skip(reason: Reason, detail: str = "") -> Decision:
     return Decision("skip", reason.value, detail)
+
+
+# --- quiet hours ---------------------------------------------------------------------------------
+
+
+def parse_clock(value: str, *, field: str) -> time:
+    """ "HH:MM" (24-hour) → time; anything else is a ValidationFailed naming `field`."""
+    match = CLOCK.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValidationFailed(field, "must be a 24-hour time HH:MM, e.g. 21:00")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily window in the recipient's local time, e.g. 21:00-08:00 (may cross midnight)."""
+
+    start: time
+    end: time
+
+    @classmethod
+    def from_strings(cls, start: str | None, end: str | None) -> QuietHours | None:
+        if start is None and end is None:
+            return None
+        if start is None or end is None:
+            missing = "quiet_hours_start" if start is None else "quiet_hours_end"
+            raise ValidationFailed(missing, "quiet hours need both a start and an end")
+        parsed = cls(
+            parse_clock(start, field="quiet_hours_start"),
+            parse_clock(end, field="quiet_hours_end"),
+        )
+        if parsed.start == parsed.end:
+            raise ValidationFailed("quiet_hours_end", "must differ from quiet_hours_start")
+        return parsed
+
+    def contains(self, local: time) -> bool:
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def ends_after(self, local: datetime) -> datetime:
+        """The first end of the window after `local` (aware, in its zone)."""
+        end = datetime.combine(local.date(), self.end, tzinfo=local.tzinfo)
+        if end <= local:
+            end = datetime.combine(local.date() + timedelta(days=1), self.end, tzinfo=local.tzinfo)
+        return end
+
+
+@lru_cache(maxsize=4096)
+def recipient_time_zones(phone: str) -> tuple[ZoneInfo, ...]:
+    """The time zones a number may ring in (a region can span several), known ones only."""
+    try:
+        number = phonenumbers.parse(phone)
+    except phonenumbers.NumberParseException:
+        return ()
+    zones: list[ZoneInfo] = []
+    for name in phone_timezones.time_zones_for_number(number):
+        try:
+            zones.append(ZoneInfo(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            continue  # "Etc/Unknown" and names this system's tz database lacks
+    return tuple(zones)
+
+
+def quiet_until(phone: str, now: datetime, quiet: QuietHours) -> datetime | None:
+    """When a message to `phone` may go out, or None if `now` is outside quiet hours everywhere.
+
+    A number spanning several zones must be outside the window in all of them; the candidates
+    are `now` and each zone's next window end. If no candidate is clear everywhere (a number
+    spanning most of the globe), the one clear in the most zones wins.
+    """
+    zones = recipient_time_zones(phone)
+    if not zones:
+        return None
+
+    def clear_in(at: datetime) -> int:
+        return sum(1 for z in zones if not quiet.contains(at.astimezone(z).time()))
+
+    if clear_in(now) == len(zones):
+        return None
+    candidates = sorted({quiet.ends_after(now.astimezone(z)).astimezone(now.tzinfo) for z in zones})
+    best = max(candidates, key=lambda at: (clear_in(at), -at.timestamp()))
+    return best
+
+
+# --- consent --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -66,20 +165,39 @@ async def load_consent(conn: AsyncConnection, keys: Iterable[AddressKey]) -> Con
     return ConsentSnapshot(await matching(OptOut), await matching(DoNotContact))
 
 
+def _address_is_valid(channel: str, address: str) -> bool:
+    if channel == "sms":
+        return E164.match(address) is not None
+    if channel == "email":
+        local, _, domain = address.rpartition("@")
+        return bool(local) and "." in domain
+    return True
+
+
 def decide(
     outgoing: Outgoing,
     *,
     address: str | None,
     recipient_kinds: tuple[str, ...],
     consent: ConsentSnapshot,
+    now: datetime,
+    quiet_hours: QuietHours | None = None,
 ) -> Decision:
-    """Send, or skip with a stable reason code (SPEC sections 3 and 7)."""
+    """Send, wait, or skip with a stable reason code (SPEC sections 3 and 7).
+
+    Blocks in this order: the channel cannot reach the recipient; no or malformed address; the
+    do-not-contact list (everything); SMS from a team not verified; an opt-out (SMS: everything,
+    other channels: non-transactional); an unsubscribed guest (non-transactional). A
+    non-transactional SMS that would arrive in the team's quiet hours waits for them to end.
+    """
     recipient = outgoing.recipient
     channel = outgoing.channel
     if recipient.kind not in recipient_kinds:
         return skip(Reason.CHANNEL_UNSUPPORTED, f"{channel} reaches users only")
     if not address:
         return skip(Reason.MISSING_ADDRESS, f"the {recipient.kind} has no {channel} address")
+    if not _address_is_valid(channel, address):
+        return skip(Reason.INVALID_ADDRESS, f"the {recipient.kind}'s {channel} address is invalid")
     key = (outgoing.team.id, channel, address)
     if key in consent.do_not_contact:
         return skip(Reason.DO_NOT_CONTACT, f"{channel} address is on the do-not-contact list")
@@ -89,4 +207,19 @@ def decide(
         return skip(Reason.OPTED_OUT, f"the recipient opted out of {channel}")
     if recipient.kind == "guest" and not recipient.subscribed and not outgoing.transactional:
         return skip(Reason.GUEST_UNSUBSCRIBED, "the guest is not subscribed")
+    if channel == "sms" and quiet_hours is not None and not outgoing.transactional:
+        until = quiet_until(address, now, quiet_hours)
+        if until is not None:
+            return Decision("defer", detail="quiet hours", not_before=until)
     return SEND
+
+
+def counts_toward_cap(outgoing: Outgoing, *, transactional_bypass: bool) -> bool:
+    """Only guests are capped; transactional messages are exempt while the bypass is on."""
+    return outgoing.recipient.kind == "guest" and not (
+        outgoing.transactional and transactional_bypass
+    )
+
+
+def over_cap(cap: int, window_days: int) -> Decision:
+    return skip(Reason.FREQUENCY_CAP, f"the guest already got {cap} messages in {window_days} days")

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     MESSAGING_ALLOW_TRANSACTIONAL_BYPASS: bool = True
     MESSAGING_RETRY_BACKOFF: Annotated[tuple[float, ...], NoDecode] = (60, 120, 300, 600)
     MESSAGING_DEFAULT_REGION: str = "US"
+    # where provider pacing is shared: auto = Redis when QUEUE_CONNECTION=redis, else the database
+    RATE_LIMIT_STORE: Literal["auto", "redis", "database"] = "auto"
 
     @field_validator("MESSAGING_RETRY_BACKOFF", mode="before")
     @classmethod

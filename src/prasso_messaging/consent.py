@@ -7,15 +7,32 @@ Every consent change, from any entry point, goes through here so it is written t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging.addresses import normalize_address
-from prasso_messaging.db.models import ConsentEvent, DoNotContact, Guest, OptOut
-from prasso_messaging.errors import NotFound, ValidationFailed
+from prasso_messaging.addresses import normalize_address, normalize_phone
+from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import (
+    ConsentEvent,
+    DoNotContact,
+    Guest,
+    Message,
+    OptOut,
+    Team,
+    TeamSettings,
+    utcnow,
+)
+from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
+from prasso_messaging.messages import Dispatcher, SendRequest, send_message
 
 ADDRESS_CHANNELS = ("email", "sms")
+DOUBLE_OPT_IN_WINDOW = timedelta(hours=24)
+CONFIRMATION_TEXT = (
+    "{sender}: reply YES within 24 hours to confirm you want our text messages."
+    " Msg & data rates may apply."
+)
 
 
 @dataclass(frozen=True)
@@ -192,3 +209,91 @@ async def _log(
             user_agent=(origin.user_agent or "")[:512] or None,
         )
     )
+
+
+async def consent_history(
+    session: AsyncSession, *, guest: Guest, after_id: int | None, limit: int
+) -> list[ConsentEvent]:
+    """The guest's consent events, oldest first (keyset pages of `limit + 1` rows)."""
+    query = select(ConsentEvent).where(
+        ConsentEvent.team_id == guest.team_id, ConsentEvent.guest_id == guest.id
+    )
+    if after_id is not None:
+        query = query.where(ConsentEvent.id > after_id)
+    rows = await session.execute(query.order_by(ConsentEvent.id).limit(limit + 1))
+    return list(rows.scalars().all())
+
+
+# --- double opt-in -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptInRequest:
+    guest_id: int
+    message_id: int
+    expires_at: datetime
+
+
+async def request_double_opt_in(
+    database: Database,
+    *,
+    team_id: int,
+    phone: str,
+    first_name: str | None,
+    origin: ConsentSource,
+    region: str,
+    dispatcher: Dispatcher,
+) -> OptInRequest:
+    """Mark the number's guest pending and text it a confirmation; a YES within 24 h subscribes.
+
+    The guest (created unsubscribed if new; an existing one keeps its status) and the request
+    event commit together; the confirmation then goes through the normal pipeline as a
+    transactional SMS, so consent, do-not-contact and pacing still apply. An unverified team is
+    refused (403) before anything is written.
+    """
+    number = normalize_phone(phone, region=region)
+    now = utcnow()
+    async with database.session() as session:
+        team = await session.get(Team, team_id)
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        if team.sms_verification_status != "verified":
+            raise Forbidden(
+                "this team is not verified for SMS; ask an operator to verify it",
+                reason=Reason.TEAM_NOT_VERIFIED,
+            )
+        guest = (
+            await session.execute(
+                select(Guest)
+                .where(Guest.team_id == team_id, Guest.phone == number)
+                .order_by(Guest.id)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        name = (first_name or "").strip() or None
+        if guest is None:
+            guest = Guest(team_id=team_id, phone=number, first_name=name, subscribed=False)
+            session.add(guest)
+            await session.flush()
+        elif name and not guest.first_name:
+            guest.first_name = name
+        guest.opt_in_requested_at = now
+        await _log(session, team_id, guest.id, "sms", number, "opt_in_requested", origin)
+        settings_row = await session.get(TeamSettings, team_id)
+        sender = (settings_row.business_name if settings_row else None) or team.name
+        message = Message(
+            team_id=team_id,
+            type="sms",
+            body=CONFIRMATION_TEXT.format(sender=sender),
+            is_transactional=True,
+        )
+        session.add(message)
+        await session.flush()
+        guest_id, message_id = guest.id, message.id
+    await send_message(
+        database,
+        team_id=team_id,
+        request=SendRequest(message_id=message_id, guest_ids=[guest_id]),
+        dispatcher=dispatcher,
+    )
+    return OptInRequest(guest_id, message_id, now + DOUBLE_OPT_IN_WINDOW)

@@ -1,12 +1,21 @@
-"""Users (team members) and guests (contacts): creation with normalized addresses, lookup."""
+"""Users (team members) and guests (contacts): creation with normalized addresses, lookup,
+and the guest's privacy rights (anonymize, delete)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging.addresses import normalize_email, normalize_phone
-from prasso_messaging.db.models import Guest, User
+from prasso_messaging.db.models import (
+    ConsentEvent,
+    Delivery,
+    Guest,
+    InboundMessage,
+    OutboxMessage,
+    User,
+    utcnow,
+)
 from prasso_messaging.errors import NotFound, ValidationFailed
 
 
@@ -80,3 +89,56 @@ async def get_guest(session: AsyncSession, *, team_id: int, guest_id: int) -> Gu
     if guest is None:
         raise NotFound(f"guest {guest_id} not found")
     return guest
+
+
+# --- privacy -------------------------------------------------------------------------------------
+
+ERASED = "[erased]"
+
+
+async def anonymize_guest(session: AsyncSession, *, team_id: int, guest_id: int) -> Guest:
+    """Erase the guest's personal data; deliveries and consent events stay, without it.
+
+    Opt-outs and do-not-contact entries keyed by the address are kept on purpose: they are what
+    stops a re-imported number from being messaged again.
+    """
+    guest = await get_guest(session, team_id=team_id, guest_id=guest_id)
+    await _erase_linked_personal_data(session, guest)
+    guest.first_name = guest.last_name = guest.email = guest.phone = None
+    guest.subscribed = False
+    guest.opt_in_requested_at = None
+    guest.anonymized_at = guest.anonymized_at or utcnow()
+    await session.flush()
+    return guest
+
+
+async def delete_guest(session: AsyncSession, *, team_id: int, guest_id: int) -> None:
+    """Erase the guest's personal data everywhere, then the guest; delivery rows stay."""
+    guest = await get_guest(session, team_id=team_id, guest_id=guest_id)
+    await _erase_linked_personal_data(session, guest)
+    await session.delete(guest)
+    await session.flush()
+
+
+async def _erase_linked_personal_data(session: AsyncSession, guest: Guest) -> None:
+    """Addresses, bodies, ip and user agent that name the guest in the tables linked to it."""
+    guest_deliveries = select(Delivery.id).where(
+        Delivery.team_id == guest.team_id,
+        Delivery.recipient_type == "guest",
+        Delivery.recipient_id == guest.id,
+    )
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.delivery_id.in_(guest_deliveries))
+        .values(to_address=ERASED, subject=None, body_text=ERASED, body_html=None, headers=None)
+    )
+    await session.execute(
+        update(ConsentEvent)
+        .where(ConsentEvent.team_id == guest.team_id, ConsentEvent.guest_id == guest.id)
+        .values(address=None, ip=None, user_agent=None)
+    )
+    await session.execute(
+        update(InboundMessage)
+        .where(InboundMessage.team_id == guest.team_id, InboundMessage.guest_id == guest.id)
+        .values(from_number=ERASED, body=ERASED)
+    )

@@ -6,6 +6,11 @@ Every state change is a conditional UPDATE, so a duplicate or late job is a no-o
   `next_attempt_at` after a transient error.
 Results are written as sends complete (coalesced while a write is in flight), which keeps the
 window between "provider accepted" and "we recorded it" to one write.
+
+Between claim and send: `compliance.decide` (send, wait for quiet hours, or skip), the per-guest
+cap reservation for the whole batch, and a provider pacing slot per send. Waiting work (quiet
+hours, a pacing slot further off than one interval) goes back to `queued` with `next_attempt_at`,
+its attempt not counted, and its job is released with that delay: it waits, it is never dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent, TeamProfile
-from prasso_messaging.compliance import ConsentSnapshot, Decision, decide, load_consent
+from prasso_messaging.compliance import (
+    ConsentSnapshot,
+    Decision,
+    QuietHours,
+    counts_toward_cap,
+    decide,
+    load_consent,
+    over_cap,
+)
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
     Delivery,
@@ -33,14 +46,16 @@ from prasso_messaging.db.models import (
     table,
     utcnow,
 )
-from prasso_messaging.errors import DeliverySkipped, Reason, SendError
+from prasso_messaging.errors import DeliverySkipped, Reason, SendError, ValidationFailed
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.worker import JobResult, WorkerOptions
+from prasso_messaging.ratelimit import CapRequest, Limits, Rate, Slot, release_caps, reserve_caps
 
 log = logging.getLogger(__name__)
 
 JOB_NAME = "ProcessMsgDelivery"
 LEASE_MARGIN_SECONDS = 30.0
+PACED_CHANNELS = ("email", "sms", "push")  # in-app is our own table, no provider to pace
 deliveries = table(Delivery)
 
 
@@ -76,6 +91,8 @@ class _Record:
     failed_at: datetime | None = None
     next_attempt_at: datetime | None = None
     metadata: dict[str, Any] | None = None
+    undo_attempt: bool = False  # a deferral (quiet hours, pacing) is not an attempt
+    release_cap: bool = False  # give the guest's cap room back: nothing was sent
 
     def params(self, now: datetime) -> dict[str, Any]:
         return {
@@ -88,6 +105,7 @@ class _Record:
             "b_failed_at": self.failed_at,
             "b_next": self.next_attempt_at,
             "b_meta": self.metadata,
+            "b_undo": 1 if self.undo_attempt else 0,
             "b_now": now,
         }
 
@@ -109,10 +127,26 @@ _RECORD = (
             "next_attempt_at": bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
             "metadata": bindparam("b_meta", type_=deliveries.c["metadata"].type),
             "claimed_until": None,
+            "attempts": deliveries.c.attempts - bindparam("b_undo"),
             "updated_at": bindparam("b_now", type_=deliveries.c.updated_at.type),
         }
     )
 )
+
+
+@dataclass(frozen=True)
+class TeamPolicy:
+    """A team's quiet hours, pacing and cap: its own values, else the global ones."""
+
+    quiet_hours: QuietHours | None
+    rate: Rate
+    own_pacing: bool
+    cap: int
+    window_days: int
+
+    def pacing_key(self, team_id: int, channel: str) -> str:
+        """Teams with their own pacing have their own slot log; the rest share the channel's."""
+        return f"{channel}:team:{team_id}" if self.own_pacing else channel
 
 
 @dataclass
@@ -125,11 +159,16 @@ class _Work:
     metadata: dict[str, Any]
     outgoing: Outgoing | None
     channel: Channel | None
+    policy: TeamPolicy | None = None
     extra_jobs: list[ReservedJob] = field(default_factory=list)
+    cap_reserved: bool = False
 
 
 class DeliveryProcessor:
-    """The worker's batch processor for ProcessMsgDelivery jobs."""
+    """The worker's batch processor for ProcessMsgDelivery jobs.
+
+    Without `limits` (a bare processor in a unit test) there are no caps and no pacing.
+    """
 
     def __init__(
         self,
@@ -137,10 +176,12 @@ class DeliveryProcessor:
         database: Database,
         channels: Mapping[str, Channel],
         policy: RetryPolicy,
+        limits: Limits | None = None,
     ) -> None:
         self.database = database
         self.channels = channels
         self.policy = policy
+        self.limits = limits
 
     async def __call__(
         self, jobs: Sequence[ReservedJob], options: WorkerOptions
@@ -244,12 +285,14 @@ class DeliveryProcessor:
             guests = await _recipients(
                 conn, Guest, [r.recipient_id for r in rows if r.recipient_type == "guest"]
             )
-            teams = await _teams(conn, {r.team_id for r in rows if r.team_id is not None})
+            teams = await _teams(
+                conn, {r.team_id for r in rows if r.team_id is not None}, self.limits
+            )
         work: list[_Work] = []
         for row in rows:
             jobs = by_delivery[row.id]
             recipient = (users if row.recipient_type == "user" else guests).get(row.recipient_id)
-            team = teams.get(row.team_id)
+            team, policy = teams.get(row.team_id, (None, None))
             outgoing = None
             if recipient is not None and team is not None:
                 outgoing = Outgoing(
@@ -269,6 +312,7 @@ class DeliveryProcessor:
                     metadata=dict(row.metadata or {}),
                     outgoing=outgoing,
                     channel=self.channels.get(row.channel),
+                    policy=policy,
                     extra_jobs=jobs[1:],
                 )
             )
@@ -277,19 +321,26 @@ class DeliveryProcessor:
     async def _run(self, work: list[_Work], options: WorkerOptions) -> list[JobResult]:
         consent = await self._consent(work)
         now = utcnow()
+        decisions = {item.delivery_id: self._decide(item, consent, now) for item in work}
+        await self._reserve_caps(work, decisions)
         to_send: list[_Work] = []
-        skipped: list[tuple[_Work, _Record]] = []
+        settled: list[tuple[_Work, _Record, JobResult]] = []
         for item in work:
-            decision = self._decide(item, consent)
+            decision = decisions[item.delivery_id]
             if decision.action == "send":
                 to_send.append(item)
+            elif decision.action == "defer":
+                assert decision.not_before is not None
+                delay = (decision.not_before - now).total_seconds()
+                settled.append(self._defer(item, delay, decision.detail))
             else:
-                skipped.append((item, _Record(item.delivery_id, "skipped", error=decision.error)))
+                record = _Record(item.delivery_id, "skipped", error=decision.error)
+                settled.append((item, record, self._ack_all(item)))
         results: list[JobResult] = []
-        if skipped:
-            await self._write([rec for _, rec in skipped], now)
-            results.extend(self._ack_all(item) for item, _ in skipped)
-            results.extend(r for item, _ in skipped for r in self._ack_extras(item))
+        if settled:
+            await self._write([record for _, record, _ in settled], now)
+            results.extend(result for _, _, result in settled)
+            results.extend(r for item, _, _ in settled for r in self._ack_extras(item))
         if to_send:
             results.extend(await self._send_all(to_send, options))
         return results
@@ -304,7 +355,7 @@ class DeliveryProcessor:
         async with self.database.engine.connect() as conn:
             return await load_consent(conn, keys)
 
-    def _decide(self, item: _Work, consent: ConsentSnapshot) -> Decision:
+    def _decide(self, item: _Work, consent: ConsentSnapshot, now: datetime) -> Decision:
         if item.outgoing is None:
             return Decision("skip", Reason.RECIPIENT_NOT_FOUND.value, "the recipient was deleted")
         if item.channel is None:
@@ -314,7 +365,40 @@ class DeliveryProcessor:
             address=item.channel.address(item.outgoing.recipient),
             recipient_kinds=item.channel.recipient_kinds,
             consent=consent,
+            now=now,
+            quiet_hours=item.policy.quiet_hours if item.policy else None,
         )
+
+    async def _reserve_caps(self, work: list[_Work], decisions: dict[int, Decision]) -> None:
+        """Reserve cap room for the batch's capped sends; the rest become `frequency_cap`."""
+        if self.limits is None:
+            return
+        bypass = self.limits.transactional_bypass
+        capped = [
+            item
+            for item in work
+            if decisions[item.delivery_id].action == "send"
+            and item.outgoing is not None
+            and item.policy is not None
+            and counts_toward_cap(item.outgoing, transactional_bypass=bypass)
+        ]
+        requests = [
+            CapRequest(
+                item.delivery_id,
+                item.outgoing.recipient.id,
+                item.policy.cap,
+                item.policy.window_days,
+            )
+            for item in capped
+            if item.outgoing is not None and item.policy is not None
+        ]
+        granted = await reserve_caps(self.database, requests)
+        for item in capped:
+            assert item.policy is not None
+            if item.delivery_id in granted:
+                item.cap_reserved = True
+            else:
+                decisions[item.delivery_id] = over_cap(item.policy.cap, item.policy.window_days)
 
     async def _send_all(self, work: list[_Work], options: WorkerOptions) -> list[JobResult]:
         limit = asyncio.Semaphore(max(1, options.concurrency))
@@ -322,6 +406,11 @@ class DeliveryProcessor:
 
         async def attempt(item: _Work) -> tuple[_Work, _Record, JobResult]:
             async with limit:
+                slot = await self._pace(item)
+                if not slot.granted:
+                    return self._defer(item, slot.wait, "paced")
+                if slot.wait > 0:
+                    await asyncio.sleep(slot.wait)
                 return await self._attempt(item, options.timeout, max_attempts)
 
         results: list[JobResult] = []
@@ -343,6 +432,43 @@ class DeliveryProcessor:
             await self._write(pending, utcnow())
         return results
 
+    def _pacing(self, item: _Work) -> tuple[str, Rate] | None:
+        """The slot log and rate this send is paced by, or None when it is not paced."""
+        if (
+            self.limits is None
+            or self.limits.pacer is None
+            or item.policy is None
+            or item.outgoing is None
+            or item.outgoing.channel not in PACED_CHANNELS
+        ):
+            return None
+        return item.policy.pacing_key(
+            item.outgoing.team.id, item.outgoing.channel
+        ), item.policy.rate
+
+    async def _pace(self, item: _Work) -> Slot:
+        """A send slot starting within one interval, or how long to wait for a later one."""
+        pacing = self._pacing(item)
+        if pacing is None or self.limits is None or self.limits.pacer is None:
+            return Slot(True, 0.0)
+        key, rate = pacing
+        try:
+            return await self.limits.pacer.acquire(key, rate, max_wait=rate.spacing)
+        except Exception:  # the pacing store is down: wait, never send unpaced
+            log.exception("delivery %s: pacing store unavailable", item.delivery_id)
+            return Slot(False, rate.interval)
+
+    async def _slow_down(self, item: _Work, seconds: float) -> None:
+        """The provider said 429 with Retry-After: no send on this channel until it has passed."""
+        pacing = self._pacing(item)
+        if pacing is None or self.limits is None or self.limits.pacer is None:
+            return
+        key, rate = pacing
+        try:
+            await self.limits.pacer.block(key, rate, seconds)
+        except Exception:
+            log.exception("delivery %s: could not slow the channel down", item.delivery_id)
+
     async def _attempt(
         self, item: _Work, timeout: float, max_attempts: int
     ) -> tuple[_Work, _Record, JobResult]:
@@ -350,10 +476,14 @@ class DeliveryProcessor:
         try:
             sent: Sent = await asyncio.wait_for(item.channel.send(item.outgoing), timeout)
         except DeliverySkipped as exc:
-            record = _Record(item.delivery_id, "skipped", error=str(exc))
+            record = _Record(
+                item.delivery_id, "skipped", error=str(exc), release_cap=item.cap_reserved
+            )
             return item, record, self._ack_all(item)
         except SendError as exc:
             if exc.transient:
+                if exc.retry_after:
+                    await self._slow_down(item, exc.retry_after)
                 return self._retry_or_fail(item, str(exc), max_attempts, exc.retry_after)
             return self._fail(item, str(exc))
         except TimeoutError:
@@ -375,6 +505,20 @@ class DeliveryProcessor:
         )
         return item, record, self._ack_all(item)
 
+    def _defer(self, item: _Work, delay: float, why: str) -> tuple[_Work, _Record, JobResult]:
+        """Back to `queued` until `delay` has passed, the attempt not counted; job released."""
+        delay = max(0.001, delay)
+        record = _Record(
+            item.delivery_id,
+            "queued",
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+            metadata=item.metadata or None,
+            undo_attempt=True,
+            release_cap=item.cap_reserved,
+        )
+        log.debug("delivery %s: %s, waits %.3fs", item.delivery_id, why, delay)
+        return item, record, JobResult(item.job, "release", delay=delay)
+
     def _retry_or_fail(
         self, item: _Work, error: str, max_attempts: int, retry_after: float | None
     ) -> tuple[_Work, _Record, JobResult]:
@@ -389,6 +533,7 @@ class DeliveryProcessor:
             error=error,
             next_attempt_at=utcnow() + timedelta(seconds=delay),
             metadata=item.metadata or None,
+            release_cap=item.cap_reserved,
         )
         log.info(
             "delivery %s: attempt %d failed, retry in %.0fs", item.delivery_id, item.attempts, delay
@@ -402,6 +547,7 @@ class DeliveryProcessor:
             error=error,
             failed_at=utcnow(),
             metadata=item.metadata or None,
+            release_cap=item.cap_reserved,
         )
         log.warning("delivery %s failed: %s", item.delivery_id, error)
         return item, record, JobResult(item.job, "fail", error=error)
@@ -415,8 +561,10 @@ class DeliveryProcessor:
         return [JobResult(j, "ack") for j in item.extra_jobs]
 
     async def _write(self, records: list[_Record], now: datetime) -> None:
+        """Record outcomes, and give back the cap room of what was not sent, in one transaction."""
         async with self.database.connect() as conn:
             await conn.execute(_RECORD, [r.params(now) for r in records])
+            await release_caps(conn, [r.delivery_id for r in records if r.release_cap])
 
 
 def _delivery_id(job: ReservedJob) -> int | None:
@@ -444,7 +592,17 @@ async def _recipients(
     return found
 
 
-async def _teams(conn: AsyncConnection, ids: set[int]) -> dict[int, TeamProfile]:
+def _quiet_hours(start: str | None, end: str | None) -> QuietHours | None:
+    try:
+        return QuietHours.from_strings(start, end)
+    except ValidationFailed:  # stored before validation existed: ignore rather than block
+        log.warning("ignoring malformed quiet hours %r-%r", start, end)
+        return None
+
+
+async def _teams(
+    conn: AsyncConnection, ids: set[int], limits: Limits | None
+) -> dict[int, tuple[TeamProfile, TeamPolicy]]:
     if not ids:
         return {}
     teams, settings = table(Team), table(TeamSettings)
@@ -453,8 +611,9 @@ async def _teams(conn: AsyncConnection, ids: set[int]) -> dict[int, TeamProfile]
         .outerjoin(settings, settings.c.team_id == teams.c.id)
         .where(teams.c.id.in_(ids))
     )
-    return {
-        r.id: TeamProfile(
+    found: dict[int, tuple[TeamProfile, TeamPolicy]] = {}
+    for r in rows:
+        profile = TeamProfile(
             id=r.id,
             name=r.name,
             sms_verified=r.sms_verification_status == "verified",
@@ -465,5 +624,17 @@ async def _teams(conn: AsyncConnection, ids: set[int]) -> dict[int, TeamProfile]
             email_from_address=r.email_from_address,
             email_from_name=r.email_from_name,
         )
-        for r in rows
-    }
+        rate = limits.rate if limits else Rate(1, 1.0)
+        policy = TeamPolicy(
+            quiet_hours=_quiet_hours(r.quiet_hours_start, r.quiet_hours_end),
+            rate=Rate(r.batch_size or rate.limit, r.batch_interval_seconds or rate.interval),
+            own_pacing=r.batch_size is not None or r.batch_interval_seconds is not None,
+            cap=r.per_guest_cap if r.per_guest_cap is not None else _cap(limits),
+            window_days=r.per_guest_window_days or (limits.per_guest_window_days if limits else 30),
+        )
+        found[r.id] = (profile, policy)
+    return found
+
+
+def _cap(limits: Limits | None) -> int:
+    return limits.per_guest_cap if limits else 0

@@ -1,15 +1,20 @@
-"""Teams, their API tokens (random, stored hashed, shown once) and SMS verification."""
+"""Teams, their API tokens (random, stored hashed, shown once), SMS verification and settings."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prasso_messaging.addresses import normalize_email, normalize_phone
+from prasso_messaging.compliance import QuietHours, parse_clock
+from prasso_messaging.config import Settings
 from prasso_messaging.db.models import ApiToken, Team, TeamSettings, TeamVerificationEvent, utcnow
 from prasso_messaging.errors import NotFound, ValidationFailed
 
@@ -93,10 +98,13 @@ async def set_sms_verification(
         raise ValidationFailed("by", "must name who made the change")
     if not reason.strip():
         raise ValidationFailed("reason", "must say why")
+    current = team.sms_verification_status or "unverified"
+    if status == current:
+        raise ValidationFailed("status", f"the team is already {status} for SMS")
     event = TeamVerificationEvent(
         team_id=team.id,
         channel="sms",
-        from_status=team.sms_verification_status or "unverified",
+        from_status=current,
         to_status=status,
         actor=actor.strip(),
         reason=reason.strip(),
@@ -105,3 +113,117 @@ async def set_sms_verification(
     session.add(event)
     await session.flush()
     return event
+
+
+async def verification_history(
+    session: AsyncSession, *, team_id: int
+) -> list[TeamVerificationEvent]:
+    """Every verification change of the team, newest first."""
+    rows = await session.execute(
+        select(TeamVerificationEvent)
+        .where(TeamVerificationEvent.team_id == team_id)
+        .order_by(TeamVerificationEvent.created_at.desc(), TeamVerificationEvent.id.desc())
+    )
+    return list(rows.scalars().all())
+
+
+# --- team settings -------------------------------------------------------------------------------
+
+TEXT_SETTINGS = ("business_name", "help_text", "footer_text", "email_from_name")
+MAX_TEXT_LENGTH = {"business_name": 255, "email_from_name": 255, "help_text": 320}
+MAX_FOOTER_LENGTH = 160
+SETTING_NAMES = (
+    "sms_from_number",
+    "business_name",
+    "help_text",
+    "footer_text",
+    "email_from_address",
+    "email_from_name",
+    "batch_size",
+    "batch_interval_seconds",
+    "per_guest_cap",
+    "per_guest_window_days",
+    "quiet_hours_start",
+    "quiet_hours_end",
+)
+
+
+async def team_settings(session: AsyncSession, *, team_id: int) -> TeamSettings:
+    """The team's own settings row (created empty if a team predates it)."""
+    row = await session.get(TeamSettings, team_id)
+    if row is None:
+        await get_team(session, team_id)
+        row = TeamSettings(team_id=team_id)
+        session.add(row)
+        await session.flush()
+    return row
+
+
+async def update_team_settings(
+    session: AsyncSession, *, team_id: int, changes: Mapping[str, Any], region: str
+) -> TeamSettings:
+    """Apply the given settings (None clears one back to the global value); all or nothing.
+
+    Every value is checked before any is written, so a bad one changes nothing.
+    """
+    unknown = [name for name in changes if name not in SETTING_NAMES]
+    if unknown:
+        raise ValidationFailed(unknown[0], "is not a team setting")
+    cleaned = {name: _clean_setting(name, value, region) for name, value in changes.items()}
+    row = await team_settings(session, team_id=team_id)
+    start = cleaned.get("quiet_hours_start", row.quiet_hours_start)
+    end = cleaned.get("quiet_hours_end", row.quiet_hours_end)
+    QuietHours.from_strings(start, end)  # both or neither, well-formed, not empty
+    for name, value in cleaned.items():
+        setattr(row, name, value)
+    await session.flush()
+    return row
+
+
+def _clean_setting(name: str, value: Any, region: str) -> Any:
+    if value is None:
+        return None
+    if name == "sms_from_number":
+        return normalize_phone(str(value), region=region, field=name)
+    if name == "email_from_address":
+        return normalize_email(str(value), field=name)
+    if name in ("quiet_hours_start", "quiet_hours_end"):
+        return parse_clock(str(value), field=name).strftime("%H:%M")
+    if name in TEXT_SETTINGS:
+        text = str(value).strip()
+        if not text:
+            return None
+        if name == "footer_text" and len(text) > MAX_FOOTER_LENGTH:
+            raise ValidationFailed(name, f"must be at most {MAX_FOOTER_LENGTH} characters")
+        if len(text) > MAX_TEXT_LENGTH.get(name, MAX_FOOTER_LENGTH):
+            raise ValidationFailed(name, f"must be at most {MAX_TEXT_LENGTH[name]} characters")
+        if "\x00" in text or (name != "help_text" and "\n" in text):
+            raise ValidationFailed(name, "must not contain line breaks or NUL characters")
+        return text
+    return value
+
+
+def effective_settings(row: TeamSettings, settings: Settings) -> dict[str, Any]:
+    """What the workers use: the team's value where it has one, else the global setting."""
+
+    def pick(own: Any, default: Any) -> Any:
+        return own if own is not None else default
+
+    return {
+        "sms_from_number": pick(row.sms_from_number, settings.TWILIO_PHONE_NUMBER or None),
+        "business_name": row.business_name,
+        "help_text": row.help_text,
+        "footer_text": row.footer_text,
+        "email_from_address": pick(row.email_from_address, settings.MAIL_FROM_ADDRESS),
+        "email_from_name": pick(row.email_from_name, settings.MAIL_FROM_NAME),
+        "batch_size": pick(row.batch_size, settings.MESSAGING_BATCH_SIZE),
+        "batch_interval_seconds": pick(
+            row.batch_interval_seconds, settings.MESSAGING_BATCH_INTERVAL_SECONDS
+        ),
+        "per_guest_cap": pick(row.per_guest_cap, settings.MESSAGING_PER_GUEST_MONTHLY_CAP),
+        "per_guest_window_days": pick(
+            row.per_guest_window_days, settings.MESSAGING_PER_GUEST_WINDOW_DAYS
+        ),
+        "quiet_hours_start": row.quiet_hours_start,
+        "quiet_hours_end": row.quiet_hours_end,
+    }

@@ -1,15 +1,43 @@
-"""`/api/guests`: contacts, with their per-channel opt-outs."""
+"""`/api/guests`: contacts, their per-channel opt-outs, consent history and privacy rights."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 
 from prasso_messaging import consent, contacts
 from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
-from prasso_messaging.api.schemas import ChannelChoice, ConsentChange, GuestCreate, GuestPublic
+from prasso_messaging.api.schemas import (
+    ChannelChoice,
+    ConsentChange,
+    GuestCreate,
+    GuestPublic,
+    Page,
+    Public,
+)
 from prasso_messaging.db.models import Guest
+from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 
 router = APIRouter(prefix="/api/guests", tags=["guests"])
+
+
+class ConsentEventPublic(Public):
+    id: int
+    guest_id: int | None
+    channel: str
+    address: str | None
+    action: str
+    method: str
+    source: str | None
+    ip: str | None
+    user_agent: str | None
+    created_at: datetime
+
+
+class GuestAnonymized(GuestPublic):
+    anonymized_at: datetime | None
 
 
 def _public(guest: Guest, opted_out: list[str]) -> GuestPublic:
@@ -73,3 +101,38 @@ async def opt_in(
             session, guest=guest, channel=body.channel, origin=api_origin(request, "opt-in")
         )
     return ConsentChange(guest_id=guest_id, channel=body.channel, opted_out=False)
+
+
+@router.get("/{guest_id}/consent-events")
+async def consent_events(
+    guest_id: int,
+    team: CurrentTeam,
+    runtime: RuntimeDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[ConsentEventPublic]:
+    """Every opt-in and opt-out of the guest: action, method, source, ip, user agent, time."""
+    after = decode_cursor(cursor)
+    async with runtime.database.session() as session:
+        guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
+        rows = await consent.consent_history(session, guest=guest, after_id=after, limit=limit)
+    items, next_cursor = page(rows, limit, key=lambda e: e.id)
+    return Page(
+        items=[ConsentEventPublic.model_validate(e) for e in items], next_cursor=next_cursor
+    )
+
+
+@router.post("/{guest_id}/anonymize")
+async def anonymize(guest_id: int, team: CurrentTeam, runtime: RuntimeDep) -> GuestAnonymized:
+    """Erase the guest's personal data; its delivery history stays, without it."""
+    async with runtime.database.session() as session:
+        guest = await contacts.anonymize_guest(session, team_id=team.id, guest_id=guest_id)
+    return GuestAnonymized.model_validate(guest)
+
+
+@router.delete("/{guest_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_guest(guest_id: int, team: CurrentTeam, runtime: RuntimeDep) -> Response:
+    """Delete the guest and erase its personal data from linked rows; deliveries stay."""
+    async with runtime.database.session() as session:
+        await contacts.delete_guest(session, team_id=team.id, guest_id=guest_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

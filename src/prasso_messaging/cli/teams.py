@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from prasso_messaging import teams
-from prasso_messaging.cli.app import open_runtime, print_json, run, settings
+from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
 
 teams_app = typer.Typer(
     help="Create teams and manage their SMS verification.", no_args_is_help=True
@@ -47,6 +47,74 @@ def create(
         return
     typer.echo(f"Team {result['id']}: {result['name']} (SMS: {result['sms_verification_status']})")
     typer.echo(f"API token (shown once): {result['api_token']}")
+
+
+SmsFlag = Annotated[
+    bool, typer.Option("--sms", help="Change the SMS verification (the only kind there is).")
+]
+ByOption = Annotated[str, typer.Option("--by", help="Who makes the change (for the audit trail).")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (for the audit trail).")]
+
+
+def _change_verification(
+    team_id: int, *, sms: bool, status: str, by: str, reason: str, as_json: bool
+) -> None:
+    if not sms:
+        fail("say which verification to change: --sms")
+    config = settings()
+
+    async def work() -> dict[str, object]:
+        async with open_runtime(config) as runtime, runtime.database.session() as session:
+            team = await teams.get_team(session, team_id)
+            event = await teams.set_sms_verification(
+                session, team=team, status=status, actor=by, reason=reason
+            )
+            return {
+                "team_id": team.id,
+                "channel": event.channel,
+                "from_status": event.from_status,
+                "to_status": event.to_status,
+                "actor": event.actor,
+                "reason": event.reason,
+                "created_at": event.created_at.isoformat(),
+            }
+
+    result = run(work)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(
+        f"Team {team_id}: SMS {result['from_status']} -> {result['to_status']}"
+        f" by {result['actor']} ({result['reason']})"
+    )
+
+
+@teams_app.command("verify")
+def verify(
+    team_id: int,
+    by: ByOption,
+    reason: ReasonOption,
+    sms: SmsFlag = False,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Record a submitted, not yet approved request.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify a team for SMS (or mark it pending); the change goes to the audit trail."""
+    status = "pending" if pending else "verified"
+    _change_verification(team_id, sms=sms, status=status, by=by, reason=reason, as_json=as_json)
+
+
+@teams_app.command("unverify")
+def unverify(
+    team_id: int,
+    by: ByOption,
+    reason: ReasonOption,
+    sms: SmsFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke a team's SMS verification: its SMS are refused (403) and skipped from now on."""
+    _change_verification(team_id, sms=sms, status="revoked", by=by, reason=reason, as_json=as_json)
 
 
 @tokens_app.command("create")

@@ -270,6 +270,35 @@ class DoNotContact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class CapReservation(Base):
+    """One send counted against a guest's frequency cap, reserved before the provider call.
+
+    Reserved atomically per guest (row lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite) so the
+    cap holds exactly with racing workers; deleted again when the send does not happen.
+    """
+
+    __tablename__ = "msg_cap_reservations"
+    __table_args__ = (Index(None, "guest_id", "reserved_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    guest_id: Mapped[int] = mapped_column(BigId, ForeignKey("guests.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("msg_deliveries.id", ondelete="CASCADE"), unique=True
+    )
+    reserved_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PacingSlot(Base):
+    """A provider send slot (unix seconds on the database clock) for database-backed pacing."""
+
+    __tablename__ = "msg_pacing_slots"
+    __table_args__ = (Index(None, "key", "slot_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100))
+    slot_at: Mapped[float] = mapped_column(Float)
+
+
 # --- messages and deliveries (the seed's tables) -------------------------------------------------
 
 
