@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,9 +76,14 @@ class SendResult:
 
 @dataclass
 class _FanOut:
+    """Counts of one send, and the id range of its queued deliveries (for post-commit dispatch)."""
+
+    dispatcher: Dispatcher
+    delay: float
     queued: int = 0
     skipped: int = 0
-    job_ids: list[int] = field(default_factory=list)
+    first_id: int | None = None
+    last_id: int | None = None
 
 
 def _has_control_characters(value: str) -> bool:
@@ -201,9 +206,9 @@ async def send_message(
                     reason=Reason.TEAM_NOT_VERIFIED,
                 )
             conn = await session.connection()
-            fan_out = await _fan_out(conn, message, request, send_at, team_id)
-            if dispatcher.driver.transactional:
-                await _dispatch(dispatcher, fan_out.job_ids, send_at, connection=conn)
+            delay = max(0.0, (send_at - utcnow()).total_seconds()) if send_at else 0.0
+            fan_out = _FanOut(dispatcher, delay)
+            await _fan_out(conn, message, request, send_at, team_id, fan_out)
             result = SendResult(message.id, fan_out.queued, fan_out.skipped)
             if idempotency_key is not None:
                 key_row = (
@@ -222,7 +227,7 @@ async def send_message(
             raise
         return replay
     if not dispatcher.driver.transactional:
-        await _dispatch(dispatcher, fan_out.job_ids, send_at, connection=None)
+        await _dispatch_committed(database, message.id, fan_out)
     if dispatcher.on_dispatch is not None and fan_out.queued:
         dispatcher.on_dispatch()
     return result
@@ -257,22 +262,45 @@ async def _replay(
     return SendResult(**row.response)
 
 
-async def _dispatch(
-    dispatcher: Dispatcher,
-    delivery_ids: Sequence[int],
-    send_at: datetime | None,
-    *,
-    connection: AsyncConnection | None,
+async def _push(
+    fan_out: _FanOut, delivery_ids: Sequence[int], connection: AsyncConnection | None
 ) -> None:
-    delay = max(0.0, (send_at - utcnow()).total_seconds()) if send_at else 0.0
-    for start in range(0, len(delivery_ids), CHUNK):
-        chunk = delivery_ids[start : start + CHUNK]
-        await dispatcher.driver.push_many(
-            dispatcher.queue,
-            [delivery_job(i) for i in chunk],
-            delay=delay,
-            connection=connection,
-        )
+    await fan_out.dispatcher.driver.push_many(
+        fan_out.dispatcher.queue,
+        [delivery_job(i) for i in delivery_ids],
+        delay=fan_out.delay,
+        connection=connection,
+    )
+
+
+async def _dispatch_committed(database: Database, message_id: int, fan_out: _FanOut) -> None:
+    """Push a committed send's jobs in chunks, reading ids back instead of holding them."""
+    if fan_out.first_id is None or fan_out.last_id is None:
+        return
+    after = fan_out.first_id - 1
+    while True:
+        async with database.engine.connect() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(deliveries_table.c.id)
+                        .where(
+                            deliveries_table.c.msg_message_id == message_id,
+                            deliveries_table.c.status == "queued",
+                            deliveries_table.c.id > after,
+                            deliveries_table.c.id <= fan_out.last_id,
+                        )
+                        .order_by(deliveries_table.c.id)
+                        .limit(CHUNK)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not ids:
+            return
+        await _push(fan_out, ids, connection=None)
+        after = ids[-1]
 
 
 async def _fan_out(
@@ -281,8 +309,8 @@ async def _fan_out(
     request: SendRequest,
     send_at: datetime | None,
     team_id: int,
-) -> _FanOut:
-    result = _FanOut()
+    result: _FanOut,
+) -> None:
     sources: list[tuple[str, AsyncIterator[list[Any]]]] = []
     if request.user_ids:
         sources.append(("user", _by_ids(conn, User, team_id, request.user_ids, "user_ids")))
@@ -293,7 +321,6 @@ async def _fan_out(
     for recipient_type, chunks in sources:
         async for rows in chunks:
             await _insert_deliveries(conn, message, recipient_type, rows, send_at, result)
-    return result
 
 
 def _up_front_skip(message: Message, recipient_type: str, row: Any) -> str | None:
@@ -341,8 +368,12 @@ async def _insert_deliveries(
             insert(deliveries_table).returning(deliveries_table.c.id, sort_by_parameter_order=True),
             queued,
         )
-        result.job_ids.extend(ids.scalars().all())
-        result.queued += len(queued)
+        new_ids = ids.scalars().all()
+        result.queued += len(new_ids)
+        result.first_id = min(result.first_id or new_ids[0], new_ids[0])
+        result.last_id = max(result.last_id or new_ids[-1], new_ids[-1])
+        if result.dispatcher.driver.transactional:
+            await _push(result, new_ids, connection=conn)
 
 
 async def _by_ids(
