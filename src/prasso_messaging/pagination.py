@@ -24,7 +24,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "id":
+        if prefix != "id" or not 0 <= int(value) < 2**63:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Team
 from prasso_messaging.runtime import Runtime
 from prasso_messaging.teams import team_for_token
+
+MAX_ID = 2**63 - 1  # BIGINT: a larger id can exist nowhere, so it is a 422, never a 500
+
+ResourceId = Annotated[int, Path(ge=1, le=MAX_ID)]
+"""A path id, bounded so every backend can look it up."""
 
 bearer = HTTPBearer(auto_error=False, description="A team API token from `prasso tokens create`")
 

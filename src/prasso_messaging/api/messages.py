@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, status
 
 from prasso_messaging import messages
-from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.schemas import (
     DeliveryPublic,
     MessageCreate,
@@ -63,7 +63,9 @@ async def send_message(
 
 
 @router.get("/api/messages/{message_id}")
-async def get_message(message_id: int, team: CurrentTeam, runtime: RuntimeDep) -> MessageWithCounts:
+async def get_message(
+    message_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
+) -> MessageWithCounts:
     async with runtime.database.session() as session:
         message = await messages.get_message(session, team_id=team.id, message_id=message_id)
         counts = await messages.delivery_counts(session, message_id=message.id)
@@ -74,7 +76,7 @@ async def get_message(message_id: int, team: CurrentTeam, runtime: RuntimeDep) -
 
 @router.get("/api/messages/{message_id}/deliveries")
 async def list_deliveries(
-    message_id: int,
+    message_id: ResourceId,
     team: CurrentTeam,
     runtime: RuntimeDep,
     status: str | None = None,
@@ -95,7 +97,9 @@ async def list_deliveries(
 
 
 @router.get("/api/deliveries/{delivery_id}")
-async def get_delivery(delivery_id: int, team: CurrentTeam, runtime: RuntimeDep) -> DeliveryPublic:
+async def get_delivery(
+    delivery_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
+) -> DeliveryPublic:
     async with runtime.database.session() as session:
         delivery = await messages.get_delivery(session, team_id=team.id, delivery_id=delivery_id)
     return DeliveryPublic.model_validate(delivery)

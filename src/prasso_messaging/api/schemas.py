@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+BodyId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 AddressChannel = Literal["email", "sms"]
 
 
@@ -110,9 +111,9 @@ class MessageWithCounts(MessagePublic):
 
 
 class SendCreate(Strict):
-    message_id: int
-    user_ids: list[int] = Field(default_factory=list, max_length=1_000_000)
-    guest_ids: list[int] = Field(default_factory=list, max_length=1_000_000)
+    message_id: BodyId
+    user_ids: list[BodyId] = Field(default_factory=list, max_length=1_000_000)
+    guest_ids: list[BodyId] = Field(default_factory=list, max_length=1_000_000)
     all_guests: bool = False
     send_at: AwareDatetime | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from prasso_messaging import contacts
-from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.schemas import UserCreate, UserPublic
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -26,7 +26,7 @@ async def create_user(body: UserCreate, team: CurrentTeam, runtime: RuntimeDep) 
 
 
 @router.get("/{user_id}")
-async def get_user(user_id: int, team: CurrentTeam, runtime: RuntimeDep) -> UserPublic:
+async def get_user(user_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> UserPublic:
     async with runtime.database.session() as session:
         user = await contacts.get_user(session, team_id=team.id, user_id=user_id)
     return UserPublic.model_validate(user)
