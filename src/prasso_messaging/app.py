@@ -12,7 +12,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prasso_messaging.api import do_not_contact, guests, health, messages, users
+from prasso_messaging.api import (
+    do_not_contact,
+    guests,
+    health,
+    inbound_messages,
+    inbox,
+    messages,
+    push_subscriptions,
+    unsubscribe,
+    users,
+    webhooks,
+)
 from prasso_messaging.config import Settings
 from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
 from prasso_messaging.queue.worker import WorkerOptions
@@ -123,6 +134,17 @@ def create_app(
     app.add_exception_handler(ValidationFailed, _validation_error)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Forbidden, _forbidden)
-    for module in (users, guests, do_not_contact, messages, health):
+    for module in (
+        users,
+        guests,
+        do_not_contact,
+        messages,
+        health,
+        inbox,
+        push_subscriptions,
+        inbound_messages,
+        webhooks,
+        unsubscribe,
+    ):
         app.include_router(module.router)
     return app

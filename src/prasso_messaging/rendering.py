@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 TOKEN_PATTERN = re.compile(r"\{\{\s*(FirstName|LastName|Name|TeamName)\s*\}\}")
 ANONYMOUS_NAME = "there"
@@ -33,6 +34,18 @@ class TokenValues:
         return self.team_name
 
 
+HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def header_safe(value: str) -> str:
+    """A value safe for one header line: CR, LF, NUL and other controls become one space.
+
+    Subjects are checked when a message is created, but a token value (a guest's name) is only
+    known at send time, so the rendered header is cleaned again here.
+    """
+    return HEADER_UNSAFE.sub(" ", value).strip()
+
+
 def render_tokens(text: str, values: TokenValues, *, escape: bool = False) -> str:
     """Replace `{{FirstName}}`, `{{LastName}}`, `{{Name}}`, `{{TeamName}}` in one pass."""
 
@@ -50,6 +63,24 @@ def text_to_html(text: str) -> str:
         "<p>" + "<br>\n".join(html.escape(line) for line in p.splitlines()) + "</p>"
         for p in paragraphs
     )
+
+
+def email_footer_html(*, sender: str, unsubscribe_url: str | None) -> str:
+    """Who sent the email and, for non-transactional mail, the unsubscribe link."""
+    parts = [f"Sent by {html.escape(sender)}."]
+    if unsubscribe_url:
+        parts.append(
+            "Don&#39;t want these emails? "
+            f'<a href="{html.escape(unsubscribe_url, quote=True)}" style="color:#52606d;">Unsubscribe</a>.'
+        )
+    return " ".join(parts)
+
+
+def email_footer_text(*, sender: str, unsubscribe_url: str | None) -> str:
+    lines = ["--", f"Sent by {sender}."]
+    if unsubscribe_url:
+        lines.append(f"Unsubscribe: {unsubscribe_url}")
+    return "\n".join(lines)
 
 
 def email_html(*, subject: str, body_html: str, team_name: str, footer_html: str = "") -> str:
@@ -85,3 +116,72 @@ def append_sms_footer(body: str, footer: str | None) -> str:
     if not footer or body.rstrip().endswith(footer):
         return body
     return f"{body.rstrip()}\n{footer}"
+
+
+# --- SMS segments --------------------------------------------------------------------------------
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")  # sent as ESC + char: two septets each
+GSM7_SINGLE, GSM7_PART = 160, 153
+UCS2_SINGLE, UCS2_PART = 70, 67
+
+SmsEncoding = Literal["GSM-7", "UCS-2"]
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """How an SMS body travels: its encoding, length in units (septets or UTF-16 code units)
+    and the number of segments a carrier bills."""
+
+    encoding: SmsEncoding
+    units: int
+    segments: int
+    characters: int
+
+    def as_metadata(self) -> dict[str, object]:
+        return {"segments": self.segments, "encoding": self.encoding, "units": self.units}
+
+
+def sms_encoding(text: str) -> SmsEncoding:
+    """GSM-7 when every character is in the GSM 03.38 basic or extension table, else UCS-2."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+        return "GSM-7"
+    return "UCS-2"
+
+
+def _unit_width(char: str, encoding: SmsEncoding) -> int:
+    if encoding == "GSM-7":
+        return 2 if char in GSM7_EXTENSION else 1
+    return 2 if ord(char) > 0xFFFF else 1  # a surrogate pair in UTF-16
+
+
+def split_sms(text: str) -> list[str]:
+    """The parts a concatenated SMS is sent as.
+
+    A part never ends between the two septets of an extension character or between the two
+    halves of a surrogate pair (an emoji): such a character moves whole to the next part.
+    """
+    encoding = sms_encoding(text)
+    widths = [_unit_width(c, encoding) for c in text]
+    single, part = (GSM7_SINGLE, GSM7_PART) if encoding == "GSM-7" else (UCS2_SINGLE, UCS2_PART)
+    if sum(widths) <= single:
+        return [text]
+    parts: list[str] = []
+    start, used = 0, 0
+    for index, width in enumerate(widths):
+        if used + width > part:
+            parts.append(text[start:index])
+            start, used = index, 0
+        used += width
+    parts.append(text[start:])
+    return parts
+
+
+def count_segments(text: str) -> SegmentInfo:
+    """Encoding, length and segment count of an SMS body (an empty body still costs one)."""
+    encoding = sms_encoding(text)
+    units = sum(_unit_width(c, encoding) for c in text)
+    return SegmentInfo(encoding, units, len(split_sms(text)), len(text))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prasso_messaging import inbound
 from prasso_messaging.channels.base import Channel
 from prasso_messaging.channels.email import EmailChannel
 from prasso_messaging.channels.inapp import InAppChannel
@@ -17,38 +18,94 @@ from prasso_messaging.db.engine import Database
 from prasso_messaging.deliveries import DeliveryProcessor, RetryPolicy
 from prasso_messaging.errors import ConfigError
 from prasso_messaging.messages import Dispatcher
-from prasso_messaging.providers.base import MailProvider, SmsProvider
+from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
+from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
 from prasso_messaging.queue.base import QueueDriver
 from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
+from prasso_messaging.unsubscribe import UnsubscribeLinks
 
 
 def build_mail_provider(settings: Settings, database: Database) -> MailProvider:
+    if settings.MAIL_MAILER == "smtp":
+        try:
+            from prasso_messaging.providers.smtp import SmtpMailer
+        except ImportError as exc:
+            raise ConfigError(
+                "MAIL_MAILER: smtp needs `pip install 'prasso-messaging[smtp]'`"
+                f" ({exc.name} is missing)"
+            ) from exc
+        return SmtpMailer(
+            host=settings.MAIL_HOST,
+            port=settings.MAIL_PORT,
+            username=settings.MAIL_USERNAME,
+            password=settings.MAIL_PASSWORD,
+            encryption=settings.MAIL_ENCRYPTION,
+        )
     return OutboxMailer(database)
 
 
 def build_sms_provider(settings: Settings, database: Database) -> SmsProvider:
+    if settings.SMS_DRIVER == "twilio":
+        from prasso_messaging.providers.twilio import TwilioSms
+
+        for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+            if not getattr(settings, name):
+                raise ConfigError(f"{name}: required when SMS_DRIVER=twilio")
+        return TwilioSms(
+            account_sid=settings.TWILIO_ACCOUNT_SID,
+            auth_token=settings.TWILIO_AUTH_TOKEN,
+            api_base=settings.TWILIO_API_BASE,
+        )
     return OutboxSms(database)
 
 
+def build_push_provider(settings: Settings) -> PushProvider | None:
+    """Web Push when VAPID keys are set; None makes push deliveries skip `push_not_configured`."""
+    if not (settings.VAPID_PUBLIC_KEY and settings.VAPID_PRIVATE_KEY):
+        return None
+    if not settings.VAPID_SUBJECT:
+        raise ConfigError("VAPID_SUBJECT: required with VAPID keys (mailto: or https: contact)")
+    try:
+        from prasso_messaging.providers.webpush import WebPushSender
+    except ImportError as exc:
+        raise ConfigError(
+            "VAPID_PRIVATE_KEY: web push needs `pip install 'prasso-messaging[push]'`"
+            f" ({exc.name} is missing)"
+        ) from exc
+    try:
+        return WebPushSender(
+            vapid_private_key=settings.VAPID_PRIVATE_KEY, vapid_subject=settings.VAPID_SUBJECT
+        )
+    except Exception as exc:  # py_vapid raises several kinds on a malformed key
+        raise ConfigError(
+            "VAPID_PRIVATE_KEY: not a valid key (generate one with `prasso push vapid-keys`)"
+        ) from exc
+
+
 def build_channels(settings: Settings, database: Database) -> dict[str, Channel]:
+    async def record_provider_opt_out(team_id: int, phone: str) -> None:
+        await inbound.record_provider_opt_out(database, team_id=team_id, phone=phone)
+
     channels: list[Channel] = [
         EmailChannel(
             build_mail_provider(settings, database),
             from_address=settings.MAIL_FROM_ADDRESS,
             from_name=settings.MAIL_FROM_NAME,
+            unsubscribe_url=UnsubscribeLinks.from_settings(settings).url,
         ),
         SmsChannel(
             build_sms_provider(settings, database),
             from_number=settings.TWILIO_PHONE_NUMBER,
             status_callback=f"{settings.APP_URL}/webhooks/twilio/status",
+            region=settings.MESSAGING_DEFAULT_REGION,
+            on_provider_opt_out=record_provider_opt_out,
         ),
         PushChannel(
-            vapid_private_key=settings.VAPID_PRIVATE_KEY,
-            vapid_public_key=settings.VAPID_PUBLIC_KEY,
-            subject=settings.VAPID_SUBJECT,
+            build_push_provider(settings),
+            subscriptions=DatabasePushSubscriptions(database),
         ),
         InAppChannel(),
     ]

@@ -1,38 +1,77 @@
-"""Email: tokens, a styled HTML body with a plain-text alternative, handed to a MailProvider."""
+"""Email: tokens, a styled HTML body with a plain-text alternative, handed to a MailProvider.
+
+Non-transactional mail carries an unsubscribe link in its footer and the RFC 8058 headers
+(`List-Unsubscribe` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`), so mailbox
+providers can offer their own one-click unsubscribe button.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent
 from prasso_messaging.providers.base import Email, MailProvider
-from prasso_messaging.rendering import email_html, render_tokens, text_to_html
+from prasso_messaging.rendering import (
+    email_footer_html,
+    email_footer_text,
+    email_html,
+    header_safe,
+    render_tokens,
+    text_to_html,
+)
+
+UnsubscribeLinks = Callable[[int, str], str]
+"""(team id, email address) → the signed unsubscribe URL of that address for that team."""
 
 
 class EmailChannel(Channel):
     name = "email"
 
-    def __init__(self, provider: MailProvider, *, from_address: str, from_name: str) -> None:
+    def __init__(
+        self,
+        provider: MailProvider,
+        *,
+        from_address: str,
+        from_name: str,
+        unsubscribe_url: UnsubscribeLinks | None = None,
+    ) -> None:
         self.provider = provider
         self.from_address = from_address
         self.from_name = from_name
+        self.unsubscribe_url = unsubscribe_url
 
     def address(self, recipient: Recipient) -> str | None:
         return recipient.email
 
     def build(self, outgoing: Outgoing) -> Email:
         team = outgoing.team
-        subject = render_tokens(outgoing.subject or "", outgoing.tokens)
+        to = outgoing.recipient.email or ""
+        subject = header_safe(render_tokens(outgoing.subject or "", outgoing.tokens))
         text = render_tokens(outgoing.body, outgoing.tokens)
-        domain = (team.email_from_address or self.from_address).rpartition("@")[2] or "localhost"
+        from_address = team.email_from_address or self.from_address
+        from_name = header_safe(team.email_from_name or team.business_name or self.from_name)
+        sender = team.business_name or team.name
+        domain = from_address.rpartition("@")[2] or "localhost"
+        headers = {"Message-ID": f"<{uuid.uuid4()}@{domain}>"}
+        link = None
+        if not outgoing.transactional and self.unsubscribe_url is not None and to:
+            link = self.unsubscribe_url(team.id, to)
+            headers["List-Unsubscribe"] = f"<{link}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return Email(
-            to=outgoing.recipient.email or "",
-            from_address=team.email_from_address or self.from_address,
-            from_name=team.email_from_name or team.business_name or self.from_name,
+            to=to,
+            from_address=from_address,
+            from_name=from_name,
             subject=subject,
-            text=text,
-            html=email_html(subject=subject, body_html=text_to_html(text), team_name=team.name),
-            headers={"Message-ID": f"<{uuid.uuid4()}@{domain}>"},
+            text=f"{text.rstrip()}\n\n{email_footer_text(sender=sender, unsubscribe_url=link)}\n",
+            html=email_html(
+                subject=subject,
+                body_html=text_to_html(text),
+                team_name=team.name,
+                footer_html=email_footer_html(sender=sender, unsubscribe_url=link),
+            ),
+            headers=headers,
             team_id=team.id,
             delivery_id=outgoing.delivery_id,
         )

@@ -1,29 +1,54 @@
-"""SMS: tokens and the team's compliance footer, handed to an SmsProvider."""
+"""SMS: tokens, the team's compliance footer (once), E.164 numbers and segment counting.
+
+The segment count and encoding go into the delivery's metadata: carriers bill per segment, and
+an emoji silently turning a 1-segment GSM-7 text into a 3-segment UCS-2 one is worth seeing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from prasso_messaging.addresses import normalize_phone
 from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent
-from prasso_messaging.providers.base import Sms, SmsProvider
-from prasso_messaging.rendering import append_sms_footer, render_tokens
+from prasso_messaging.errors import PermanentSendError, Reason, ValidationFailed
+from prasso_messaging.providers.base import RecipientOptedOut, Sms, SmsProvider
+from prasso_messaging.rendering import append_sms_footer, count_segments, render_tokens
+
+ProviderOptOut = Callable[[int, str], Awaitable[None]]
+"""(team id, E.164 number) → record that the provider reports this number as opted out."""
 
 
 class SmsChannel(Channel):
     name = "sms"
 
-    def __init__(self, provider: SmsProvider, *, from_number: str, status_callback: str) -> None:
+    def __init__(
+        self,
+        provider: SmsProvider,
+        *,
+        from_number: str,
+        status_callback: str,
+        region: str = "US",
+        on_provider_opt_out: ProviderOptOut | None = None,
+    ) -> None:
         self.provider = provider
         self.from_number = from_number
         self.status_callback = status_callback
+        self.region = region
+        self.on_provider_opt_out = on_provider_opt_out
 
     def address(self, recipient: Recipient) -> str | None:
         return recipient.phone
 
     def build(self, outgoing: Outgoing) -> Sms:
+        try:
+            to = normalize_phone(outgoing.recipient.phone or "", region=self.region)
+        except ValidationFailed as exc:
+            raise PermanentSendError(Reason.INVALID_ADDRESS, exc.message) from None
         body = append_sms_footer(
             render_tokens(outgoing.body, outgoing.tokens), outgoing.team.footer_text
         )
         return Sms(
-            to=outgoing.recipient.phone or "",
+            to=to,
             from_number=outgoing.team.sms_from_number or self.from_number,
             body=body,
             status_callback=self.status_callback,
@@ -33,8 +58,13 @@ class SmsChannel(Channel):
 
     async def send(self, outgoing: Outgoing) -> Sent:
         sms = self.build(outgoing)
-        sid = await self.provider.send(sms)
-        return Sent(provider_message_id=sid)
+        try:
+            sid = await self.provider.send(sms)
+        except RecipientOptedOut:
+            if self.on_provider_opt_out is not None:
+                await self.on_provider_opt_out(outgoing.team.id, sms.to)
+            raise
+        return Sent(provider_message_id=sid, metadata=count_segments(sms.body).as_metadata())
 
     async def close(self) -> None:
         await self.provider.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prasso_messaging.cli.app import app
 from prasso_messaging.cli.messages import register as register_messages
-from prasso_messaging.cli.push import push_app
 from prasso_messaging.cli.prune import register as register_prune
+from prasso_messaging.cli.push import push_app
 from prasso_messaging.cli.queue import queue_app
 from prasso_messaging.cli.server import db_app
 from prasso_messaging.cli.server import register as register_server

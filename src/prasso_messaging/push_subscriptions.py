@@ -1,0 +1,97 @@
+"""Browser push subscriptions per user: registered through the API, read and pruned by the
+push channel.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from ipaddress import ip_address
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import PushSubscription
+from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.providers.base import PushTarget
+
+P256DH_BYTES = 65  # an uncompressed P-256 point
+AUTH_BYTES = 16
+
+
+def _key_bytes(value: str, *, field: str, size: int) -> None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise ValidationFailed(field, "must be base64url") from None
+    if len(raw) != size or (size == P256DH_BYTES and raw[0] != 4):
+        raise ValidationFailed(field, f"must encode {size} bytes as the browser reports it")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(endpoint: str) -> None:
+    """Push services are https; plain http is accepted for loopback only (local testing)."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if not host or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))):
+        raise ValidationFailed("endpoint", "must be an https URL of a push service")
+
+
+async def register(
+    session: AsyncSession, *, team_id: int, user_id: int, endpoint: str, p256dh: str, auth: str
+) -> PushSubscription:
+    """Store a subscription; registering the same endpoint again replaces its keys."""
+    check_endpoint(endpoint)
+    _key_bytes(p256dh, field="p256dh", size=P256DH_BYTES)
+    _key_bytes(auth, field="auth", size=AUTH_BYTES)
+    existing = (
+        await session.execute(
+            select(PushSubscription).where(
+                PushSubscription.user_id == user_id, PushSubscription.endpoint == endpoint
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        existing.p256dh, existing.auth = p256dh, auth
+        await session.flush()
+        return existing
+    subscription = PushSubscription(
+        team_id=team_id, user_id=user_id, endpoint=endpoint, p256dh=p256dh, auth=auth
+    )
+    session.add(subscription)
+    await session.flush()
+    return subscription
+
+
+class DatabasePushSubscriptions:
+    """The push channel's view of the subscriptions table."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def targets(self, *, user_id: int) -> list[PushTarget]:
+        async with self.database.session() as session:
+            rows = await session.execute(
+                select(PushSubscription).where(PushSubscription.user_id == user_id)
+            )
+            return [PushTarget(s.endpoint, s.p256dh, s.auth) for s in rows.scalars()]
+
+    async def remove(self, *, user_id: int, endpoints: Sequence[str]) -> None:
+        async with self.database.session() as session:
+            await session.execute(
+                delete(PushSubscription).where(
+                    PushSubscription.user_id == user_id,
+                    PushSubscription.endpoint.in_(list(endpoints)),
+                )
+            )

@@ -1,0 +1,66 @@
+"""Delivery receipts from the SMS provider: `sent` → `delivered` or `failed`, never backwards.
+
+Each change is one conditional UPDATE on the (indexed) provider message id that only moves a
+`sent` delivery, so a late, repeated or out-of-order callback changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prasso_messaging.db.models import Delivery, table, utcnow
+from prasso_messaging.errors import Reason
+from prasso_messaging.inbound import PROVIDER_OPT_OUT, record_sms_opt_out
+from prasso_messaging.providers.twilio import UNSUBSCRIBED_RECIPIENT
+
+log = logging.getLogger(__name__)
+
+deliveries = table(Delivery)
+DELIVERED_STATUSES = frozenset({"delivered", "read"})
+FAILED_STATUSES = frozenset({"failed", "undelivered"})
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    provider_message_id: str
+    status: str
+    error_code: str | None = None
+    to_number: str | None = None
+
+
+async def apply_status(session: AsyncSession, report: StatusReport) -> str | None:
+    """Apply one callback; returns the delivery's new status, or None when nothing changed."""
+    now = utcnow()
+    conditions = (
+        deliveries.c.provider_message_id == report.provider_message_id,
+        deliveries.c.status == "sent",
+    )
+    status = report.status.lower()
+    if status in DELIVERED_STATUSES:
+        values: dict[str, object] = {"status": "delivered", "delivered_at": now, "updated_at": now}
+    elif status in FAILED_STATUSES:
+        code = report.error_code or "unknown"
+        values = {
+            "status": "failed",
+            "failed_at": now,
+            "updated_at": now,
+            "error": f"{Reason.PROVIDER_REJECTED}: twilio {code}: message {status}",
+        }
+    else:  # queued, sending, sent, accepted: our delivery already says `sent`
+        return None
+    result = await session.execute(
+        update(deliveries).where(*conditions).values(values).returning(deliveries.c.team_id)
+    )
+    changed = result.first()
+    if changed is None:
+        return None
+    log.info("delivery receipt: %s → %s", report.provider_message_id, values["status"])
+    if report.error_code == str(UNSUBSCRIBED_RECIPIENT) and report.to_number and changed.team_id:
+        await record_sms_opt_out(
+            session, team_id=changed.team_id, phone=report.to_number, origin=PROVIDER_OPT_OUT
+        )
+    return str(values["status"])
