@@ -1,0 +1,76 @@
+"""Both pacing stores hand out slots atomically: racing callers never crowd one window."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from prasso_messaging.db.models import PacingSlot
+from prasso_messaging.ratelimit import DatabasePacer, Pacer, Rate, RedisPacer
+from prasso_messaging.runtime import Runtime
+from tests.conftest import port_open, service_missing
+
+RATE = Rate(limit=5, interval=1.0)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["database", "redis"])
+async def pacer(request, runtime: Runtime) -> AsyncIterator[tuple[Pacer, str]]:
+    if request.param == "database":
+        yield DatabasePacer(runtime.database), request.param
+        return
+    if not port_open("127.0.0.1", 6379):
+        service_missing("Redis", "start redis-server on 127.0.0.1:6379 (see README)")
+    redis_pacer = RedisPacer(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}:pacing:")
+    try:
+        yield redis_pacer, request.param
+    finally:
+        keys = await redis_pacer.client.keys(redis_pacer.prefix + "*")
+        if keys:
+            await redis_pacer.client.delete(*keys)
+        await redis_pacer.close()
+
+
+async def stored_slots(pacer: Pacer, runtime: Runtime, key: str) -> list[float]:
+    if isinstance(pacer, RedisPacer):
+        pairs = await pacer.client.zrange(pacer.prefix + key, 0, -1, withscores=True)
+        return sorted(float(score) for _, score in pairs)
+    async with runtime.database.session() as session:
+        rows = await session.execute(select(PacingSlot.slot_at).where(PacingSlot.key == key))
+        return sorted(float(v) for v in rows.scalars())
+
+
+async def test_racing_callers_get_slots_an_interval_apart(pacer, runtime, backend):
+    store, _ = pacer
+    answers = await asyncio.gather(*(store.acquire("sms", RATE, max_wait=60) for _ in range(23)))
+    assert all(a.granted for a in answers)
+    waits = sorted(a.wait for a in answers)
+    assert waits[:5] == pytest.approx([0] * 5, abs=0.5)  # the first window is free
+    assert waits[-1] >= 4 * RATE.interval  # 23 slots need five windows
+    slots = await stored_slots(store, runtime, "sms")
+    assert len(slots) >= RATE.limit
+    for earlier, later in zip(slots, slots[RATE.limit :], strict=False):
+        assert later - earlier >= RATE.interval  # never limit + 1 in one window
+
+
+async def test_a_slot_too_far_off_is_not_taken(pacer, runtime, backend):
+    store, _ = pacer
+    for _ in range(RATE.limit):
+        assert (await store.acquire("email", RATE, max_wait=0.5)).granted
+    refused = await store.acquire("email", RATE, max_wait=0.5)
+    assert not refused.granted
+    assert 0.5 < refused.wait <= RATE.spacing
+    assert (await store.acquire("push", RATE, max_wait=0.5)).granted  # other keys untouched
+
+
+async def test_a_block_holds_the_whole_key_back(pacer, runtime, backend):
+    store, _ = pacer
+    await store.block("sms", RATE, 3.0)
+    held = await store.acquire("sms", RATE, max_wait=1.0)
+    assert not held.granted
+    assert 2.5 < held.wait <= 3.1
+    assert (await store.acquire("email", RATE, max_wait=0)).granted
