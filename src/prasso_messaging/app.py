@@ -24,6 +24,8 @@ from prasso_messaging.api import (
     users,
     webhooks,
 )
+from prasso_messaging.admin import build_router as build_admin_router
+from prasso_messaging.admin import static_files as admin_static_files
 from prasso_messaging.config import Settings
 from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
 from prasso_messaging.queue.worker import WorkerOptions
@@ -147,4 +149,6 @@ def create_app(
         unsubscribe,
     ):
         app.include_router(module.router)
+    app.include_router(build_admin_router())
+    app.mount("/admin/static", admin_static_files(), name="admin-static")
     return app

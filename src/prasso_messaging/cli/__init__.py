@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from prasso_messaging.cli.admin import admin_app
 from prasso_messaging.cli.app import app
+from prasso_messaging.cli.guests import guests_app
 from prasso_messaging.cli.messages import register as register_messages
 from prasso_messaging.cli.prune import register as register_prune
 from prasso_messaging.cli.push import push_app
@@ -12,6 +14,8 @@ from prasso_messaging.cli.server import register as register_server
 from prasso_messaging.cli.teams import teams_app, tokens_app
 
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.add_typer(guests_app, name="guests")
 app.add_typer(teams_app, name="teams")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(queue_app, name="queue")

@@ -17,7 +17,7 @@ from prasso_messaging.app import create_app
 from prasso_messaging.cli.app import fail, open_runtime, run, settings
 from prasso_messaging.config import Settings, redact_url
 from prasso_messaging.db.migrate import upgrade
-from prasso_messaging.demo import seed_demo
+from prasso_messaging.demo import DemoAccess, seed_demo
 from prasso_messaging.runtime import Runtime
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -97,15 +97,20 @@ def register(app: typer.Typer) -> None:
         config = settings()
         migrate(config)
 
-        async def seed() -> str | None:
+        async def seed() -> DemoAccess:
             async with open_runtime(config) as runtime:
                 return await seed_demo(runtime)
 
-        token = run(seed)
+        demo = run(seed)
         default_host, default_port = _default_bind(config)
         bind_host, bind_port = host or default_host, port or default_port
         url = f"http://{bind_host}:{bind_port}"
         typer.echo(f"Prasso Messaging: {url}  (API docs: {url}/docs)")
-        if token:
-            typer.echo(f"Demo API token: {token}")
+        if demo.admin_email and demo.admin_password:
+            typer.echo(
+                f"Admin login: {url}/admin  email {demo.admin_email}"
+                f"  password {demo.admin_password}"
+            )
+        if demo.api_token:
+            typer.echo(f"Demo API token: {demo.api_token}")
         _serve(config, bind_host, bind_port, with_worker=True)

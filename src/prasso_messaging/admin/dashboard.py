@@ -1,0 +1,39 @@
+"""`/admin`: the dashboard (deliveries by channel and status over a day and a week, the queue)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from prasso_messaging.admin import queries
+from prasso_messaging.admin.failed_jobs import team_failed_jobs
+from prasso_messaging.admin.web import Admin
+
+router = APIRouter()
+
+
+@router.get("/admin")
+async def dashboard(admin: Admin) -> Response:
+    runtime = admin.runtime
+    async with runtime.database.session() as session:
+        day = await queries.window_stats(
+            session, team_id=admin.team.id, label="Last 24 hours", span=timedelta(days=1)
+        )
+        week = await queries.window_stats(
+            session, team_id=admin.team.id, label="Last 7 days", span=timedelta(days=7)
+        )
+        team_queued = await queries.team_queued(session, team_id=admin.team.id)
+    queue_size = await runtime.queue.size(runtime.settings.QUEUE_NAME)
+    failed = await team_failed_jobs(runtime, team_id=admin.team.id)
+    return admin.page(
+        "dashboard.html",
+        windows=[day, week],
+        chart_data=json.dumps([day.chart(), week.chart()]),
+        queue_size=queue_size,
+        queue_name=runtime.settings.QUEUE_NAME,
+        team_queued=team_queued,
+        failed_count=len(failed),
+    )

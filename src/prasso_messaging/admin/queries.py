@@ -1,0 +1,372 @@
+"""Read models of the admin pages: each query filters by the admin's team, always.
+
+Business rules stay in the services (`messages`, `consent`, ...); this module only shapes rows for
+display, a page at a time, in a few grouped queries per page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prasso_messaging.db.models import (
+    Delivery,
+    DoNotContact,
+    Guest,
+    Message,
+    OptOut,
+    OutboxMessage,
+    TeamVerificationEvent,
+    User,
+    utcnow,
+)
+from prasso_messaging.messages import MESSAGE_TYPES, STATUSES
+
+PAGE_SIZE = 50
+DONE_STATUSES = ("sent", "delivered", "failed", "skipped")
+
+
+def reason_code(error: str | None) -> str:
+    """The stable code an `error` starts with (`opted_out: ...` → `opted_out`)."""
+    return (error or "").split(":", 1)[0].strip()
+
+
+@dataclass
+class StatusCounts:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts[s] for s in DONE_STATUSES)
+
+    @property
+    def percent_done(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 100
+
+    @property
+    def finished(self) -> bool:
+        return self.counts["queued"] == 0
+
+
+@dataclass
+class MessageRow:
+    message: Message
+    counts: StatusCounts
+
+
+async def message_rows(
+    session: AsyncSession, *, team_id: int, before_id: int | None, limit: int = PAGE_SIZE
+) -> list[MessageRow]:
+    """A page of the team's messages, newest first, with their delivery counts per status."""
+    query = select(Message).where(Message.team_id == team_id)
+    if before_id is not None:
+        query = query.where(Message.id < before_id)
+    found = list((await session.execute(query.order_by(Message.id.desc()).limit(limit))).scalars())
+    rows = {m.id: MessageRow(m, StatusCounts()) for m in found}
+    if rows:
+        grouped = await session.execute(
+            select(Delivery.msg_message_id, Delivery.status, func.count())
+            .where(Delivery.msg_message_id.in_(list(rows)))
+            .group_by(Delivery.msg_message_id, Delivery.status)
+        )
+        for message_id, status, n in grouped.all():
+            rows[message_id].counts.counts[status] = int(n)
+    return list(rows.values())
+
+
+@dataclass
+class DeliveryRow:
+    delivery: Delivery
+    recipient_name: str
+    recipient_address: str
+
+
+async def delivery_rows(
+    session: AsyncSession,
+    *,
+    message: Message,
+    status: str | None,
+    reason: str | None,
+    after_id: int | None,
+    limit: int = PAGE_SIZE,
+) -> list[DeliveryRow]:
+    """A page of one message's deliveries, filtered by status and reason code."""
+    query = select(Delivery).where(Delivery.msg_message_id == message.id)
+    if status:
+        query = query.where(Delivery.status == status)
+    if reason:
+        query = query.where(or_(Delivery.error == reason, Delivery.error.like(f"{reason}:%")))
+    if after_id is not None:
+        query = query.where(Delivery.id > after_id)
+    found = list((await session.execute(query.order_by(Delivery.id).limit(limit))).scalars())
+    users = await _by_id(
+        session, User, [d.recipient_id for d in found if d.recipient_type == "user"]
+    )
+    guests = await _by_id(
+        session, Guest, [d.recipient_id for d in found if d.recipient_type == "guest"]
+    )
+    rows = []
+    for delivery in found:
+        people = users if delivery.recipient_type == "user" else guests
+        person = people.get(delivery.recipient_id)
+        rows.append(
+            DeliveryRow(
+                delivery,
+                display_name(person) if person is not None else "(deleted)",
+                _address(person, message.type) if person is not None else "",
+            )
+        )
+    return rows
+
+
+async def reason_codes(session: AsyncSession, *, message_id: int) -> list[str]:
+    """The distinct reason codes among a message's deliveries, for the filter."""
+    errors = await session.execute(
+        select(Delivery.error)
+        .where(Delivery.msg_message_id == message_id, Delivery.error.is_not(None))
+        .distinct()
+        .limit(500)
+    )
+    return sorted({reason_code(e) for e in errors.scalars() if e})
+
+
+async def _by_id(
+    session: AsyncSession, model: type[User] | type[Guest], ids: list[int]
+) -> dict[int, User | Guest]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(model).where(model.id.in_(ids)))
+    people = cast(list[User | Guest], list(rows.scalars()))
+    return {person.id: person for person in people}
+
+
+def display_name(person: User | Guest) -> str:
+    if isinstance(person, User):
+        return person.name
+    name = " ".join(p for p in (person.first_name, person.last_name) if p)
+    return name or person.email or person.phone or f"guest {person.id}"
+
+
+def _address(person: User | Guest, channel: str) -> str:
+    if channel == "email":
+        return person.email or ""
+    if channel == "sms":
+        return person.phone or ""
+    return ""
+
+
+@dataclass
+class Recipient:
+    kind: str  # user | guest
+    id: int
+    name: str
+    email: str | None
+    phone: str | None
+
+
+async def search_recipients(
+    session: AsyncSession, *, team_id: int, query: str, limit: int = 25
+) -> list[Recipient]:
+    """The team's users and guests whose name, email or phone contains `query`."""
+    pattern = f"%{query.strip().lower()}%"
+    users = select(User).where(User.team_id == team_id)
+    guests = select(Guest).where(Guest.team_id == team_id, Guest.anonymized_at.is_(None))
+    if query.strip():
+        users = users.where(
+            or_(
+                func.lower(User.name).like(pattern),
+                func.lower(User.email).like(pattern),
+                User.phone.like(pattern),
+            )
+        )
+        guests = guests.where(
+            or_(
+                func.lower(Guest.first_name).like(pattern),
+                func.lower(Guest.last_name).like(pattern),
+                func.lower(Guest.email).like(pattern),
+                Guest.phone.like(pattern),
+            )
+        )
+    found = [
+        Recipient("user", u.id, u.name, u.email, u.phone)
+        for u in (await session.execute(users.order_by(User.id).limit(limit))).scalars()
+    ]
+    found += [
+        Recipient("guest", g.id, display_name(g), g.email, g.phone)
+        for g in (await session.execute(guests.order_by(Guest.id).limit(limit))).scalars()
+    ]
+    return found
+
+
+async def guest_count(session: AsyncSession, *, team_id: int) -> int:
+    return int(
+        (
+            await session.execute(
+                select(func.count()).select_from(Guest).where(Guest.team_id == team_id)
+            )
+        ).scalar_one()
+    )
+
+
+@dataclass
+class GuestRow:
+    guest: Guest
+    name: str
+    opted_out: list[str]
+    do_not_contact: list[str]
+
+
+async def guest_rows(
+    session: AsyncSession, *, team_id: int, query: str, after_id: int | None
+) -> list[GuestRow]:
+    """A page of guests with their opt-outs and do-not-contact entries, in three queries."""
+    stmt = select(Guest).where(Guest.team_id == team_id)
+    if query.strip():
+        pattern = f"%{query.strip().lower()}%"
+        stmt = stmt.where(
+            or_(
+                func.lower(Guest.first_name).like(pattern),
+                func.lower(Guest.last_name).like(pattern),
+                func.lower(Guest.email).like(pattern),
+                Guest.phone.like(pattern),
+            )
+        )
+    if after_id is not None:
+        stmt = stmt.where(Guest.id > after_id)
+    guests = list((await session.execute(stmt.order_by(Guest.id).limit(PAGE_SIZE))).scalars())
+    addresses = [a for g in guests for a in (g.email, g.phone) if a]
+    opted: set[tuple[str, str]] = set()
+    blocked: set[tuple[str, str]] = set()
+    if addresses:
+        for model, into in ((OptOut, opted), (DoNotContact, blocked)):
+            rows = await session.execute(
+                select(model.channel, model.address).where(
+                    model.team_id == team_id, model.address.in_(addresses)
+                )
+            )
+            into.update((r.channel, r.address) for r in rows)
+    result = []
+    for g in guests:
+        pairs = [(c, a) for c, a in (("email", g.email), ("sms", g.phone)) if a]
+        result.append(
+            GuestRow(
+                g,
+                display_name(g),
+                [c for c, a in pairs if (c, a) in opted],
+                [c for c, a in pairs if (c, a) in blocked],
+            )
+        )
+    return result
+
+
+async def do_not_contact_entries(session: AsyncSession, *, team_id: int) -> list[DoNotContact]:
+    rows = await session.execute(
+        select(DoNotContact)
+        .where(DoNotContact.team_id == team_id)
+        .order_by(DoNotContact.id.desc())
+        .limit(500)
+    )
+    return list(rows.scalars())
+
+
+async def verification_events(
+    session: AsyncSession, *, team_id: int
+) -> list[TeamVerificationEvent]:
+    rows = await session.execute(
+        select(TeamVerificationEvent)
+        .where(TeamVerificationEvent.team_id == team_id)
+        .order_by(TeamVerificationEvent.created_at.desc(), TeamVerificationEvent.id.desc())
+        .limit(200)
+    )
+    return list(rows.scalars())
+
+
+async def outbox_rows(
+    session: AsyncSession, *, team_id: int, channel: str | None, before_id: int | None
+) -> list[OutboxMessage]:
+    query = select(OutboxMessage).where(OutboxMessage.team_id == team_id)
+    if channel:
+        query = query.where(OutboxMessage.channel == channel)
+    if before_id is not None:
+        query = query.where(OutboxMessage.id < before_id)
+    rows = await session.execute(query.order_by(OutboxMessage.id.desc()).limit(PAGE_SIZE))
+    return list(rows.scalars())
+
+
+async def outbox_message(
+    session: AsyncSession, *, team_id: int, outbox_id: int
+) -> OutboxMessage | None:
+    return (
+        await session.execute(
+            select(OutboxMessage).where(
+                OutboxMessage.id == outbox_id, OutboxMessage.team_id == team_id
+            )
+        )
+    ).scalar_one_or_none()
+
+
+@dataclass
+class WindowStats:
+    """Deliveries created in a window, by channel and status, and the success rate."""
+
+    label: str
+    by_channel: dict[str, dict[str, int]]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        totals = dict.fromkeys(STATUSES, 0)
+        for counts in self.by_channel.values():
+            for status, n in counts.items():
+                totals[status] += n
+        return totals
+
+    @property
+    def success_rate(self) -> float | None:
+        """Sent or delivered among the attempts that finished (skips are not failures)."""
+        t = self.totals
+        finished = t["sent"] + t["delivered"] + t["failed"]
+        return (t["sent"] + t["delivered"]) / finished if finished else None
+
+    def chart(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "channels": list(MESSAGE_TYPES),
+            "statuses": list(STATUSES),
+            "data": {s: [self.by_channel[c][s] for c in MESSAGE_TYPES] for s in STATUSES},
+        }
+
+
+async def window_stats(
+    session: AsyncSession, *, team_id: int, label: str, span: timedelta, now: datetime | None = None
+) -> WindowStats:
+    since = (now or utcnow()) - span
+    rows = await session.execute(
+        select(Delivery.channel, Delivery.status, func.count())
+        .where(Delivery.team_id == team_id, Delivery.created_at >= since)
+        .group_by(Delivery.channel, Delivery.status)
+    )
+    by_channel = {c: dict.fromkeys(STATUSES, 0) for c in MESSAGE_TYPES}
+    for channel, status, n in rows.all():
+        if channel in by_channel and status in by_channel[channel]:
+            by_channel[channel][status] = int(n)
+    return WindowStats(label, by_channel)
+
+
+async def team_queued(session: AsyncSession, *, team_id: int) -> int:
+    return int(
+        (
+            await session.execute(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.team_id == team_id, Delivery.status == "queued")
+            )
+        ).scalar_one()
+    )

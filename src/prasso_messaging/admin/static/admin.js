@@ -1,0 +1,110 @@
+// Prasso Messaging admin: small progressive enhancements; every page works without them.
+"use strict";
+
+(function () {
+  const STATUS_COLORS = {
+    queued: "#9aa5b1", sent: "#2457c5", delivered: "#1f7a4d", failed: "#b42318", skipped: "#d98e04",
+  };
+
+  function showSubjectForType() {
+    const type = document.getElementById("type");
+    const field = document.getElementById("subject-field");
+    if (!type || !field) return;
+    const withSubject = (type.dataset.subjectTypes || "").split(",");
+    field.hidden = !withSubject.includes(type.value);
+  }
+
+  function chipKey(kind, id) { return kind + "-" + id; }
+
+  function addChip(kind, id, name) {
+    const chips = document.getElementById("selected-recipients");
+    if (!chips || chips.querySelector('[data-key="' + chipKey(kind, id) + '"]')) return;
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.dataset.key = chipKey(kind, id);
+    chip.append(name + " ");
+    const small = document.createElement("small");
+    small.textContent = kind;
+    const input = document.createElement("input");
+    input.type = "hidden";
+    input.name = kind + "_ids";
+    input.value = id;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "link remove-chip";
+    remove.setAttribute("aria-label", "Remove " + name);
+    remove.textContent = "×";
+    chip.append(small, input, remove);
+    chips.append(chip);
+  }
+
+  function removeChip(key) {
+    const chip = document.querySelector('#selected-recipients [data-key="' + key + '"]');
+    if (chip) chip.remove();
+    const box = document.querySelector('#recipient-options .pick[data-kind="' + key.split("-")[0] +
+      '"][data-id="' + key.split("-")[1] + '"]');
+    if (box) box.checked = false;
+  }
+
+  function syncPicks() {
+    document.querySelectorAll("#recipient-options .pick").forEach(function (box) {
+      box.checked = !!document.querySelector(
+        '#selected-recipients [data-key="' + chipKey(box.dataset.kind, box.dataset.id) + '"]');
+    });
+  }
+
+  function refreshPreview() {
+    const form = document.getElementById("compose-form");
+    if (form && window.htmx) window.htmx.trigger(form, "change");
+  }
+
+  document.addEventListener("change", function (event) {
+    const target = event.target;
+    if (target.id === "type") showSubjectForType();
+    if (target.classList && target.classList.contains("pick")) {
+      if (target.checked) addChip(target.dataset.kind, target.dataset.id, target.dataset.name);
+      else removeChip(chipKey(target.dataset.kind, target.dataset.id));
+      refreshPreview();
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest && event.target.closest(".remove-chip");
+    if (!button) return;
+    removeChip(button.closest(".chip").dataset.key);
+    refreshPreview();
+  });
+
+  function drawCharts() {
+    const source = document.getElementById("chart-data");
+    if (!source || !window.Chart) return;
+    const charts = JSON.parse(source.dataset.charts);
+    document.querySelectorAll("canvas[data-chart-index]").forEach(function (canvas) {
+      const spec = charts[Number(canvas.dataset.chartIndex)];
+      new window.Chart(canvas, {
+        type: "bar",
+        data: {
+          labels: spec.channels,
+          datasets: spec.statuses.map(function (status) {
+            return { label: status, data: spec.data[status], backgroundColor: STATUS_COLORS[status] };
+          }),
+        },
+        options: {
+          animation: false,
+          responsive: true,
+          maintainAspectRatio: false,
+          scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+          plugins: { legend: { position: "bottom" } },
+        },
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    showSubjectForType();
+    drawCharts();
+    document.body.addEventListener("htmx:afterSwap", function (event) {
+      if (event.detail.target && event.detail.target.id === "recipient-options") syncPicks();
+    });
+  });
+})();

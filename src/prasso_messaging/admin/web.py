@@ -1,0 +1,190 @@
+"""What every admin page shares: templates, the signed session, CSRF, the logged-in admin.
+
+The session is a signed cookie (itsdangerous, keyed by `settings.app_key()`), HttpOnly and
+SameSite=Lax, holding the admin's id and the CSRF token. Every state-changing request must echo
+that token (form field `csrf_token` or header `X-CSRF-Token`); otherwise it answers 403 before
+the route runs, so nothing changes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import jinja2
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from prasso_messaging.addresses import mask_phone
+from prasso_messaging.api.deps import RuntimeDep
+from prasso_messaging.db.models import AdminUser, Team
+from prasso_messaging.runtime import Runtime
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "prasso_admin"
+SESSION_MAX_AGE_SECONDS = 12 * 3600
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'"
+)
+
+
+def _format_time(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value else ""
+
+
+templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates.filters["time"] = _format_time
+templates.filters["mask_phone"] = mask_phone
+
+
+@dataclass
+class AdminSession:
+    """The contents of the session cookie; `admin_id` is None before logging in."""
+
+    csrf: str
+    admin_id: int | None = None
+
+    @classmethod
+    def fresh(cls, admin_id: int | None = None) -> AdminSession:
+        return cls(csrf=secrets.token_urlsafe(32), admin_id=admin_id)
+
+
+def _serializer(runtime: Runtime) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(runtime.settings.app_key(), salt="prasso-admin-session")
+
+
+def read_session(request: Request, runtime: Runtime) -> AdminSession | None:
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    try:
+        data = _serializer(runtime).loads(raw, max_age=SESSION_MAX_AGE_SECONDS)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
+        return None
+    admin_id = data.get("admin_id")
+    return AdminSession(csrf=data["csrf"], admin_id=admin_id if isinstance(admin_id, int) else None)
+
+
+def write_session(response: Response, runtime: Runtime, session: AdminSession) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        _serializer(runtime).dumps({"csrf": session.csrf, "admin_id": session.admin_id}),
+        max_age=SESSION_MAX_AGE_SECONDS,
+        path="/admin",
+        httponly=True,
+        samesite="lax",
+        secure=runtime.settings.APP_URL.startswith("https://"),
+    )
+
+
+def clear_session(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/admin", httponly=True, samesite="lax")
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    session: AdminSession | None = None,
+    runtime: Runtime | None = None,
+) -> HTMLResponse:
+    """Render a template with the security headers every admin page carries."""
+    body = templates.get_template(template).render(request=request, **context)
+    response = HTMLResponse(body, status_code=status_code)
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    if session is not None and runtime is not None:
+        write_session(response, runtime, session)
+    return response
+
+
+async def _submitted_token(request: Request) -> str:
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        value = (await request.form()).get(CSRF_FIELD)
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+async def check_csrf(request: Request, session: AdminSession | None) -> None:
+    """403 unless a state-changing request carries the session's CSRF token."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    submitted = await _submitted_token(request)
+    if session is None or not submitted or not hmac.compare_digest(submitted, session.csrf):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
+
+
+@dataclass
+class AdminContext:
+    """The logged-in admin, their team, their session and the runtime: every page's inputs."""
+
+    request: Request
+    runtime: Runtime
+    admin: AdminUser
+    team: Team
+    session: AdminSession
+
+    def page(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        return render(
+            self.request,
+            template,
+            {"admin": self.admin, "team": self.team, "csrf_token": self.session.csrf, **context},
+            status_code=status_code,
+        )
+
+
+def _login_redirect(request: Request) -> HTTPException:
+    target = request.url.path if request.method == "GET" else "/admin"
+    return HTTPException(
+        status.HTTP_303_SEE_OTHER,
+        "log in first",
+        headers={"Location": f"/admin/login?next={target}", "HX-Redirect": "/admin/login"},
+    )
+
+
+async def current_admin(request: Request, runtime: RuntimeDep) -> AdminContext:
+    """The logged-in admin (redirect to the login page otherwise), CSRF checked on writes."""
+    session = read_session(request, runtime)
+    if session is None or session.admin_id is None:
+        await check_csrf(request, session)
+        raise _login_redirect(request)
+    await check_csrf(request, session)
+    async with runtime.database.session() as db:
+        admin = await db.get(AdminUser, session.admin_id)
+        team = await db.get(Team, admin.team_id) if admin is not None else None
+    if admin is None or team is None:
+        raise _login_redirect(request)
+    return AdminContext(request=request, runtime=runtime, admin=admin, team=team, session=session)
+
+
+Admin = Annotated[AdminContext, Depends(current_admin)]
+
+
+def see_other(location: str) -> Response:
+    """Post/redirect/get: after a form, land on a page that is safe to reload."""
+    return Response(status_code=status.HTTP_303_SEE_OTHER, headers={"Location": location})

@@ -1,0 +1,49 @@
+"""`prasso admin create-user EMAIL --team TEAM_ID`: an admin login, password read from stdin."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Annotated
+
+import typer
+
+from prasso_messaging.admin import accounts
+from prasso_messaging.cli.app import open_runtime, print_json, run, settings
+
+admin_app = typer.Typer(help="Admin web page logins.", no_args_is_help=True)
+
+
+def _read_password() -> str:
+    """From a prompt on a terminal (asked twice), else the first line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != first:
+            typer.echo("error: the passwords differ", err=True)
+            raise typer.Exit(1)
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@admin_app.command("create-user")
+def create_user(
+    email: str,
+    team: Annotated[int, typer.Option("--team", help="Team id the admin belongs to.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
+) -> None:
+    """Create an admin user of a team; the password is read from stdin (never an argument)."""
+    config = settings()
+    password = _read_password()
+
+    async def work() -> dict[str, object]:
+        async with open_runtime(config) as runtime, runtime.database.session() as session:
+            admin = await accounts.create_admin_user(
+                session, team_id=team, email=email, password=password
+            )
+            return {"id": admin.id, "email": admin.email, "team_id": admin.team_id}
+
+    result = run(work)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"Admin user {result['id']}: {result['email']} (team {result['team_id']})")
