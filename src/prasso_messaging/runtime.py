@@ -25,6 +25,7 @@ from prasso_messaging.queue.base import QueueDriver
 from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
+from prasso_messaging.ratelimit import Limits, build_pacer
 from prasso_messaging.unsubscribe import UnsubscribeLinks
 
 
@@ -119,6 +120,34 @@ def build_queue(settings: Settings, database: Database) -> QueueDriver:
         from prasso_messaging.queue.database import DatabaseQueue
 
         return DatabaseQueue(database, retry_after=settings.QUEUE_RETRY_AFTER)
+    try:
+        if settings.QUEUE_CONNECTION == "redis":
+            from prasso_messaging.queue.redis import RedisQueue
+
+            return RedisQueue.from_url(settings.REDIS_URL, retry_after=settings.QUEUE_RETRY_AFTER)
+        if settings.QUEUE_CONNECTION == "sqs":
+            from prasso_messaging.queue.sqs import SqsQueue
+
+            return SqsQueue.connect(
+                queue_url=settings.SQS_QUEUE_URL,
+                endpoint_url=settings.AWS_ENDPOINT_URL,
+                region=settings.AWS_DEFAULT_REGION,
+                retry_after=settings.QUEUE_RETRY_AFTER,
+            )
+        if settings.QUEUE_CONNECTION == "beanstalkd":
+            from prasso_messaging.queue.beanstalkd import BeanstalkdQueue
+
+            return BeanstalkdQueue(
+                host=settings.BEANSTALKD_HOST,
+                port=settings.BEANSTALKD_PORT,
+                retry_after=settings.QUEUE_RETRY_AFTER,
+            )
+    except ImportError as exc:
+        extra = settings.QUEUE_CONNECTION
+        raise ConfigError(
+            f"QUEUE_CONNECTION: the {extra} driver needs `pip install 'prasso-messaging[{extra}]'`"
+            f" ({exc.name} is missing)"
+        ) from exc
     raise ConfigError(
         f"QUEUE_CONNECTION: the {settings.QUEUE_CONNECTION!r} driver is not available in this build"
     )
@@ -148,6 +177,7 @@ class Runtime:
                 database=database,
                 channels=channels,
                 policy=RetryPolicy(settings.MESSAGING_RETRY_BACKOFF),
+                limits=Limits.from_settings(settings, build_pacer(settings, database)),
             ),
         )
         if isinstance(runtime.queue, SyncQueue):
@@ -173,4 +203,6 @@ class Runtime:
         for channel in self.channels.values():
             await channel.close()
         await self.queue.close()
+        if self.processor.limits is not None and self.processor.limits.pacer is not None:
+            await self.processor.limits.pacer.close()
         await self.database.dispose()

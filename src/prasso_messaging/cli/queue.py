@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from prasso_messaging.cli.app import open_runtime, run, settings
+from prasso_messaging.cli.app import open_runtime, print_json, run, settings
+from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.failures import (
+    QueueStatus,
+    flush_failed,
+    forget_failed,
+    list_failed,
+    queue_status,
+    retry_failed,
+)
 from prasso_messaging.queue.worker import WorkerOptions
+from prasso_messaging.sweeper import sweep as sweep_orphans
 
 queue_app = typer.Typer(help="Run workers and inspect the queue.", no_args_is_help=True)
 
@@ -24,6 +36,10 @@ def work(
     max_jobs: Annotated[int, typer.Option(min=0, help="Stop after N jobs (0: no limit).")] = 0,
     max_time: Annotated[float, typer.Option(min=0, help="Stop after S seconds (0: no limit).")] = 0,
     stop_when_empty: Annotated[bool, typer.Option(help="Stop once the queue is empty.")] = False,
+    sweep_interval: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds between sweeps for orphaned deliveries (0: never)."),
+    ] = 60,
 ) -> None:
     """Process delivery jobs until stopped (SIGTERM/SIGINT finish the jobs in hand first)."""
     config = settings()
@@ -42,7 +58,181 @@ def work(
         async with open_runtime(config, pool_size=max(5, concurrency)) as runtime:
             worker = runtime.make_worker(options)
             worker.install_signal_handlers()
+            dispatcher = runtime.dispatcher()
+            dispatcher.queue = options.queue
+            grace = float(config.QUEUE_RETRY_AFTER)
+
+            async def sweep() -> None:
+                await sweep_orphans(runtime.database, dispatcher, grace=grace)
+
+            worker.every(sweep_interval, sweep)
             return await worker.run()
 
     processed = run(loop)
     typer.echo(f"worker stopped after {processed} job(s)", err=True)
+
+
+def _console() -> Console:
+    return Console(soft_wrap=True)
+
+
+@queue_app.command("status")
+def status(
+    queue: Annotated[
+        list[str] | None, typer.Option(help="Queue(s) to show (default: QUEUE_NAME).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Jobs per queue (ready, delayed, reserved, failed) and deliveries by status."""
+    config = settings()
+
+    async def load() -> QueueStatus:
+        async with open_runtime(config) as runtime:
+            return await queue_status(runtime.database, runtime.dispatcher(), queues=queue or [])
+
+    report = run(load)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    queues = Table(
+        "queue", "ready", "delayed", "reserved", "failed", title=f"{report.connection} queue"
+    )
+    for line in report.queues:
+        queues.add_row(
+            line.queue, str(line.ready), str(line.delayed), str(line.reserved), str(line.failed)
+        )
+    deliveries = Table("status", "deliveries", title="deliveries")
+    for name, count in report.deliveries.items():
+        deliveries.add_row(name, str(count))
+    console = _console()
+    console.print(queues)
+    console.print(deliveries)
+
+
+@queue_app.command("failed")
+def failed(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Failed jobs, oldest first."""
+    config = settings()
+
+    async def load() -> list[dict[str, object]]:
+        async with open_runtime(config) as runtime:
+            return [view.as_dict() for view in await list_failed(runtime.database)]
+
+    jobs = run(load)
+    if as_json:
+        print_json(jobs)
+        return
+    if not jobs:
+        typer.echo("no failed jobs")
+        return
+    grid = Table("id", "queue", "delivery", "failed at", "error")
+    for job in jobs:
+        lines = str(job["exception"]).strip().splitlines()
+        grid.add_row(
+            str(job["id"]),
+            str(job["queue"]),
+            str(job["delivery_id"] or "-"),
+            str(job["failed_at"])[:19],
+            lines[-1] if lines else "",
+        )
+    _console().print(grid)
+
+
+def _ids(values: list[str], *, allow_all: bool) -> list[int] | Literal["all"]:
+    if allow_all and values == ["all"]:
+        return "all"
+    try:
+        ids = [int(v) for v in values]
+    except ValueError:
+        hint = "failed job ids, or `all`" if allow_all else "failed job ids"
+        raise ValidationFailed("ID", f"expected {hint} (got {' '.join(values)!r})") from None
+    if any(i < 1 for i in ids):
+        raise ValidationFailed("ID", "ids are positive integers")
+    return ids
+
+
+@queue_app.command("retry")
+def retry(
+    ids: Annotated[
+        list[str], typer.Argument(help="Failed job ids, or `all`.", metavar="ID...|all")
+    ],
+) -> None:
+    """Queue failed jobs again: each delivery goes back to `queued` with its attempts reset."""
+    config = settings()
+
+    async def go() -> list[int]:
+        chosen = _ids(ids, allow_all=True)
+        async with open_runtime(config) as runtime:
+            return await retry_failed(runtime.database, runtime.dispatcher(), ids=chosen)
+
+    retried = run(go)
+    typer.echo(
+        f"retried {len(retried)} failed job(s)" + (f": {_joined(retried)}" if retried else "")
+    )
+
+
+@queue_app.command("forget")
+def forget(
+    ids: Annotated[list[str], typer.Argument(help="Failed job id(s).", metavar="ID...")],
+) -> None:
+    """Delete failed jobs without retrying them."""
+    config = settings()
+
+    async def go() -> list[int]:
+        chosen = _ids(ids, allow_all=False)
+        assert chosen != "all"
+        async with open_runtime(config) as runtime:
+            return await forget_failed(runtime.database, ids=chosen)
+
+    forgotten = run(go)
+    typer.echo(f"forgot {len(forgotten)} failed job(s): {_joined(forgotten)}")
+
+
+@queue_app.command("flush")
+def flush() -> None:
+    """Delete every failed job."""
+    config = settings()
+
+    async def go() -> int:
+        async with open_runtime(config) as runtime:
+            return await flush_failed(runtime.database)
+
+    typer.echo(f"flushed {run(go)} failed job(s)")
+
+
+@queue_app.command("sweep")
+def sweep(
+    queue: Annotated[
+        str | None, typer.Option(help="Queue to dispatch to (default: QUEUE_NAME).")
+    ] = None,
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Seconds a due delivery must have waited (default: QUEUE_RETRY_AFTER)."
+        ),
+    ] = None,
+) -> None:
+    """Re-dispatch deliveries left `queued` with no live job (say, the broker lost its data)."""
+    config = settings()
+
+    async def go() -> tuple[int, bool]:
+        async with open_runtime(config) as runtime:
+            dispatcher = runtime.dispatcher()
+            dispatcher.queue = queue or config.QUEUE_NAME
+            grace = config.QUEUE_RETRY_AFTER if older_than is None else older_than
+            result = await sweep_orphans(runtime.database, dispatcher, grace=grace)
+            return result.redispatched, result.waited
+
+    redispatched, waited = run(go)
+    if waited:
+        typer.echo(
+            "the queue still has ready jobs; nothing swept (run it again once they are taken)"
+        )
+    else:
+        typer.echo(f"re-dispatched {redispatched} delivery job(s)")
+
+
+def _joined(ids: list[int]) -> str:
+    return ", ".join(str(i) for i in ids)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import FailedJob, table, utcnow
@@ -53,7 +53,12 @@ class FailedJobStore:
         return [FailedJobRecord(**row._mapping) for row in rows]
 
     async def count(self) -> int:
-        return len(await self.list())
+        return sum((await self.count_by_queue()).values())
+
+    async def count_by_queue(self) -> dict[str, int]:
+        query = select(failed_jobs.c.queue, func.count()).group_by(failed_jobs.c.queue)
+        async with self.database.engine.connect() as conn:
+            return {queue: int(n) for queue, n in await conn.execute(query)}
 
     async def forget(self, ids: Sequence[int]) -> int:
         async with self.database.connect() as conn:

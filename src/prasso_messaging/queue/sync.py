@@ -1,7 +1,12 @@
-"""The `sync` driver: runs each job inline when it is pushed (development and tests)."""
+"""The `sync` driver: runs each job inline when it is pushed (development and tests).
+
+Nothing is stored. A released job runs again after its delay on a timer of this process, so a
+retry is lost if the process exits first; `prasso queue sweep` re-dispatches such deliveries.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -16,13 +21,14 @@ from prasso_messaging.queue.base import (
 
 
 class SyncQueue(QueueDriver):
-    """Hands pushed jobs straight to the handler; delays are ignored, nothing is ever stored."""
+    """Hands pushed jobs straight to the handler (a delayed push or a release waits on a timer)."""
 
     name = "sync"
 
     def __init__(self, handler: JobHandler | None = None) -> None:
         self.handler = handler
         self._ids = itertools.count(1)
+        self._timers: set[asyncio.Task[None]] = set()
 
     async def push_many(
         self,
@@ -35,7 +41,9 @@ class SyncQueue(QueueDriver):
         if self.handler is None:
             raise RuntimeError("the sync queue needs a job handler")
         jobs = [ReservedJob(str(next(self._ids)), queue, p, attempts=1) for p in payloads]
-        if jobs:
+        if jobs and delay > 0:
+            self._later(delay, jobs)
+        elif jobs:
             await self.handler(jobs)
 
     async def reserve(self, queue: str, *, limit: int) -> list[ReservedJob]:
@@ -45,12 +53,27 @@ class SyncQueue(QueueDriver):
         return None
 
     async def release(self, job: ReservedJob, *, delay: float) -> None:
-        if self.handler is not None:
-            retried = ReservedJob(job.id, job.queue, job.payload, attempts=job.attempts + 1)
-            await self.handler([retried])
+        # Never inline: a job released while its delivery is leased would recurse forever.
+        self._later(delay, [ReservedJob(job.id, job.queue, job.payload, job.attempts + 1)])
+
+    def _later(self, delay: float, jobs: list[ReservedJob]) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            if self.handler is not None:
+                await self.handler(jobs)
+
+        timer = asyncio.get_running_loop().create_task(run())
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
 
     async def size(self, queue: str) -> QueueSize:
-        return QueueSize(0, 0, 0)
+        return QueueSize(0, len(self._timers), 0)
 
     async def clear(self, queue: str) -> int:
-        return 0
+        timers = list(self._timers)
+        for timer in timers:
+            timer.cancel()
+        return len(timers)
+
+    async def close(self) -> None:
+        await self.clear("")

@@ -1,0 +1,91 @@
+"""The sweeper: re-dispatch deliveries left `queued` with no live job.
+
+The delivery row is the source of truth and a broker only a wake-up call. A broker that lost its
+data (Redis restarted without persistence, a purged SQS queue) or a crash between the commit and
+the push leaves deliveries `queued` that no job will ever pick up. The sweeper finds them and
+pushes a fresh job; a duplicate job is harmless, since claiming a delivery is a conditional UPDATE.
+
+A delivery counts as orphaned when it has been due, unclaimed and untouched for `grace` seconds
+(by default `QUEUE_RETRY_AFTER`, the time a job of a dead worker needs to come back) while the
+queue holds no ready job: a backlog still waiting in line is not mistaken for lost work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import Delivery, table, utcnow
+from prasso_messaging.deliveries import delivery_job
+from prasso_messaging.messages import Dispatcher
+
+log = logging.getLogger(__name__)
+deliveries = table(Delivery)
+SWEEP_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    redispatched: int
+    waited: bool = False
+    """True when the sweep did nothing because the queue still had ready jobs."""
+
+
+async def sweep(database: Database, dispatcher: Dispatcher, *, grace: float) -> SweepResult:
+    """Push a fresh job for every orphaned delivery; returns how many were re-dispatched."""
+    if (await dispatcher.driver.size(dispatcher.queue)).ready > 0:
+        return SweepResult(0, waited=True)
+    total = 0
+    while True:
+        ids = await _take_orphans(database, dispatcher, grace=grace)
+        total += len(ids)
+        if len(ids) < SWEEP_CHUNK:
+            break
+    if total:
+        log.warning("sweeper: re-dispatched %d delivery job(s) on %s", total, dispatcher.queue)
+        if dispatcher.on_dispatch is not None:
+            dispatcher.on_dispatch()
+    return SweepResult(total)
+
+
+async def _take_orphans(database: Database, dispatcher: Dispatcher, *, grace: float) -> list[int]:
+    """Touch up to one chunk of orphans (so a concurrent sweep skips them) and push their jobs."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=grace)
+    orphaned = (
+        deliveries.c.status == "queued",
+        deliveries.c.updated_at <= cutoff,
+        or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= cutoff),
+        or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= cutoff),
+        or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= cutoff),
+    )
+    candidates = (
+        select(deliveries.c.id).where(*orphaned).order_by(deliveries.c.id).limit(SWEEP_CHUNK)
+    )
+    transactional = dispatcher.driver.transactional
+    async with database.connect() as conn:
+        ids = sorted(
+            (
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(candidates.scalar_subquery()), *orphaned)
+                    .values(updated_at=now)
+                    .returning(deliveries.c.id)
+                )
+            ).scalars()
+        )
+        if ids and transactional:
+            await _push(dispatcher, ids, connection=conn)
+    if ids and not transactional:
+        await _push(dispatcher, ids, connection=None)
+    return ids
+
+
+async def _push(dispatcher: Dispatcher, ids: list[int], *, connection: object) -> None:
+    await dispatcher.driver.push_many(
+        dispatcher.queue, [delivery_job(i) for i in ids], connection=connection
+    )
