@@ -79,7 +79,7 @@ async def list_inbox(
         stmt = stmt.where(Delivery.meta["read_at"].as_string().is_(None))
     tokens = await _tokens(session, user)
     rows = await session.execute(stmt)
-    return [_item(delivery, message, tokens) for delivery, message in rows.tuples()]
+    return [_item(delivery, message, tokens) for delivery, message in rows.all()]
 
 
 async def mark_read(session: AsyncSession, *, team_id: int, delivery_id: int) -> InboxItem:
@@ -94,7 +94,7 @@ async def mark_read(session: AsyncSession, *, team_id: int, delivery_id: int) ->
     ).first()
     if found is None:
         raise NotFound(f"inbox item {delivery_id} not found")
-    delivery, message, user = found.tuple()
+    delivery, message, user = found
     if _read_at(delivery) is None:
         delivery.meta = {**(delivery.meta or {}), "read_at": utcnow().isoformat()}
         await session.flush()

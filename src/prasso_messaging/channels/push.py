@@ -29,9 +29,10 @@ class PushSubscriptionStore(Protocol):
     async def remove(self, *, user_id: int, endpoints: Sequence[str]) -> None: ...
 
 
-def push_payload(outgoing: Outgoing, body: str) -> bytes:
-    """The JSON a service worker receives in its `push` event."""
-    title = outgoing.subject or outgoing.team.name
+def push_payload(outgoing: Outgoing) -> bytes:
+    """The JSON a service worker receives in its `push` event (tokens rendered)."""
+    title = render_tokens(outgoing.subject or outgoing.team.name, outgoing.tokens)
+    body = render_tokens(outgoing.body, outgoing.tokens)
     if len(body) > MAX_BODY_CHARACTERS:
         body = body[: MAX_BODY_CHARACTERS - 1] + "…"
     document = {"title": title, "body": body, "delivery_id": outgoing.delivery_id}
@@ -58,7 +59,7 @@ class PushChannel(Channel):
         targets = await self.subscriptions.targets(user_id=user_id)
         if not targets:
             raise DeliverySkipped(Reason.MISSING_ADDRESS, "the user has no push subscription")
-        payload = push_payload(outgoing, render_tokens(outgoing.body, outgoing.tokens))
+        payload = push_payload(outgoing)
         delivered: list[str] = []
         gone: list[str] = []
         errors: list[SendError] = []
@@ -84,3 +85,7 @@ class PushChannel(Channel):
             Reason.SUBSCRIPTION_EXPIRED,
             f"all {len(gone)} push subscription(s) of the user expired (404/410) and were removed",
         )
+
+    async def close(self) -> None:
+        if self.provider is not None:
+            await self.provider.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -294,3 +296,18 @@ class BrowserKeys:
         return base64.urlsafe_b64encode(self.auth_secret).decode().rstrip("=")
 
 
+# --- Twilio webhooks -----------------------------------------------------------------------------
+
+
+def twilio_signature(url: str, params: dict[str, str], token: str) -> str:
+    """Twilio's algorithm, written out: HMAC-SHA1 over the URL and the sorted name+value pairs."""
+    data = url + "".join(name + params[name] for name in sorted(params))
+    digest = hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+async def twilio_post(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], *, token: str = TWILIO_TOKEN
+) -> httpx.Response:
+    signature = twilio_signature(APP_URL + path, params, token)
+    return await client.post(path, data=params, headers={"X-Twilio-Signature": signature})

@@ -139,9 +139,7 @@ async def test_smtp_4xx_is_retried_and_5xx_fails_at_once(client, team, runtime, 
 
 
 async def test_one_click_unsubscribe_opts_out_of_email_only(client, team, runtime, smtp_server):
-    guest = await create(
-        client, team, "/api/guests", email="kay@example.com", phone="+12025550111"
-    )
+    guest = await create(client, team, "/api/guests", email="kay@example.com", phone="+12025550111")
     await send(client, team, guest_ids=[guest], type="email", subject="Hi", body="x")
     await drain(runtime)
     link = smtp_server.received[0].message["List-Unsubscribe"][1:-1]

@@ -1,0 +1,62 @@
+"""Tokens, escaping and headers: values are substituted as inert text, once."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prasso_messaging.rendering import (
+    TokenValues,
+    append_sms_footer,
+    email_footer_html,
+    header_safe,
+    render_tokens,
+    text_to_html,
+)
+
+ADA = TokenValues("Ada", "Lovelace", None, "Acme")
+ANONYMOUS = TokenValues(None, None, None, "Acme")
+
+
+def test_tokens_and_the_friendly_fallback():
+    text = "{{FirstName}} {{LastName}} / {{Name}} @ {{TeamName}} {{ FirstName }} {{Unknown}}"
+    assert render_tokens(text, ADA) == "Ada Lovelace / Ada Lovelace @ Acme Ada {{Unknown}}"
+    assert render_tokens("Hi {{FirstName}}, {{Name}}!", ANONYMOUS) == "Hi there, there!"
+    user = TokenValues(None, None, "Grace Hopper", "Acme")
+    assert render_tokens("{{FirstName}}|{{Name}}", user) == "Grace|Grace Hopper"
+
+
+def test_a_value_that_looks_like_a_token_or_template_stays_inert():
+    sneaky = TokenValues("{{TeamName}}", "{% raw %}{{ 7*7 }}", None, "Acme")
+    rendered = render_tokens("{{FirstName}} {{LastName}}", sneaky)
+    assert rendered == "{{TeamName}} {% raw %}{{ 7*7 }}"
+
+
+def test_values_are_escaped_in_html():
+    evil = TokenValues("<script>alert(1)</script>", None, None, "A&B")
+    html = text_to_html(render_tokens("Hi {{FirstName}} from {{TeamName}}\nbye", evil))
+    assert html == "<p>Hi &lt;script&gt;alert(1)&lt;/script&gt; from A&amp;B<br>\nbye</p>"
+    assert render_tokens("{{TeamName}}", evil, escape=True) == "A&amp;B"
+
+
+def test_the_unsubscribe_link_is_attribute_escaped():
+    html = email_footer_html(sender='A"B', unsubscribe_url='https://x.test/u/a"onmouseover="x')
+    assert 'href="https://x.test/u/a&quot;onmouseover=&quot;x"' in html
+    assert "Sent by A&quot;B." in html
+
+
+@given(st.text())
+def test_header_values_never_carry_a_line_break(value):
+    cleaned = header_safe(value)
+    assert not any(c in cleaned for c in "\r\n\x00")
+
+
+def test_header_injection_is_flattened():
+    assert header_safe("Hi\r\nBcc: x@evil.test\x00") == "Hi Bcc: x@evil.test"
+
+
+def test_the_sms_footer_is_appended_once():
+    assert append_sms_footer("Sale", None) == "Sale\nReply STOP to opt out"
+    assert append_sms_footer("Sale\nReply STOP to opt out", None) == "Sale\nReply STOP to opt out"
+    assert append_sms_footer("Sale", "Acme: STOP to end") == "Sale\nAcme: STOP to end"
+    assert append_sms_footer("Sale", "") == "Sale"
