@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prasso_messaging.api import (
+    consents,
     do_not_contact,
     guests,
     health,
@@ -20,6 +21,7 @@ from prasso_messaging.api import (
     inbox,
     messages,
     push_subscriptions,
+    team,
     unsubscribe,
     users,
     webhooks,
@@ -147,6 +149,8 @@ def create_app(
         inbound_messages,
         webhooks,
         unsubscribe,
+        team,
+        consents,
     ):
         app.include_router(module.router)
     app.include_router(build_admin_router())
