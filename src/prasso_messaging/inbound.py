@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging import consent
@@ -121,15 +121,14 @@ async def sending_teams(
 def _sms_to(
     model: type[Guest] | type[User], kind: str, phone: str, team_ids: list[int]
 ) -> Select[int | None, int, datetime | None]:
-    return (
-        select(Delivery.team_id, Delivery.id, Delivery.sent_at)
-        .join(model, and_(Delivery.recipient_type == kind, Delivery.recipient_id == model.id))
-        .where(
-            model.phone == phone,
-            model.team_id.in_(team_ids),
-            Delivery.channel == "sms",
-            Delivery.sent_at.is_not(None),
-        )
+    """SMS deliveries to the team members or guests with `phone`: recipients first (by their
+    (team_id, phone) index), then their deliveries (by (recipient_type, recipient_id, ...))."""
+    recipients = select(model.id).where(model.team_id.in_(team_ids), model.phone == phone)
+    return select(Delivery.team_id, Delivery.id, Delivery.sent_at).where(
+        Delivery.recipient_type == kind,
+        Delivery.recipient_id.in_(recipients.scalar_subquery()),
+        Delivery.channel == "sms",
+        Delivery.sent_at.is_not(None),
     )
 
 

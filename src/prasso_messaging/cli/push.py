@@ -6,10 +6,8 @@ import base64
 from typing import Annotated
 
 import typer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from prasso_messaging.cli.app import print_json
+from prasso_messaging.cli.app import fail, print_json
 
 push_app = typer.Typer(help="Web Push (VAPID) setup.", no_args_is_help=True)
 
@@ -24,6 +22,9 @@ def new_vapid_keys() -> tuple[str, str]:
     The public key is the uncompressed point browsers take as `applicationServerKey`; the
     private key is the raw 32-byte scalar py_vapid reads.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -37,7 +38,10 @@ def vapid_keys(
     as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
 ) -> None:
     """Generate a VAPID key pair to put in VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY."""
-    public, private = new_vapid_keys()
+    try:
+        public, private = new_vapid_keys()
+    except ImportError:
+        fail("web push needs `pip install 'prasso-messaging[push]'` (cryptography is missing)")
     if as_json:
         print_json({"public_key": public, "private_key": private})
         return

@@ -168,7 +168,7 @@ class User(Timestamps, Base):
     """Team members: receive every channel, including push and in-app."""
 
     __tablename__ = "users"
-    __table_args__ = (Index(None, "team_id", "id"),)
+    __table_args__ = (Index(None, "team_id", "id"), Index(None, "team_id", "phone"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
@@ -350,7 +350,11 @@ class Delivery(Timestamps, Base):
 
 class InboundMessage(Base):
     __tablename__ = "msg_inbound_messages"
-    __table_args__ = (Index(None, "from_number", "received_at"),)
+    __table_args__ = (
+        Index(None, "from_number", "received_at"),
+        Index(None, "provider_message_id"),  # webhook retries are processed once
+        Index(None, "team_id", "id"),  # a team's list, newest first
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     team_id: Mapped[int | None] = mapped_column(

@@ -189,3 +189,20 @@ async def test_subscription_registration_validates_and_scopes(client, team, runt
         assert (await client.post(path, json=good, headers=team.headers)).status_code == 201
     async with runtime.database.session() as session:
         assert len((await session.execute(select(PushSubscription))).all()) == 1
+
+
+def test_vapid_keys_command_prints_a_working_pair():
+    from py_vapid import Vapid02
+    from typer.testing import CliRunner
+
+    from prasso_messaging.cli import app
+
+    result = CliRunner().invoke(app, ["push", "vapid-keys", "--json"])
+    assert result.exit_code == 0, result.output
+    keys = json.loads(result.output)
+    vapid = Vapid02.from_string(keys["private_key"])
+    signed = vapid.sign({"aud": "https://push.example.test", "sub": VAPID_SUBJECT, "exp": 2**31})
+    claims = verified_vapid_claims(signed["Authorization"], keys["public_key"])
+    assert claims["aud"] == "https://push.example.test"
+    text = CliRunner().invoke(app, ["push", "vapid-keys"]).output
+    assert text.startswith("VAPID_PUBLIC_KEY=") and "\nVAPID_PRIVATE_KEY=" in text
