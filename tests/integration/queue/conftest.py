@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,28 +17,16 @@ import pytest
 from prasso_messaging.db.engine import Database
 from prasso_messaging.queue.base import QueueDriver
 from tests.conftest import _pg_admin
-from tests.integration.queue.servers import (
-    beanstalkd_server,
+from tests.integration.queue.servers import (  # noqa: F401 (fixtures)
+    beanstalkd_address,
     create_sqs_queue,
     shared_redis_url,
-    sqs_server,
+    sqs_endpoint,
     unique_name,
 )
 
 STORED_DRIVERS = ["database-sqlite", "database-postgresql", "redis", "beanstalkd", "sqs"]
 MakeQueue = Callable[..., QueueDriver]
-
-
-@pytest.fixture(scope="session")
-def beanstalkd_address() -> Iterator[tuple[str, int]]:
-    with beanstalkd_server() as address:
-        yield address
-
-
-@pytest.fixture(scope="session")
-def sqs_endpoint() -> Iterator[str]:
-    with sqs_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

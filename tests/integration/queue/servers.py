@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import port_open, service_missing
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("TEST_REDIS_PORT", "6379"))
@@ -118,3 +120,32 @@ def create_sqs_queue(endpoint: str, name: str) -> str:
         return str(client.create_queue(QueueName=name)["QueueUrl"])
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def beanstalkd_address() -> Iterator[tuple[str, int]]:
+    with beanstalkd_server() as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    with sqs_server() as endpoint:
+        yield endpoint
+
+
+def queue_env(driver: str, queue: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings, as environment strings, that point a Runtime or a `prasso` process at `driver`
+    on a queue of its own (Redis keys and beanstalkd tubes carry the unique queue name)."""
+    env = {"QUEUE_CONNECTION": driver, "QUEUE_NAME": queue}
+    if driver == "redis":
+        env["REDIS_URL"] = shared_redis_url()
+    elif driver == "beanstalkd":
+        host, port = request.getfixturevalue("beanstalkd_address")
+        env.update(BEANSTALKD_HOST=host, BEANSTALKD_PORT=str(port))
+    elif driver == "sqs":
+        endpoint: str = request.getfixturevalue("sqs_endpoint")
+        env.update(
+            SQS_ENV, AWS_ENDPOINT_URL=endpoint, SQS_QUEUE_URL=create_sqs_queue(endpoint, queue)
+        )
+    return env

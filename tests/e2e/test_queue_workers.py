@@ -1,0 +1,256 @@
+"""Real `prasso queue work` processes on every driver: racing, crashing, stopping, recovering.
+
+The `log` SMS provider writes one outbox row per provider call, so outbox rows per delivery count
+how many times each delivery was really sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from prasso_messaging.runtime import Runtime
+from tests.conftest import make_settings
+from tests.integration.queue.scenario import (
+    QUIET_LIMITS,
+    delivery_rows,
+    fan_out_sms,
+    outbox_counts,
+    wait_until_settled,
+)
+from tests.integration.queue.servers import (  # noqa: F401 (fixtures)
+    beanstalkd_address,
+    queue_env,
+    redis_server,
+    sqs_endpoint,
+    unique_name,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = "from tests.fakes import worker_main; worker_main()"
+DRIVERS = [
+    pytest.param("database", "sqlite", id="database-sqlite"),
+    pytest.param("database", "postgresql", id="database-postgresql"),
+    pytest.param("redis", "postgresql", id="redis"),
+    pytest.param("beanstalkd", "postgresql", id="beanstalkd"),
+    pytest.param("sqs", "postgresql", id="sqs"),
+]
+every_driver = pytest.mark.parametrize(("driver", "backend"), DRIVERS)
+pytestmark = pytest.mark.slow
+
+
+class Workers:
+    """`prasso queue work` subprocesses sharing one environment; all stopped at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{len(self.started)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, "queue", "work", "--sleep", "0.1", *args],
+            env={**self.env, **env},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.started.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+        process.send_signal(sig)
+        return process.wait(timeout=30)
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        return (self.logs / f"worker-{self.started.index(process)}.log").read_text()
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def env(
+    driver: str, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "QUEUE_"))}
+    return {
+        **base,
+        "PYTHONPATH": str(REPO),
+        "DATABASE_URL": database_url,
+        "VAR_DIR": str(tmp_path / "var"),
+        "APP_KEY": "e2e-key-" + "x" * 32,
+        "SMS_DRIVER": "log",
+        "LOG_LEVEL": "WARNING",
+        "MESSAGING_RETRY_BACKOFF": "1,1,1,1",
+        "QUEUE_RETRY_AFTER": "2",
+        "PRASSO_TEST_LEASE_MARGIN": "1",
+        **QUIET_LIMITS,
+        **queue_env(driver, unique_name("q"), request),
+    }
+
+
+@pytest.fixture
+def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(env, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+async def runtime(env: dict[str, str], database_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    """The test's own runtime (same settings as the workers) for fanning out and checking."""
+    keys = ("QUEUE_", "REDIS_", "SQS_", "AWS_", "BEANSTALKD_", "MESSAGING_")
+    overrides = {k: v for k, v in env.items() if k.startswith(keys)}
+    built = Runtime.build(make_settings(database_url, tmp_path, **overrides), pool_size=3)
+    yield built
+    if built.settings.QUEUE_CONNECTION in ("redis", "beanstalkd"):
+        await built.queue.clear(built.settings.QUEUE_NAME)
+    await built.close()
+
+
+@every_driver
+async def test_two_workers_send_each_delivery_exactly_once(
+    runtime: Runtime, workers: Workers, driver: str
+) -> None:
+    ids = await fan_out_sms(runtime, 300)
+    racers = [workers.start("--concurrency", "10"), workers.start("--concurrency", "10")]
+    await wait_until_settled(runtime.database, ids, seconds=90)
+    for racer in racers:
+        assert workers.stop(racer) == 0, workers.log_of(racer)
+
+    calls = await outbox_counts(runtime.database)
+    assert sorted(calls) == ids
+    assert set(calls.values()) == {1}
+    rows = await delivery_rows(runtime.database)
+    assert {rows[i].status for i in ids} == {"sent"}
+    assert all(rows[i].attempts == 1 for i in ids)
+
+
+@every_driver
+async def test_a_worker_killed_mid_batch_loses_nothing(
+    runtime: Runtime, workers: Workers, driver: str
+) -> None:
+    batch = 10
+    ids = await fan_out_sms(runtime, 60)
+    doomed = workers.start(
+        "--concurrency", str(batch), "--timeout", "2", PRASSO_TEST_SEND_DELAY="1.0"
+    )
+    await wait_for_first_send(runtime)
+    doomed.kill()
+    doomed.wait()
+    rows = await delivery_rows(runtime.database)
+    in_flight = [i for i in ids if rows[i].status == "queued" and rows[i].claimed_until]
+    assert 0 < len(in_flight) <= batch  # killed mid-batch, holding leased deliveries
+
+    survivor = workers.start("--concurrency", "10", "--timeout", "2")
+    await wait_until_settled(runtime.database, ids, seconds=60)
+    assert workers.stop(survivor) == 0, workers.log_of(survivor)
+
+    rows = await delivery_rows(runtime.database)
+    assert {rows[i].status for i in ids} == {"sent"}
+    calls = await outbox_counts(runtime.database)
+    assert all(calls[i] >= 1 for i in ids)
+    duplicates = sum(n - 1 for n in calls.values())
+    assert duplicates <= len(in_flight)
+
+
+async def wait_for_first_send(runtime: Runtime) -> None:
+    deadline = time.monotonic() + 30
+    while not await outbox_counts(runtime.database):
+        assert time.monotonic() < deadline, "the worker sent nothing"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("driver", "backend"),
+    [
+        pytest.param("database", "sqlite", id="database"),
+        pytest.param("redis", "sqlite", id="redis"),
+    ],
+)
+async def test_a_stop_signal_finishes_the_batch_in_hand_and_exits_0(
+    runtime: Runtime, workers: Workers, sig: int
+) -> None:
+    ids = await fan_out_sms(runtime, 20)
+    worker = workers.start("--concurrency", "5", PRASSO_TEST_SEND_DELAY="1.0")
+    await wait_for_a_lease(runtime)
+    assert workers.stop(worker, sig) == 0, workers.log_of(worker)
+
+    rows = await delivery_rows(runtime.database)
+    sent = [i for i in ids if rows[i].status == "sent"]
+    assert sent and len(sent) % 5 == 0  # whole batches only: the one in hand was finished
+    assert not [i for i in ids if rows[i].status == "queued" and rows[i].claimed_until]
+    assert sum((await outbox_counts(runtime.database)).values()) == len(sent)
+
+    finisher = workers.start("--concurrency", "10", "--stop-when-empty")
+    assert finisher.wait(timeout=60) == 0, workers.log_of(finisher)
+    rows = await delivery_rows(runtime.database)
+    assert {rows[i].status for i in ids} == {"sent"}
+    assert set((await outbox_counts(runtime.database)).values()) == {1}
+
+
+async def wait_for_a_lease(runtime: Runtime) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        rows = (await delivery_rows(runtime.database)).values()
+        if any(r.status == "queued" and r.claimed_until for r in rows):
+            return
+        assert time.monotonic() < deadline, "the worker took no job"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(("driver", "backend"), [pytest.param("redis", "postgresql", id="redis")])
+async def test_redis_restarted_mid_run_still_delivers_everything(
+    env: dict[str, str], workers: Workers, database_url: str, tmp_path: Path
+) -> None:
+    """A Redis without persistence loses every job when it restarts; the sweeper finds the
+    deliveries left `queued` and queues them again."""
+    with redis_server() as port:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        env["RATE_LIMIT_STORE"] = "database"  # this test is about the queue's jobs only
+        keys = ("QUEUE_", "REDIS_", "MESSAGING_", "RATE_LIMIT_")
+        overrides = {k: v for k, v in env.items() if k.startswith(keys)}
+        settings = make_settings(database_url, tmp_path, **overrides)
+        runtime = Runtime.build(settings, pool_size=3)
+        try:
+            ids = await fan_out_sms(runtime, 150)
+            started = [
+                workers.start("--concurrency", "5", "--sweep-interval", "1",
+                              PRASSO_TEST_SEND_DELAY="0.5")
+                for _ in range(2)
+            ]  # fmt: skip
+            await wait_for_first_send(runtime)
+        finally:
+            await runtime.close()
+    # the server is gone with all its jobs; a fresh, empty one takes its place
+    with redis_server(port):
+        runtime = Runtime.build(settings, pool_size=3)
+        try:
+            sent_before = len(await outbox_counts(runtime.database))
+            assert sent_before < len(ids)
+            await wait_until_settled(runtime.database, ids, seconds=90)
+            for worker in started:
+                assert workers.stop(worker) == 0, workers.log_of(worker)
+            assert any("sweeper: re-dispatched" in workers.log_of(w) for w in started)
+            rows = await delivery_rows(runtime.database)
+            assert {rows[i].status for i in ids} == {"sent"}
+            calls = await outbox_counts(runtime.database)
+            assert sorted(calls) == ids
+            assert set(calls.values()) == {1}
+        finally:
+            await runtime.close()

@@ -1,0 +1,57 @@
+"""Test doubles: a scripted SMS provider, and a `prasso` entry point with test knobs.
+
+`worker_main` runs the real CLI in a subprocess after applying knobs read from the environment:
+- PRASSO_TEST_SEND_DELAY: up to this many seconds per `log` SMS send, spread by delivery id so the
+  sends of one batch finish one after another (a worker can then be stopped mid-batch);
+- PRASSO_TEST_LEASE_MARGIN: seconds a delivery lease outlives --timeout (30 in production), so a
+  test recovers a killed worker's deliveries in seconds instead of half a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+
+from prasso_messaging.providers.base import Sms, SmsProvider
+
+
+class ScriptedSms(SmsProvider):
+    """Plays a script per call: an exception to raise, a number of seconds to hang, or None
+    for success. Calls past the end of the script succeed."""
+
+    def __init__(self, script: Iterable[BaseException | float | None] = ()) -> None:
+        self.script = list(script)
+        self.calls: list[Sms] = []
+
+    async def send(self, sms: Sms) -> str:
+        self.calls.append(sms)
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, BaseException):
+            raise step
+        if isinstance(step, float | int):
+            await asyncio.sleep(step)
+        return f"FAKE{len(self.calls)}"
+
+    def calls_for(self, delivery_id: int) -> int:
+        return sum(1 for sms in self.calls if sms.delivery_id == delivery_id)
+
+
+def worker_main() -> None:
+    from prasso_messaging import deliveries
+    from prasso_messaging.cli import main
+    from prasso_messaging.providers.log import OutboxSms
+
+    margin = os.environ.get("PRASSO_TEST_LEASE_MARGIN")
+    if margin:
+        deliveries.LEASE_MARGIN_SECONDS = float(margin)
+    delay = float(os.environ.get("PRASSO_TEST_SEND_DELAY") or 0)
+    if delay:
+        real_send = OutboxSms.send
+
+        async def slow_send(self: OutboxSms, sms: Sms) -> str:
+            await asyncio.sleep(delay * (1 + (sms.delivery_id or 0) % 5) / 5)
+            return await real_send(self, sms)
+
+        OutboxSms.send = slow_send  # type: ignore[method-assign]
+    main()
