@@ -20,7 +20,6 @@ from prasso_messaging.db.models import (
     Message,
     OptOut,
     OutboxMessage,
-    TeamVerificationEvent,
     User,
     utcnow,
 )
@@ -273,18 +272,6 @@ async def do_not_contact_entries(session: AsyncSession, *, team_id: int) -> list
         .where(DoNotContact.team_id == team_id)
         .order_by(DoNotContact.id.desc())
         .limit(500)
-    )
-    return list(rows.scalars())
-
-
-async def verification_events(
-    session: AsyncSession, *, team_id: int
-) -> list[TeamVerificationEvent]:
-    rows = await session.execute(
-        select(TeamVerificationEvent)
-        .where(TeamVerificationEvent.team_id == team_id)
-        .order_by(TeamVerificationEvent.created_at.desc(), TeamVerificationEvent.id.desc())
-        .limit(200)
     )
     return list(rows.scalars())
 

@@ -1,91 +1,41 @@
 """`/admin/team`: SMS verification with its audit trail, footer and help texts, quiet hours.
 
-Verification itself is an operator's decision (`prasso teams verify`), so this page shows it and
-its history but cannot change it.
+Saving goes through `teams.update_team_settings`, the service behind `PUT /api/team/settings`, so
+the page and the API check the same rules. Verification itself is an operator's decision
+(`prasso teams verify`): this page shows it and its history but cannot change it.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Form
 from fastapi.responses import Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging.admin import queries
+from prasso_messaging import teams
 from prasso_messaging.admin.web import Admin, AdminContext, see_other
-from prasso_messaging.db.models import TeamSettings
 from prasso_messaging.errors import ValidationFailed
 
 router = APIRouter()
 
-CLOCK_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-MAX_TEXT_LENGTH = 320
-
-
-@dataclass(frozen=True)
-class TeamTexts:
-    business_name: str
-    footer_text: str
-    help_text: str
-    quiet_hours_start: str
-    quiet_hours_end: str
-
-
-def _clock(field: str, value: str) -> str | None:
-    value = value.strip()
-    if not value:
-        return None
-    if not CLOCK_TIME.match(value):
-        raise ValidationFailed(field, "must be a time like 21:00 (24-hour clock)")
-    return value
-
-
-def _text(field: str, value: str) -> str | None:
-    value = value.strip()
-    if len(value) > MAX_TEXT_LENGTH:
-        raise ValidationFailed(field, f"must be at most {MAX_TEXT_LENGTH} characters")
-    return value or None
-
-
-async def save_team_texts(session: AsyncSession, *, team_id: int, texts: TeamTexts) -> None:
-    """Validate everything first, then write the team's row: all or nothing."""
-    start = _clock("quiet_hours_start", texts.quiet_hours_start)
-    end = _clock("quiet_hours_end", texts.quiet_hours_end)
-    if (start is None) != (end is None):
-        raise ValidationFailed("quiet_hours_end", "give both the start and the end, or neither")
-    values = {
-        "business_name": _text("business_name", texts.business_name),
-        "footer_text": _text("footer_text", texts.footer_text),
-        "help_text": _text("help_text", texts.help_text),
-        "quiet_hours_start": start,
-        "quiet_hours_end": end,
-    }
-    row = await session.get(TeamSettings, team_id)
-    if row is None:
-        row = TeamSettings(team_id=team_id)
-        session.add(row)
-    for name, value in values.items():
-        setattr(row, name, value)
-    await session.flush()
+FORM_SETTINGS = (
+    "business_name",
+    "sms_from_number",
+    "footer_text",
+    "help_text",
+    "quiet_hours_start",
+    "quiet_hours_end",
+)
 
 
 async def _page(
-    admin: AdminContext, *, errors: dict[str, str], values: TeamTexts | None, saved: bool
+    admin: AdminContext, *, errors: dict[str, str], values: dict[str, str] | None, saved: bool
 ) -> Response:
     async with admin.runtime.database.session() as session:
-        events = await queries.verification_events(session, team_id=admin.team.id)
-        row = await session.get(TeamSettings, admin.team.id)
+        events = await teams.verification_history(session, team_id=admin.team.id)
+        row = await teams.team_settings(session, team_id=admin.team.id)
     if values is None:
-        values = TeamTexts(
-            business_name=(row.business_name if row else None) or "",
-            footer_text=(row.footer_text if row else None) or "",
-            help_text=(row.help_text if row else None) or "",
-            quiet_hours_start=(row.quiet_hours_start if row else None) or "",
-            quiet_hours_end=(row.quiet_hours_end if row else None) or "",
-        )
+        values = {name: getattr(row, name) or "" for name in FORM_SETTINGS}
     return admin.page(
         "team.html",
         status_code=422 if errors else 200,
@@ -105,15 +55,29 @@ async def team_page(admin: Admin, saved: bool = False) -> Response:
 async def save(
     admin: Admin,
     business_name: Annotated[str, Form(max_length=1000)] = "",
+    sms_from_number: Annotated[str, Form(max_length=64)] = "",
     footer_text: Annotated[str, Form(max_length=1000)] = "",
     help_text: Annotated[str, Form(max_length=1000)] = "",
     quiet_hours_start: Annotated[str, Form(max_length=10)] = "",
     quiet_hours_end: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
-    texts = TeamTexts(business_name, footer_text, help_text, quiet_hours_start, quiet_hours_end)
+    values = {
+        "business_name": business_name,
+        "sms_from_number": sms_from_number,
+        "footer_text": footer_text,
+        "help_text": help_text,
+        "quiet_hours_start": quiet_hours_start,
+        "quiet_hours_end": quiet_hours_end,
+    }
+    changes = {name: value.strip() or None for name, value in values.items()}
     try:
         async with admin.runtime.database.session() as session:
-            await save_team_texts(session, team_id=admin.team.id, texts=texts)
+            await teams.update_team_settings(
+                session,
+                team_id=admin.team.id,
+                changes=changes,
+                region=admin.runtime.settings.MESSAGING_DEFAULT_REGION,
+            )
     except ValidationFailed as exc:
-        return await _page(admin, errors={exc.field: exc.message}, values=texts, saved=False)
+        return await _page(admin, errors={exc.field: exc.message}, values=values, saved=False)
     return see_other("/admin/team?saved=true")

@@ -149,8 +149,9 @@ async def test_another_teams_data_stays_out_of_sight(admin: LoggedIn, runtime, o
         assert "their private text" not in page.text and "Secret" not in page.text
     async with runtime.database.session() as session:
         failed_id = (await session.execute(select(FailedJob.id))).scalar_one()
-    await admin.post("/admin/failed-jobs/retry", ids=str(failed_id))
-    await admin.post("/admin/failed-jobs/forget", ids=str(failed_id))
+    retry = await admin.post("/admin/failed-jobs/retry", ids=str(failed_id))
+    forget = await admin.post("/admin/failed-jobs/forget", ids=str(failed_id))
+    assert retry.status_code == 404 and forget.status_code == 404
     assert await count(runtime, FailedJob) == 1
     async with runtime.database.session() as session:
         assert (await session.get(Delivery, delivery_id)).status == "failed"  # type: ignore[union-attr]
@@ -244,9 +245,12 @@ async def test_csv_import_runs_in_the_background_with_progress(admin, runtime):
 async def test_outbox_shows_emails_in_a_sandboxed_frame(admin, runtime):
     guest = await add_guest(runtime, admin.team.id, first_name="<b>Eve</b>")
     await admin.post(
-        "/admin/compose", type="email", subject="Hello", body="Hi {{FirstName}}",
+        "/admin/compose",
+        type="email",
+        subject="Hello",
+        body="Hi {{FirstName}}",
         guest_ids=str(guest.id),
-    )  # fmt: skip
+    )
     await drain(runtime)
     listing = await admin.client.get("/admin/outbox?channel=email")
     item_id = re.search(r'href="/admin/outbox/(\d+)"', listing.text).group(1)  # type: ignore[union-attr]
