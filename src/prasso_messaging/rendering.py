@@ -77,7 +77,7 @@ def email_footer_html(*, sender: str, unsubscribe_url: str | None) -> str:
 
 
 def email_footer_text(*, sender: str, unsubscribe_url: str | None) -> str:
-    lines = ["--", f"Sent by {sender}."]
+    lines = ["-- ", f"Sent by {sender}."]  # "-- " is the signature delimiter mail clients know
     if unsubscribe_url:
         lines.append(f"Unsubscribe: {unsubscribe_url}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from prasso_messaging import contacts, inbox
-from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.schemas import Page
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 
@@ -40,7 +40,7 @@ class InboxItemPublic(BaseModel):
 
 @router.get("/api/users/{user_id}/inbox")
 async def list_inbox(
-    user_id: int,
+    user_id: ResourceId,
     team: CurrentTeam,
     runtime: RuntimeDep,
     unread: bool = False,
@@ -62,7 +62,9 @@ async def list_inbox(
 
 
 @router.post("/api/inbox/{delivery_id}/read")
-async def mark_read(delivery_id: int, team: CurrentTeam, runtime: RuntimeDep) -> InboxItemPublic:
+async def mark_read(
+    delivery_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
+) -> InboxItemPublic:
     async with runtime.database.session() as session:
         item = await inbox.mark_read(session, team_id=team.id, delivery_id=delivery_id)
     return InboxItemPublic.of(item)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 from pydantic import Field
 
 from prasso_messaging import contacts, push_subscriptions
-from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.schemas import Public, Strict
 
 router = APIRouter(tags=["push"])
@@ -36,7 +36,7 @@ class PushSubscriptionPublic(Public):
 
 @router.post("/api/users/{user_id}/push-subscriptions", status_code=status.HTTP_201_CREATED)
 async def register_push_subscription(
-    user_id: int, body: PushSubscriptionCreate, team: CurrentTeam, runtime: RuntimeDep
+    user_id: ResourceId, body: PushSubscriptionCreate, team: CurrentTeam, runtime: RuntimeDep
 ) -> PushSubscriptionPublic:
     async with runtime.database.session() as session:
         user = await contacts.get_user(session, team_id=team.id, user_id=user_id)

@@ -23,10 +23,13 @@ PAGE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body{{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;
-background:#f4f5f7;color:#1f2933;margin:0;padding:48px 16px}}main{{max-width:480px;margin:0 auto;background:#fff;
-border-radius:8px;padding:28px}}button{{font-size:16px;padding:10px 18px;border:0;border-radius:6px;
-background:#1f2933;color:#fff;cursor:pointer}}</style>
+<style>
+body{{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;background:#f4f5f7;
+  color:#1f2933;margin:0;padding:48px 16px}}
+main{{max-width:480px;margin:0 auto;background:#fff;border-radius:8px;padding:28px}}
+button{{font-size:16px;padding:10px 18px;border:0;border-radius:6px;background:#1f2933;
+  color:#fff;cursor:pointer}}
+</style>
 </head>
 <body><main><h1>{title}</h1>{content}</main></body>
 </html>

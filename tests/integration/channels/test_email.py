@@ -248,3 +248,21 @@ async def test_starttls_and_implicit_tls(tmp_path):
             controller.stop()
         assert [m.rcpt_tos for m in recorder.received] == [["x@example.com"], ["y@example.com"]]
         assert recorder.connections == 1
+
+
+async def test_a_connection_the_server_dropped_is_replaced_transparently():
+    recorder = SmtpRecorder(port=free_port())
+    mailer = SmtpMailer(host="127.0.0.1", port=recorder.port, encryption="none")
+    try:
+        controller = Controller(recorder, hostname="127.0.0.1", port=recorder.port)
+        controller.start()
+        await mailer.send(_email("x@example.com"))
+        controller.stop()  # the server goes away while our connection sits idle
+        controller = Controller(recorder, hostname="127.0.0.1", port=recorder.port)
+        controller.start()
+        await mailer.send(_email("y@example.com"))
+        controller.stop()
+    finally:
+        await mailer.close()
+    assert [m.rcpt_tos for m in recorder.received] == [["x@example.com"], ["y@example.com"]]
+    assert recorder.connections == 2
