@@ -1,0 +1,94 @@
+"""The sweeper re-dispatches deliveries whose jobs were lost, and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from prasso_messaging.db.models import utcnow
+from prasso_messaging.runtime import Runtime
+from prasso_messaging.sweeper import sweep
+from tests.conftest import make_settings
+from tests.integration.queue.scenario import (
+    QUIET_LIMITS,
+    deliveries,
+    fan_out_sms,
+    outbox_counts,
+    work_until_settled,
+)
+from tests.integration.queue.servers import queue_env, unique_name
+
+pytestmark = pytest.mark.parametrize(
+    ("driver", "backend"),
+    [
+        pytest.param("database", "sqlite", id="database-sqlite"),
+        pytest.param("database", "postgresql", id="database-postgresql"),
+        pytest.param("redis", "sqlite", id="redis"),
+        pytest.param("beanstalkd", "sqlite", id="beanstalkd"),
+        pytest.param("sqs", "sqlite", id="sqs"),
+    ],
+)
+
+
+@pytest.fixture
+def driver_env(driver: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    return queue_env(driver, unique_name("q"), request)
+
+
+@pytest.fixture
+async def runtime(
+    driver_env: dict[str, str], database_url: str, tmp_path: Path
+) -> AsyncIterator[Runtime]:
+    settings = make_settings(database_url, tmp_path, **QUIET_LIMITS, **driver_env)
+    built = Runtime.build(settings, pool_size=3)
+    yield built
+    if settings.QUEUE_CONNECTION in ("redis", "beanstalkd"):  # servers shared beyond this test
+        await built.queue.clear(settings.QUEUE_NAME)
+    await built.close()
+
+
+async def lose_every_job(runtime: Runtime) -> None:
+    """What a Redis restart without persistence (or a purged queue) does."""
+    await runtime.queue.clear(runtime.settings.QUEUE_NAME)
+    assert (await runtime.queue.size(runtime.settings.QUEUE_NAME)).total == 0
+
+
+async def test_lost_jobs_are_dispatched_again_and_sent_once(runtime: Runtime) -> None:
+    ids = await fan_out_sms(runtime, 5)
+    await lose_every_job(runtime)
+    dispatcher = runtime.dispatcher()
+
+    assert (await sweep(runtime.database, dispatcher, grace=60)).redispatched == 0  # too recent
+    assert (await sweep(runtime.database, dispatcher, grace=0)).redispatched == 5
+    again = await sweep(runtime.database, dispatcher, grace=0)
+    assert again.redispatched == 0 and again.waited  # their jobs wait in the queue now
+
+    await work_until_settled(runtime, ids)
+    calls = await outbox_counts(runtime.database)
+    assert sorted(calls) == ids
+    assert set(calls.values()) == {1}
+
+
+async def test_leased_scheduled_and_retrying_deliveries_are_left_alone(runtime: Runtime) -> None:
+    leased, scheduled, retrying, orphan = await fan_out_sms(runtime, 4)
+    await lose_every_job(runtime)
+    later = utcnow() + timedelta(minutes=5)
+    async with runtime.database.connect() as conn:
+        for delivery_id, column in (
+            (leased, "claimed_until"),
+            (scheduled, "send_at"),
+            (retrying, "next_attempt_at"),
+        ):
+            await conn.execute(
+                update(deliveries).where(deliveries.c.id == delivery_id).values({column: later})
+            )
+
+    result = await sweep(runtime.database, runtime.dispatcher(), grace=0)
+    assert result.redispatched == 1
+    [job] = await runtime.queue.reserve(runtime.settings.QUEUE_NAME, limit=10)
+    assert job.payload["delivery_id"] == orphan
+    await runtime.queue.ack([job])
