@@ -1,7 +1,7 @@
 """The app served by uvicorn (with its worker) on an ephemeral port, and Debian's Chromium.
 
-One server and one browser for the module of browser tests; each test gets its own team, admin and browser
-context, so tests share nothing but the process. Screenshots go to `tmp_path` unless
+One server and one browser for the module of browser tests; each test gets its own team, admin
+and browser context, so tests share nothing but the process. Screenshots go to `tmp_path` unless
 `PRASSO_SCREENSHOTS` names a directory (`docs/screenshots` to refresh the docs' pictures).
 """
 

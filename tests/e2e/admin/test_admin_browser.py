@@ -40,6 +40,7 @@ def test_compose_and_send_an_sms_and_an_email_and_watch_them_sent(
     page.wait_for_url(re.compile(r"/admin/messages/\d+$"))
     expect(sent_count(page)).to_have_text("1")
     expect(page.locator("#progress-title")).to_contain_text("Done")
+    expect(page.locator("#deliveries tbody")).to_contain_text("sent")
 
     page.goto("/admin/compose")
     page.get_by_label("Type").select_option("email")
@@ -197,3 +198,22 @@ def test_keyboard_and_phone(page: Any, server: Server, shots: Path) -> None:
     page.set_viewport_size({"width": 1280, "height": 860})
     page.goto("/admin/contacts")
     page.screenshot(path=str(shots / "contacts.png"), full_page=True)
+
+
+def test_csv_import_shows_its_progress_and_result(
+    page: Any, server: Server, tmp_path: Path
+) -> None:
+    login = new_team(server)
+    csv_file = tmp_path / "guests.csv"
+    rows = "".join(f"Guest{n},Import,guest{n}@example.com,,yes\n" for n in range(40))
+    csv_file.write_text("first_name,last_name,email,phone,subscribed\n" + rows + "Bad,,nope,,\n")
+    log_in(page, login)
+    page.goto("/admin/contacts")
+    page.get_by_label("CSV file").set_input_files(str(csv_file))
+    page.get_by_role("button", name="Import").click()
+    expect(page.locator("#import-result")).to_contain_text(
+        "40 created, 0 already present, 1 rejected"
+    )
+    expect(page.locator(".import-progress")).to_contain_text("line 42")
+    page.get_by_role("link", name="Show guests").click()
+    expect(page.locator("#guests")).to_contain_text("guest0@example.com")
