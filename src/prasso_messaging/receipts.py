@@ -2,16 +2,22 @@
 
 Each change is one conditional UPDATE on the (indexed) provider message id that only moves a
 `sent` delivery, so a late, repeated or out-of-order callback changes nothing.
+
+A receipt can arrive before the worker has recorded the send (Twilio answered, our write is still
+on its way); the callback URL names the delivery, so such a receipt waits a moment for the record
+instead of being lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
 from prasso_messaging.errors import Reason
 from prasso_messaging.inbound import PROVIDER_OPT_OUT, record_sms_opt_out
@@ -22,6 +28,9 @@ log = logging.getLogger(__name__)
 deliveries = table(Delivery)
 DELIVERED_STATUSES = frozenset({"delivered", "read"})
 FAILED_STATUSES = frozenset({"failed", "undelivered"})
+FINAL_STATUSES = DELIVERED_STATUSES | FAILED_STATUSES
+RECORD_WAIT_SECONDS = 5.0
+RECORD_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -64,3 +73,18 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
             session, team_id=changed.team_id, phone=report.to_number, origin=PROVIDER_OPT_OUT
         )
     return str(values["status"])
+
+
+async def wait_for_record(
+    database: Database, *, delivery_id: int, timeout: float = RECORD_WAIT_SECONDS
+) -> None:
+    """Return once the delivery is no longer `queued` (its send is recorded), or on timeout."""
+    query = select(deliveries.c.status).where(deliveries.c.id == delivery_id)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while True:
+        async with database.engine.connect() as conn:
+            status = (await conn.execute(query)).scalar_one_or_none()
+        if status != "queued" or loop.time() >= give_up:
+            return
+        await asyncio.sleep(RECORD_POLL_SECONDS)

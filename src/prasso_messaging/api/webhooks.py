@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from prasso_messaging import inbound, receipts
-from prasso_messaging.api.deps import RuntimeDep
+from prasso_messaging.api.deps import MAX_ID, RuntimeDep
 from prasso_messaging.errors import ConfigError
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
@@ -44,10 +44,16 @@ SignedForm = Annotated[dict[str, str], Depends(signed_form)]
 
 
 @router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
-async def status_callback(form: SignedForm, runtime: RuntimeDep) -> Response:
+async def status_callback(
+    form: SignedForm,
+    runtime: RuntimeDep,
+    delivery: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+) -> Response:
     sid = form.get("MessageSid") or form.get("SmsSid")
     message_status = form.get("MessageStatus") or form.get("SmsStatus")
     if sid and message_status:
+        if delivery is not None and message_status.lower() in receipts.FINAL_STATUSES:
+            await receipts.wait_for_record(runtime.database, delivery_id=delivery)
         async with runtime.database.session() as session:
             await receipts.apply_status(
                 session,

@@ -51,7 +51,8 @@ class SmsChannel(Channel):
             to=to,
             from_number=outgoing.team.sms_from_number or self.from_number,
             body=body,
-            status_callback=self.status_callback,
+            # the delivery id lets a receipt that outruns our own record wait for it
+            status_callback=f"{self.status_callback}?delivery={outgoing.delivery_id}",
             team_id=outgoing.team.id,
             delivery_id=outgoing.delivery_id,
         )

@@ -3,13 +3,14 @@ and the Twilio status webhook."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from prasso_messaging.db.models import ConsentEvent, OptOut
+from prasso_messaging.db.models import ConsentEvent, Delivery, OptOut, utcnow
 from prasso_messaging.errors import TransientSendError
 from prasso_messaging.providers.base import Sms
 from prasso_messaging.providers.twilio import TwilioSms
@@ -61,7 +62,12 @@ async def test_sms_goes_out_with_form_fields_auth_footer_and_segments(
     forms = {(f["To"], f["Body"]): f for f in http_peers.twilio.requests}
     form = forms[(KAY, "Hi Kay, sale today\nReply STOP to opt out")]
     assert form["From"] == TWILIO_NUMBER
-    assert form["StatusCallback"] == f"{APP_URL}/webhooks/twilio/status"
+    (kay_delivery,) = [
+        d for d in await deliveries_of(client, team, message_id) if d["recipient_id"] == kay
+    ]
+    assert form["StatusCallback"] == (
+        f"{APP_URL}/webhooks/twilio/status?delivery={kay_delivery['id']}"
+    )
     assert ("+12025550122", "Hi Ann, sale today\nReply STOP to opt out") in forms
     assert len(http_peers.twilio.requests) == 3
     assert all(a.startswith("Basic ") for a in http_peers.twilio.auth_headers)
@@ -142,7 +148,7 @@ async def test_status_callbacks_move_forward_only(client, team, runtime, http_pe
     message_id = await send(client, team, guest_ids=[kay, ann], type="sms", body="x")
     await drain(runtime)
     first, second = await deliveries_of(client, team, message_id)
-    path = "/webhooks/twilio/status"
+    path = "/webhooks/twilio/status"  # (without ?delivery=: receipts are found by their SID)
 
     def callback(delivery, status, **extra):
         sid = delivery["provider_message_id"]
@@ -181,3 +187,27 @@ async def test_webhooks_refuse_a_wrong_signature(client, team, runtime, http_pee
     assert delivery["status"] == "sent"
     async with runtime.database.session() as session:
         assert (await session.execute(select(OptOut))).first() is None
+
+
+async def test_a_receipt_that_outruns_our_record_waits_for_it(client, team, runtime):
+    """Twilio answered and already reports `delivered`, but the worker's write of `sent` has
+    not landed yet: the callback names the delivery, waits for the record, then applies."""
+    kay = await create(client, team, "/api/guests", phone=KAY)
+    message_id = await send(client, team, guest_ids=[kay], type="sms", body="x")
+    (delivery,) = await deliveries_of(client, team, message_id)
+    assert delivery["status"] == "queued"
+
+    async def the_worker_records_late() -> None:
+        await asyncio.sleep(0.3)
+        async with runtime.database.session() as session:
+            row = await session.get(Delivery, delivery["id"])
+            row.status, row.provider_message_id, row.sent_at = "sent", "SMlate", utcnow()
+
+    path = f"/webhooks/twilio/status?delivery={delivery['id']}"
+    params = {"MessageSid": "SMlate", "MessageStatus": "delivered"}
+    recording = asyncio.create_task(the_worker_records_late())
+    response = await twilio_post(client, path, params)
+    await recording
+    assert response.status_code == 204
+    (delivery,) = await deliveries_of(client, team, message_id)
+    assert delivery["status"] == "delivered" and delivery["delivered_at"] is not None
