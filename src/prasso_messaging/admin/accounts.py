@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging.addresses import normalize_email
@@ -115,6 +115,15 @@ async def authenticate(session: AsyncSession, attempt: LoginAttempt) -> LoginOut
     admin.last_login_at = now
     await session.flush()
     return LoginOutcome(admin)
+
+
+async def end_sessions(session: AsyncSession, *, admin_id: int) -> None:
+    """Invalidate every session cookie of the admin (they carry the old version)."""
+    await session.execute(
+        update(AdminUser)
+        .where(AdminUser.id == admin_id)
+        .values(session_version=AdminUser.session_version + 1)
+    )
 
 
 def _locked(until: datetime, now: datetime) -> LoginOutcome:

@@ -16,6 +16,7 @@ from prasso_messaging.admin.web import (
     read_session,
     render,
     see_other,
+    session_owner,
     write_session,
 )
 from prasso_messaging.api.deps import RuntimeDep
@@ -33,9 +34,10 @@ def _safe_next(target: str | None) -> str:
 @router.get("/admin/login")
 async def login_page(request: Request, runtime: RuntimeDep, next: str | None = None) -> Response:
     session = read_session(request, runtime)
-    if session is not None and session.admin_id is not None:
+    if session is not None and await session_owner(runtime, session) is not None:
         return see_other(_safe_next(next))
-    session = session or AdminSession.fresh()
+    if session is None or session.admin_id is not None:
+        session = AdminSession.fresh()  # none yet, or a logged-out one: start anew
     return render(
         request,
         "login.html",
@@ -71,12 +73,15 @@ async def login(
             status_code=429 if outcome.locked_until else 401,
         )
     response = see_other(_safe_next(next))
-    write_session(response, runtime, AdminSession.fresh(outcome.admin.id))
+    write_session(response, runtime, AdminSession.fresh(outcome.admin))
     return response
 
 
 @router.post("/admin/logout")
 async def logout(admin: Admin) -> Response:
+    """End the session here and every copy of its cookie (the admin's other sessions too)."""
+    async with admin.runtime.database.session() as db:
+        await accounts.end_sessions(db, admin_id=admin.admin.id)
     response = see_other("/admin/login")
     clear_session(response)
     return response

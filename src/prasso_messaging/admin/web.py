@@ -1,7 +1,8 @@
 """What every admin page shares: templates, the signed session, CSRF, the logged-in admin.
 
 The session is a signed cookie (itsdangerous, keyed by `settings.app_key()`), HttpOnly and
-SameSite=Lax, holding the admin's id and the CSRF token. Every state-changing request must echo
+SameSite=Lax, holding the admin's id, the admin's session version (logging out increments it, so
+a copied cookie dies with the session) and the CSRF token. Every state-changing request must echo
 that token (form field `csrf_token` or header `X-CSRF-Token`); otherwise it answers 403 before
 the route runs, so nothing changes.
 """
@@ -58,10 +59,15 @@ class AdminSession:
 
     csrf: str
     admin_id: int | None = None
+    version: int = 0
 
     @classmethod
-    def fresh(cls, admin_id: int | None = None) -> AdminSession:
-        return cls(csrf=secrets.token_urlsafe(32), admin_id=admin_id)
+    def fresh(cls, admin: AdminUser | None = None) -> AdminSession:
+        return cls(
+            csrf=secrets.token_urlsafe(32),
+            admin_id=admin.id if admin else None,
+            version=admin.session_version if admin else 0,
+        )
 
 
 def _serializer(runtime: Runtime) -> URLSafeTimedSerializer:
@@ -78,14 +84,20 @@ def read_session(request: Request, runtime: Runtime) -> AdminSession | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
         return None
-    admin_id = data.get("admin_id")
-    return AdminSession(csrf=data["csrf"], admin_id=admin_id if isinstance(admin_id, int) else None)
+    admin_id, version = data.get("admin_id"), data.get("version")
+    return AdminSession(
+        csrf=data["csrf"],
+        admin_id=admin_id if isinstance(admin_id, int) else None,
+        version=version if isinstance(version, int) else 0,
+    )
 
 
 def write_session(response: Response, runtime: Runtime, session: AdminSession) -> None:
     response.set_cookie(
         SESSION_COOKIE,
-        _serializer(runtime).dumps({"csrf": session.csrf, "admin_id": session.admin_id}),
+        _serializer(runtime).dumps(
+            {"csrf": session.csrf, "admin_id": session.admin_id, "version": session.version}
+        ),
         max_age=SESSION_MAX_AGE_SECONDS,
         path="/admin",
         httponly=True,
@@ -167,18 +179,26 @@ def _login_redirect(request: Request) -> HTTPException:
     )
 
 
-async def current_admin(request: Request, runtime: RuntimeDep) -> AdminContext:
-    """The logged-in admin (redirect to the login page otherwise), CSRF checked on writes."""
-    session = read_session(request, runtime)
-    if session is None or session.admin_id is None:
-        await check_csrf(request, session)
-        raise _login_redirect(request)
-    await check_csrf(request, session)
+async def session_owner(runtime: Runtime, session: AdminSession) -> tuple[AdminUser, Team] | None:
+    """The admin and team a session cookie belongs to, unless it was logged out or is stale."""
+    if session.admin_id is None:
+        return None
     async with runtime.database.session() as db:
         admin = await db.get(AdminUser, session.admin_id)
         team = await db.get(Team, admin.team_id) if admin is not None else None
-    if admin is None or team is None:
+    if admin is None or team is None or admin.session_version != session.version:
+        return None
+    return admin, team
+
+
+async def current_admin(request: Request, runtime: RuntimeDep) -> AdminContext:
+    """The logged-in admin (redirect to the login page otherwise), CSRF checked on writes."""
+    session = read_session(request, runtime)
+    await check_csrf(request, session)
+    owner = await session_owner(runtime, session) if session is not None else None
+    if session is None or owner is None:
         raise _login_redirect(request)
+    admin, team = owner
     return AdminContext(request=request, runtime=runtime, admin=admin, team=team, session=session)
 
 

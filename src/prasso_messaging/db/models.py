@@ -159,6 +159,8 @@ class AdminUser(Timestamps, Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column()
     last_login_at: Mapped[datetime | None] = mapped_column()
+    # in every session cookie; logging out increments it, which ends every copy of the cookie
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 # --- recipients ----------------------------------------------------------------------------------

@@ -85,9 +85,12 @@ async def test_a_forged_cookie_is_not_a_session(client):
     assert (await client.get("/admin")).status_code == 303
 
 
-async def test_log_out_ends_the_session(admin):
+async def test_log_out_ends_the_session_and_every_copy_of_its_cookie(admin):
+    copied = admin.client.cookies.get("prasso_admin")
     response = await admin.post("/admin/logout")
     assert response.status_code == 303 and response.headers["location"] == "/admin/login"
+    assert (await admin.client.get("/admin")).status_code == 303
+    admin.client.cookies.set("prasso_admin", copied, path="/admin")
     assert (await admin.client.get("/admin")).status_code == 303
     login_page = await admin.client.get("/admin/login")
     assert login_page.status_code == 200 and csrf_of(login_page.text) != admin.csrf
