@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import Cli, base_env
+from tests.e2e.conftest import PRASSO, Cli, base_env
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -92,6 +95,36 @@ def test_guests_import_is_quiet_in_a_pipe_and_reports_bad_lines(cli: Cli, tmp_pa
     }
     missing = cli.run("guests", "import", str(tmp_path / "nope.csv"), "--team", "1", check=False)
     assert missing.returncode == 1 and "CSV: cannot read" in missing.stderr
+
+
+def test_guests_import_draws_a_progress_bar_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
+    team_id = new_team(cli)
+    csv_file = tmp_path / "guests.csv"
+    csv_file.write_text("email\n" + "".join(f"g{n}@example.com\n" for n in range(2000)))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [PRASSO, "guests", "import", str(csv_file), "--team", str(team_id)],
+        env={**cli.env, "TERM": "xterm", "COLUMNS": "100"},
+        cwd=cli.cwd,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed when the command exited
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    text = output.decode(errors="replace")
+    assert "importing" in text and "2000/2000" in text
+    assert "2000 guest(s) created" in text
 
 
 def free_port() -> int:
