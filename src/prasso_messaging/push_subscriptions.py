@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import PushSubscription
-from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.errors import NotFound, ValidationFailed
 from prasso_messaging.providers.base import PushTarget
 
 P256DH_BYTES = 65  # an uncompressed P-256 point
@@ -72,6 +72,17 @@ async def register(
     session.add(subscription)
     await session.flush()
     return subscription
+
+
+async def unregister(session: AsyncSession, *, user_id: int, endpoint: str) -> None:
+    """Remove one of the user's subscriptions; NotFound when the user has no such endpoint."""
+    result = await session.execute(
+        delete(PushSubscription).where(
+            PushSubscription.user_id == user_id, PushSubscription.endpoint == endpoint
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise NotFound("the user has no push subscription with this endpoint")
 
 
 class DatabasePushSubscriptions:

@@ -1,10 +1,11 @@
-"""`POST /api/users/{id}/push-subscriptions`: register a browser's PushSubscription."""
+"""`/api/users/{id}/push-subscriptions`: register (POST) or forget (DELETE) a browser's
+PushSubscription."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 from pydantic import Field
 
 from prasso_messaging import contacts, push_subscriptions
@@ -24,7 +25,11 @@ class PushSubscriptionCreate(Strict):
 
     endpoint: str = Field(min_length=1, max_length=2000)
     keys: PushKeys
-    expirationTime: int | None = None  # noqa: N815 - the browser's own field name
+    expirationTime: float | None = None  # noqa: N815 - the browser's own field name
+
+
+class PushSubscriptionRemoval(Strict):
+    endpoint: str = Field(min_length=1, max_length=2000)
 
 
 class PushSubscriptionPublic(Public):
@@ -49,3 +54,14 @@ async def register_push_subscription(
             auth=body.keys.auth,
         )
     return PushSubscriptionPublic.model_validate(subscription)
+
+
+@router.delete("/api/users/{user_id}/push-subscriptions", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_push_subscription(
+    user_id: ResourceId, body: PushSubscriptionRemoval, team: CurrentTeam, runtime: RuntimeDep
+) -> Response:
+    """Forget one subscription, e.g. when the user turns notifications off in the browser."""
+    async with runtime.database.session() as session:
+        user = await contacts.get_user(session, team_id=team.id, user_id=user_id)
+        await push_subscriptions.unregister(session, user_id=user.id, endpoint=body.endpoint)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

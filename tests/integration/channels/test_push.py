@@ -190,6 +190,16 @@ async def test_subscription_registration_validates_and_scopes(client, team, runt
     async with runtime.database.session() as session:
         assert len((await session.execute(select(PushSubscription))).all()) == 1
 
+    removal = {"endpoint": good["endpoint"]}
+    elsewhere = await client.request("DELETE", path, json=removal, headers=other.headers)
+    assert elsewhere.status_code == 404
+    removed = await client.request("DELETE", path, json=removal, headers=team.headers)
+    assert removed.status_code == 204
+    again = await client.request("DELETE", path, json=removal, headers=team.headers)
+    assert again.status_code == 404
+    async with runtime.database.session() as session:
+        assert (await session.execute(select(PushSubscription))).first() is None
+
 
 def test_vapid_keys_command_prints_a_working_pair():
     from py_vapid import Vapid02
