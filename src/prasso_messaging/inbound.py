@@ -9,7 +9,7 @@ every team's inbound list and consent history is complete.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, func, literal, or_, select, union_all
@@ -71,12 +71,10 @@ class SendingTeam:
 
 @dataclass
 class InboundResult:
-    """What happened, and the one reply (if any) to send back in the TwiML answer."""
+    """The keyword the message was (if any) and the one reply to send back in the TwiML answer."""
 
     keyword: str | None
-    reply: str | None
-    team_ids: list[int] = field(default_factory=list)
-    delivery_ids: dict[int, int] = field(default_factory=dict)
+    reply: str | None = None
 
 
 def help_reply(team: SendingTeam) -> str:
@@ -166,7 +164,7 @@ async def receive(
     to_numbers = {sms.to_number.strip(), _normalized(sms.to_number, region)}
     keyword = keyword_of(sms.body)
     if sms.provider_message_id and await _already_received(session, sms.provider_message_id):
-        return InboundResult(keyword=keyword, reply=None)
+        return InboundResult(keyword=keyword)
     teams = await sending_teams(session, to_numbers=to_numbers, default_number=default_number)
     team_ids = [t.id for t in teams]
     delivery_ids = await answered_deliveries(session, phone=phone, team_ids=team_ids)
@@ -187,9 +185,7 @@ async def receive(
             )
         )
     log.info("inbound sms from=%s teams=%d keyword=%s", mask_phone(phone), len(team_ids), keyword)
-    result = InboundResult(
-        keyword=keyword, reply=None, team_ids=team_ids, delivery_ids=delivery_ids
-    )
+    result = InboundResult(keyword=keyword)
     if keyword is None or not teams:
         await session.flush()
         return result

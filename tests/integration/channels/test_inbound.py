@@ -209,3 +209,20 @@ async def test_a_formula_in_an_inbound_text_is_neutralized_in_the_export(client,
     export = await client.get("/api/inbound-messages/export", headers=team.headers)
     (row,) = list(csv.DictReader(io.StringIO(export.text)))
     assert row["body"] == '\'=HYPERLINK("http://evil")'
+
+
+async def test_a_reply_links_to_the_latest_sms_the_sender_got(client, team, runtime, http_peers):
+    ada = await create(client, team, "/api/users", name="Ada", phone=KAY)
+    first = await send(client, team, user_ids=[ada], type="sms", body="First")
+    await drain(runtime)
+    latest = await send(client, team, user_ids=[ada], type="sms", body="Second")
+    await send(client, team, user_ids=[ada], type="email", subject="Not SMS", body="x")
+    await drain(runtime)
+    (latest_delivery,) = await deliveries_of(client, team, latest)
+    (first_delivery,) = await deliveries_of(client, team, first)
+    assert latest_delivery["id"] > first_delivery["id"]
+
+    assert replies(await text_in(client, "Thanks, see you there", sid="SMr1")) == []
+    (stored,) = await rows(runtime, InboundMessage)
+    assert stored.delivery_id == latest_delivery["id"] and stored.guest_id is None
+    assert stored.keyword is None and stored.body == "Thanks, see you there"
