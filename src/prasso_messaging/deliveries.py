@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,7 +51,7 @@ from prasso_messaging.db.models import (
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError, ValidationFailed
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.worker import JobResult, WorkerOptions
-from prasso_messaging.ratelimit import CapRequest, Limits, Rate, Slot, release_caps, reserve_caps
+from prasso_messaging.ratelimit import CapRequest, Limits, Rate, release_caps, reserve_caps
 
 log = logging.getLogger(__name__)
 
@@ -406,11 +408,17 @@ class DeliveryProcessor:
 
         async def attempt(item: _Work) -> tuple[_Work, _Record, JobResult]:
             async with limit:
-                slot = await self._pace(item)
-                if not slot.granted:
-                    return self._defer(item, slot.wait, "paced")
-                if slot.wait > 0:
-                    await asyncio.sleep(slot.wait)
+                while True:
+                    granted, wait, lateness_allowed = await self._pace(item)
+                    if not granted:
+                        return self._defer(item, wait, "paced")
+                    due = time.monotonic() + wait
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    if time.monotonic() - due <= lateness_allowed:
+                        break
+                    # woke too late (a stalled process): the slot is spent, never overrun it
+                    log.info("delivery %s: woke late for its slot, pacing again", item.delivery_id)
                 return await self._attempt(item, options.timeout, max_attempts)
 
         results: list[JobResult] = []
@@ -446,17 +454,21 @@ class DeliveryProcessor:
             item.outgoing.team.id, item.outgoing.channel
         ), item.policy.rate
 
-    async def _pace(self, item: _Work) -> Slot:
-        """A send slot starting within one interval, or how long to wait for a later one."""
+    async def _pace(self, item: _Work) -> tuple[bool, float, float]:
+        """(granted, seconds to wait, how late past the slot the send may still go).
+
+        Granted: the slot starts within one interval; not granted: retry after the wait.
+        """
         pacing = self._pacing(item)
         if pacing is None or self.limits is None or self.limits.pacer is None:
-            return Slot(True, 0.0)
+            return True, 0.0, math.inf
         key, rate = pacing
         try:
-            return await self.limits.pacer.acquire(key, rate, max_wait=rate.spacing)
+            slot = await self.limits.pacer.acquire(key, rate, max_wait=rate.spacing)
         except Exception:  # the pacing store is down: wait, never send unpaced
             log.exception("delivery %s: pacing store unavailable", item.delivery_id)
-            return Slot(False, rate.interval)
+            return False, rate.interval, 0.0
+        return slot.granted, slot.wait, rate.guard / 2
 
     async def _slow_down(self, item: _Work, seconds: float) -> None:
         """The provider said 429 with Retry-After: no send on this channel until it has passed."""

@@ -4,38 +4,48 @@ Caps live in the database (`msg_cap_reservations`): a reservation is taken for a
 one transaction that locks the batch's guests, so the cap is exact however many workers race, and
 is deleted again when the send does not happen.
 
-Pacing hands out send slots from a sliding-window log per key (a channel, or a channel of a team
-with its own pacing): slot `k` is never earlier than slot `k - limit` plus the interval, so no
-window of `interval` seconds ever holds more than `limit` sends. The log lives in Redis when Redis
-is in use (see `pacing_store`), else in the database; both read the server's clock, so machines
-with skewed clocks still agree.
+Pacing hands out send slots per key (a channel, or a channel of a team with its own pacing):
+slot `n` is never earlier than slot `n - limit` plus the interval, so no sliding window of
+`interval` seconds ever holds more than `limit` sends. Only the last `limit` slots matter, kept in
+a ring, so a slot costs O(1) whatever the rate. The ring lives in Redis when Redis is in use (see
+`pacing_store`), else in the database; both read the server's clock, so machines with skewed
+clocks still agree.
 """
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, insert, literal, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.config import Settings
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import CapReservation, Guest, PacingSlot, table, utcnow
+from prasso_messaging.db.models import (
+    CapReservation,
+    Guest,
+    PacingKey,
+    PacingSlot,
+    table,
+    utcnow,
+)
 
 reservations = table(CapReservation)
 slots = table(PacingSlot)
+pacing_keys = table(PacingKey)
 
-GUARD_FRACTION = 0.05
-"""Slots are spaced a little wider than the interval (5 %, at most 0.25 s) so the jitter between
-the end of the wait and the provider receiving the request never puts `limit + 1` sends in one
-window as the provider measures it."""
+GUARD_FRACTION = 0.15
+"""Slots are spaced a little wider than the interval (15 %, at most 0.25 s): a send reaches the
+provider a little after its slot (scheduling, a pooled connection, the network), and without the
+guard a late send could share a provider-measured window with the send `limit` places after it."""
 MAX_GUARD_SECONDS = 0.25
-PG_LOCK_NAMESPACE = 0x5052  # first key of the two-key advisory lock: "PR"
 
 
 @dataclass(frozen=True)
@@ -46,24 +56,36 @@ class Rate:
     interval: float
 
     @property
+    def guard(self) -> float:
+        return min(MAX_GUARD_SECONDS, self.interval * GUARD_FRACTION)
+
+    @property
     def spacing(self) -> float:
         """The interval plus the jitter guard."""
-        return self.interval + min(MAX_GUARD_SECONDS, self.interval * GUARD_FRACTION)
+        return self.interval + self.guard
 
 
 @dataclass(frozen=True)
 class Slot:
-    """A pacing answer: `granted` → send after `wait` seconds; else try again after `wait`."""
+    """A pacing answer: `granted` → send after `wait` seconds; else try again after `wait`.
+
+    `at` is the slot's time on the store's clock (unix seconds).
+    """
 
     granted: bool
     wait: float
+    at: float
 
 
-def next_slot(latest: Sequence[float], now: float, rate: Rate) -> float:
-    """The earliest slot time given the key's slots, newest first (at least `limit` of them)."""
-    if len(latest) < rate.limit:
-        return now
-    return max(now, latest[rate.limit - 1] + rate.spacing)
+def next_slot(previous: float | None, now: float, blocked_until: float, rate: Rate) -> float:
+    """The earliest time for the next send, given the slot `limit` places before it (if any).
+
+    Slots come out in time order (each is at least `now`, at least the one `limit` places back
+    plus the spacing, and the block only grows), so `limit + 1` consecutive slots always span
+    more than the interval: no window holds more than `limit`.
+    """
+    earliest = max(now, blocked_until)
+    return earliest if previous is None else max(earliest, previous + rate.spacing)
 
 
 class Pacer(ABC):
@@ -75,95 +97,186 @@ class Pacer(ABC):
 
     @abstractmethod
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
-        """Fill the window so that no slot is handed out for `seconds` (a provider's 429)."""
+        """Hand out no slot for `seconds` (a provider's 429 with Retry-After)."""
 
     async def close(self) -> None:
         """Release connections."""
 
 
 class DatabasePacer(Pacer):
-    """Slots in `msg_pacing_slots`, serialized per key (advisory lock / `BEGIN IMMEDIATE`)."""
+    """The ring in `msg_pacing_slots`, serialized per key by locking its `msg_pacing_keys` row.
+
+    A few single-row statements per send, whatever the rate: no scan of past slots.
+    """
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._queues: dict[str, asyncio.Lock] = {}
 
     async def acquire(self, key: str, rate: Rate, *, max_wait: float) -> Slot:
-        async with self.database.connect() as conn:
-            now = await self._lock_and_clock(conn, key)
-            latest = await self._latest(conn, key, rate.limit)
-            slot = next_slot(latest, now, rate)
-            wait = slot - now
-            if wait > max_wait:
-                return Slot(False, wait)
-            await conn.execute(insert(slots).values(key=key, slot_at=slot))
-            if len(latest) == rate.limit and rate.limit > 0:
-                await conn.execute(
-                    delete(slots).where(slots.c.key == key, slots.c.slot_at < latest[-1])
+        # One caller per key and process at a time: the others wait here, not on the row lock
+        # holding a pooled connection that the sends themselves need.
+        async with self._queues.setdefault(key, asyncio.Lock()), self.database.connect() as conn:
+            state = await self._locked_state(conn, key, rate)
+            position = state.issued % rate.limit
+            previous = None
+            if state.issued >= rate.limit:
+                previous = (
+                    await conn.execute(
+                        select(slots.c.slot_at).where(
+                            slots.c.key == key, slots.c.position == position
+                        )
+                    )
+                ).scalar_one_or_none()
+            slot = next_slot(previous, state.now, state.blocked_until, rate)
+            if slot - state.now > max_wait:
+                return Slot(False, slot - state.now, slot)
+            upsert = _insert(conn)(slots).values(key=key, position=position, slot_at=slot)
+            await conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[slots.c.key, slots.c.position], set_={"slot_at": slot}
                 )
-            return Slot(True, wait)
+            )
+            await conn.execute(
+                update(pacing_keys)
+                .where(pacing_keys.c.key == key)
+                .values(issued=pacing_keys.c.issued + 1)
+            )
+            return Slot(True, slot - state.now, slot)
 
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
         async with self.database.connect() as conn:
-            now = await self._lock_and_clock(conn, key)
-            filled = now + seconds - rate.spacing
+            state = await self._locked_state(conn, key, rate)
             await conn.execute(
-                insert(slots), [{"key": key, "slot_at": filled} for _ in range(rate.limit)]
+                update(pacing_keys)
+                .where(pacing_keys.c.key == key)
+                .values(blocked_until=max(state.blocked_until, state.now + seconds))
             )
 
-    async def _lock_and_clock(self, conn: AsyncConnection, key: str) -> float:
-        """Serialize the key's slot log and read the shared clock (the database server's)."""
-        if conn.dialect.name == "postgresql":
+    async def _locked_state(self, conn: AsyncConnection, key: str, rate: Rate) -> _KeyState:
+        """Lock the key's row (creating it the first time) and read the shared clock."""
+        state = await self._select_for_update(conn, key)
+        if state is None:
             await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
-                {"ns": PG_LOCK_NAMESPACE, "key": key},
+                _insert(conn)(pacing_keys)
+                .values(key=key, ring_size=rate.limit, issued=0, blocked_until=0.0)
+                .on_conflict_do_nothing(index_elements=[pacing_keys.c.key])
             )
-            now = (
-                await conn.execute(text("SELECT extract(epoch FROM clock_timestamp())"))
-            ).scalar_one()
-            return float(now)
-        # SQLite: the transaction began with BEGIN IMMEDIATE, so writers are already serialized,
-        # and the database file is local, so the local clock is the shared clock.
-        return utcnow().timestamp()
+            state = await self._select_for_update(conn, key)
+            assert state is not None
+        if state.ring_size != rate.limit:
+            state = await self._resize(conn, key, state, rate)
+        return state
 
     @staticmethod
-    async def _latest(conn: AsyncConnection, key: str, limit: int) -> list[float]:
-        rows = await conn.execute(
-            select(slots.c.slot_at)
-            .where(slots.c.key == key)
-            .order_by(slots.c.slot_at.desc())
-            .limit(limit)
+    async def _select_for_update(conn: AsyncConnection, key: str) -> _KeyState | None:
+        if conn.dialect.name == "postgresql":
+            clock: Any = literal_column("extract(epoch FROM clock_timestamp())")
+        else:  # SQLite: one local file, so the local clock is the shared clock
+            clock = literal(utcnow().timestamp())
+        row = (
+            await conn.execute(
+                select(
+                    pacing_keys.c.ring_size,
+                    pacing_keys.c.issued,
+                    pacing_keys.c.blocked_until,
+                    clock,
+                )
+                .where(pacing_keys.c.key == key)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return _KeyState(int(row[0]), int(row[1]), float(row[2]), float(row[3]))
+
+    @staticmethod
+    async def _resize(conn: AsyncConnection, key: str, state: _KeyState, rate: Rate) -> _KeyState:
+        """The rate changed: start a new ring, holding back until the last slot's window ends."""
+        last = None
+        if state.issued:
+            last = (
+                await conn.execute(
+                    select(slots.c.slot_at).where(
+                        slots.c.key == key,
+                        slots.c.position == (state.issued - 1) % state.ring_size,
+                    )
+                )
+            ).scalar_one_or_none()
+        blocked = max(state.blocked_until, last + rate.spacing if last is not None else 0.0)
+        await conn.execute(delete(slots).where(slots.c.key == key))
+        await conn.execute(
+            update(pacing_keys)
+            .where(pacing_keys.c.key == key)
+            .values(ring_size=rate.limit, issued=0, blocked_until=blocked)
         )
-        return [float(r) for r in rows.scalars()]
+        return _KeyState(rate.limit, 0, blocked, state.now)
 
 
-# KEYS[1] = the slot log (sorted set); ARGV = limit, spacing, max_wait, member, block_seconds
+@dataclass(frozen=True)
+class _KeyState:
+    ring_size: int
+    issued: int
+    blocked_until: float
+    now: float
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+# KEYS: the key's state hash, its ring hash; ARGV: limit, spacing, max_wait, block seconds.
+# Same ring as the database pacer; answers "wait at" (granted) or "-wait at" (not granted).
 _REDIS_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local limit = tonumber(ARGV[1])
 local spacing = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
-local block = tonumber(ARGV[5])
-if block > 0 then
-  local filled = now + block - spacing
-  for i = 1, limit do redis.call('ZADD', KEYS[1], filled, ARGV[4] .. ':' .. i) end
-  redis.call('PEXPIRE', KEYS[1], math.ceil((block + spacing) * 1000) + 1000)
-  return '0'
+local block = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'size', 'issued', 'blocked')
+local size = tonumber(state[1])
+local issued = tonumber(state[2]) or 0
+local blocked = tonumber(state[3]) or 0
+if size ~= limit then
+  if size and issued > 0 then
+    local last = tonumber(redis.call('HGET', KEYS[2], tostring((issued - 1) % size)))
+    if last then blocked = math.max(blocked, last + spacing) end
+  end
+  redis.call('DEL', KEYS[2])
+  issued = 0
+  redis.call('HSET', KEYS[1], 'size', limit, 'issued', 0, 'blocked', string.format('%.6f', blocked))
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - spacing)
-local slot = now
-local nth = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
-if nth[2] then slot = math.max(now, tonumber(nth[2]) + spacing) end
+local function keep(latest)
+  local ttl = math.ceil((math.max(latest, blocked) - now + spacing) * 1000) + 1000
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+if block > 0 then
+  blocked = math.max(blocked, now + block)
+  redis.call('HSET', KEYS[1], 'blocked', string.format('%.6f', blocked))
+  keep(now)
+  return '0 0'
+end
+local slot = math.max(now, blocked)
+if issued >= limit then
+  local previous = tonumber(redis.call('HGET', KEYS[2], tostring(issued % limit)))
+  if previous then slot = math.max(slot, previous + spacing) end
+end
 local wait = slot - now
-if wait > max_wait then return '-' .. tostring(wait) end
-redis.call('ZADD', KEYS[1], slot, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], math.ceil((wait + spacing) * 1000) + 1000)
-return tostring(wait)
+if wait > max_wait then
+  return string.format('-%.6f %.6f', wait, slot)
+end
+redis.call('HSET', KEYS[2], tostring(issued % limit), string.format('%.6f', slot))
+redis.call('HSET', KEYS[1], 'issued', issued + 1)
+keep(slot)
+return string.format('%.6f %.6f', wait, slot)
 """
 
 
 class RedisPacer(Pacer):
-    """Slots in a Redis sorted set per key, taken by one Lua script (atomic, one round trip)."""
+    """The same ring in two Redis hashes per key, taken by one Lua script (atomic, one trip)."""
 
     def __init__(self, url: str, *, prefix: str = "prasso:pacing:") -> None:
         try:
@@ -178,16 +291,19 @@ class RedisPacer(Pacer):
 
     async def acquire(self, key: str, rate: Rate, *, max_wait: float) -> Slot:
         answer = await self._run(key, rate, max_wait=max_wait, block=0.0)
-        wait = float(answer)
-        return Slot(False, -wait) if answer.startswith("-") else Slot(True, wait)
+        wait, at = answer.split()
+        if wait.startswith("-"):
+            return Slot(False, float(wait[1:]), float(at))
+        return Slot(True, float(wait), float(at))
 
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
         await self._run(key, rate, max_wait=0.0, block=max(seconds, 1e-3))
 
     async def _run(self, key: str, rate: Rate, *, max_wait: float, block: float) -> str:
+        tag = f"{self.prefix}{{{key}}}"  # one hash slot for both keys (Redis Cluster)
         raw = await self.script(
-            keys=[self.prefix + key],
-            args=[rate.limit, repr(rate.spacing), repr(max_wait), uuid.uuid4().hex, repr(block)],
+            keys=[f"{tag}:state", f"{tag}:ring"],
+            args=[rate.limit, repr(rate.spacing), repr(max_wait), repr(block)],
         )
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 

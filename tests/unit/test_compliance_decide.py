@@ -191,15 +191,17 @@ def test_only_guests_count_and_transactional_bypasses_when_allowed(transactional
     st.integers(1, 8),
     st.floats(0.1, 5),
     st.lists(st.floats(0, 3, allow_nan=False), min_size=1, max_size=60),
+    st.floats(0, 4),
 )
-def test_slots_never_put_more_than_the_limit_in_one_window(limit, interval, arrivals):
-    """Whatever the arrival times, any `interval` window holds at most `limit` slots."""
+def test_slots_never_put_more_than_the_limit_in_one_window(limit, interval, arrivals, blocked):
+    """Whatever the arrival times and a block, any `interval` window holds at most `limit`."""
     rate = Rate(limit, interval)
     slots: list[float] = []
     for now in sorted(arrivals):
-        slot = next_slot(sorted(slots, reverse=True)[:limit], now, rate)
-        assert slot >= now
+        previous = slots[-limit] if len(slots) >= limit else None  # the ring's occupant
+        slot = next_slot(previous, now, blocked, rate)
+        assert slot >= max(now, blocked)
+        assert not slots or slot >= slots[-1]  # handed out in time order
         slots.append(slot)
-    slots.sort()
     for i in range(len(slots) - limit):
         assert slots[i + limit] - slots[i] >= interval

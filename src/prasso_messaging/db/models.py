@@ -290,14 +290,28 @@ class CapReservation(Base):
     reserved_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class PacingKey(Base):
+    """The state of one pacing key (a channel, or a team's channel) for database-backed pacing.
+
+    Slots form a ring of `ring_size` (the rate's limit) positions: slot `n` goes to position
+    `n % ring_size`, whose previous occupant is exactly the slot `limit` places before it.
+    """
+
+    __tablename__ = "msg_pacing_keys"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    ring_size: Mapped[int] = mapped_column(Integer)
+    issued: Mapped[int] = mapped_column(BigInteger, default=0)
+    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)  # unix seconds (a 429)
+
+
 class PacingSlot(Base):
-    """A provider send slot (unix seconds on the database clock) for database-backed pacing."""
+    """A handed-out send slot (unix seconds on the database clock) at its ring position."""
 
     __tablename__ = "msg_pacing_slots"
-    __table_args__ = (Index(None, "key", "slot_at"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    key: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
     slot_at: Mapped[float] = mapped_column(Float)
 
 

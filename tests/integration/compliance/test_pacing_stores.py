@@ -7,9 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select
 
-from prasso_messaging.db.models import PacingSlot
 from prasso_messaging.ratelimit import DatabasePacer, Pacer, Rate, RedisPacer
 from prasso_messaging.runtime import Runtime
 from tests.conftest import port_open, service_missing
@@ -35,15 +33,6 @@ async def pacer(request, runtime: Runtime) -> AsyncIterator[tuple[Pacer, str]]:
         await redis_pacer.close()
 
 
-async def stored_slots(pacer: Pacer, runtime: Runtime, key: str) -> list[float]:
-    if isinstance(pacer, RedisPacer):
-        pairs = await pacer.client.zrange(pacer.prefix + key, 0, -1, withscores=True)
-        return sorted(float(score) for _, score in pairs)
-    async with runtime.database.session() as session:
-        rows = await session.execute(select(PacingSlot.slot_at).where(PacingSlot.key == key))
-        return sorted(float(v) for v in rows.scalars())
-
-
 async def test_racing_callers_get_slots_an_interval_apart(pacer, runtime, backend):
     store, _ = pacer
     answers = await asyncio.gather(*(store.acquire("sms", RATE, max_wait=60) for _ in range(23)))
@@ -51,8 +40,7 @@ async def test_racing_callers_get_slots_an_interval_apart(pacer, runtime, backen
     waits = sorted(a.wait for a in answers)
     assert waits[:5] == pytest.approx([0] * 5, abs=0.5)  # the first window is free
     assert waits[-1] >= 4 * RATE.interval  # 23 slots need five windows
-    slots = await stored_slots(store, runtime, "sms")
-    assert len(slots) >= RATE.limit
+    slots = sorted(a.at for a in answers)
     for earlier, later in zip(slots, slots[RATE.limit :], strict=False):
         assert later - earlier >= RATE.interval  # never limit + 1 in one window
 
@@ -74,3 +62,16 @@ async def test_a_block_holds_the_whole_key_back(pacer, runtime, backend):
     assert not held.granted
     assert 2.5 < held.wait <= 3.1
     assert (await store.acquire("email", RATE, max_wait=0)).granted
+
+
+async def test_a_new_rate_starts_after_the_old_window(pacer, runtime, backend):
+    store, _ = pacer
+    for _ in range(RATE.limit):
+        assert (await store.acquire("sms", RATE, max_wait=0.5)).granted
+    faster = Rate(limit=10, interval=1.0)
+    held = await store.acquire("sms", faster, max_wait=0.5)
+    assert not held.granted and 0.5 < held.wait <= faster.spacing
+    answers = [await store.acquire("sms", faster, max_wait=5) for _ in range(12)]
+    assert all(a.granted for a in answers)
+    slots = sorted(a.at for a in answers)
+    assert slots[10] - slots[0] >= faster.interval

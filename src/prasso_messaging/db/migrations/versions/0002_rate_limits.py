@@ -1,4 +1,4 @@
-"""cap reservations and database pacing slots
+"""cap reservations and database pacing (keys and their slot rings)
 
 Revision ID: 0002
 Revises: 0001
@@ -45,18 +45,25 @@ def upgrade() -> None:
         ["guest_id", "reserved_at"],
     )
     op.create_table(
-        "msg_pacing_slots",
-        sa.Column("id", BigId, nullable=False),
+        "msg_pacing_keys",
         sa.Column("key", sa.String(length=100), nullable=False),
-        sa.Column("slot_at", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_msg_pacing_slots")),
+        sa.Column("ring_size", sa.Integer(), nullable=False),
+        sa.Column("issued", sa.BigInteger(), nullable=False),
+        sa.Column("blocked_until", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_msg_pacing_keys")),
     )
-    op.create_index(op.f("ix_msg_pacing_slots_key_slot_at"), "msg_pacing_slots", ["key", "slot_at"])
+    op.create_table(
+        "msg_pacing_slots",
+        sa.Column("key", sa.String(length=100), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("slot_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("key", "position", name=op.f("pk_msg_pacing_slots")),
+    )
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_msg_pacing_slots_key_slot_at"), table_name="msg_pacing_slots")
     op.drop_table("msg_pacing_slots")
+    op.drop_table("msg_pacing_keys")
     op.drop_index(
         op.f("ix_msg_cap_reservations_guest_id_reserved_at"), table_name="msg_cap_reservations"
     )
