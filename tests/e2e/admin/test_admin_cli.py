@@ -13,10 +13,18 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import PRASSO, Cli, base_env
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def backend() -> str:
+    """SQLite only: these tests cover the commands; the services run on both backends in
+    tests/integration/admin, and every `prasso` process costs seconds of interpreter start."""
+    return "sqlite"
 
 
 def new_team(cli: Cli) -> int:
