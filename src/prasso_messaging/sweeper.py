@@ -22,6 +22,7 @@ from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
 from prasso_messaging.deliveries import delivery_job
 from prasso_messaging.messages import Dispatcher
+from prasso_messaging.queue.worker import Worker
 
 log = logging.getLogger(__name__)
 deliveries = table(Delivery)
@@ -50,6 +51,17 @@ async def sweep(database: Database, dispatcher: Dispatcher, *, grace: float) -> 
         if dispatcher.on_dispatch is not None:
             dispatcher.on_dispatch()
     return SweepResult(total)
+
+
+def sweep_periodically(
+    worker: Worker, database: Database, dispatcher: Dispatcher, *, every: float, grace: float
+) -> None:
+    """Have a running worker sweep between its batches, at most every `every` seconds."""
+
+    async def run() -> None:
+        await sweep(database, dispatcher, grace=grace)
+
+    worker.every(every, run)
 
 
 async def _take_orphans(database: Database, dispatcher: Dispatcher, *, grace: float) -> list[int]:

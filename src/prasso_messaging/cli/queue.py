@@ -20,6 +20,7 @@ from prasso_messaging.failures import (
 )
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.sweeper import sweep as sweep_orphans
+from prasso_messaging.sweeper import sweep_periodically
 
 queue_app = typer.Typer(help="Run workers and inspect the queue.", no_args_is_help=True)
 
@@ -60,12 +61,13 @@ def work(
             worker.install_signal_handlers()
             dispatcher = runtime.dispatcher()
             dispatcher.queue = options.queue
-            grace = float(config.QUEUE_RETRY_AFTER)
-
-            async def sweep() -> None:
-                await sweep_orphans(runtime.database, dispatcher, grace=grace)
-
-            worker.every(sweep_interval, sweep)
+            sweep_periodically(
+                worker,
+                runtime.database,
+                dispatcher,
+                every=sweep_interval,
+                grace=config.QUEUE_RETRY_AFTER,
+            )
             return await worker.run()
 
     processed = run(loop)

@@ -64,18 +64,13 @@ class SqsQueue(QueueDriver):
     ) -> None:
         url = self.url(queue)
         native = min(MAX_DELAY_SECONDS, math.ceil(max(0.0, delay)))
-        attributes = {}
+        extra: dict[str, Any] = {}
         if delay > MAX_DELAY_SECONDS:
-            due = str(time.time() + delay)
-            attributes = {_DUE_AT: {"DataType": "Number", "StringValue": due}}
+            due = {"DataType": "Number", "StringValue": str(time.time() + delay)}
+            extra = {"MessageAttributes": {_DUE_AT: due}}
         for start in range(0, len(payloads), BATCH):
             entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": encode_payload(p),
-                    "DelaySeconds": native,
-                    "MessageAttributes": attributes,
-                }
+                {"Id": str(i), "MessageBody": encode_payload(p), "DelaySeconds": native, **extra}
                 for i, p in enumerate(payloads[start : start + BATCH])
             ]
             result = await asyncio.to_thread(
