@@ -1,4 +1,5 @@
-"""`/admin`: the dashboard (deliveries by channel and status over a day and a week, the queue)."""
+"""`/admin`: the dashboard: deliveries by channel, status and time over a day and a week, and
+the queue."""
 
 from __future__ import annotations
 
@@ -25,13 +26,21 @@ async def dashboard(admin: Admin) -> Response:
         week = await queries.window_stats(
             session, team_id=admin.team.id, label="Last 7 days", span=timedelta(days=7)
         )
+        hourly = await queries.timeline(
+            session, team_id=admin.team.id, label="Last 24 hours, per hour", unit="hour", count=24
+        )
+        daily = await queries.timeline(
+            session, team_id=admin.team.id, label="Last 7 days, per day", unit="day", count=7
+        )
         team_queued = await queries.team_queued(session, team_id=admin.team.id)
     queue_size = await runtime.queue.size(runtime.settings.QUEUE_NAME)
     failed = await team_failed_jobs(runtime, team_id=admin.team.id)
     return admin.page(
         "dashboard.html",
         windows=[day, week],
+        timelines=[hourly, daily],
         chart_data=json.dumps([day.chart(), week.chart()]),
+        timeline_data=json.dumps([hourly.chart(), daily.chart()]),
         queue_size=queue_size,
         queue_name=runtime.settings.QUEUE_NAME,
         team_queued=team_queued,

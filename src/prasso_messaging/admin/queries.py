@@ -357,3 +357,62 @@ async def team_queued(session: AsyncSession, *, team_id: int) -> int:
             )
         ).scalar_one()
     )
+
+
+@dataclass
+class Timeline:
+    """Deliveries created per hour or per day of a window, by their current status."""
+
+    label: str
+    unit: str  # hour | day
+    buckets: list[datetime]
+    counts: dict[str, list[int]]
+
+    def chart(self) -> dict[str, Any]:
+        fmt = "%H:00" if self.unit == "hour" else "%a %d"
+        return {
+            "label": self.label,
+            "labels": [b.strftime(fmt) for b in self.buckets],
+            "statuses": list(STATUSES),
+            "data": self.counts,
+        }
+
+
+def _bucket(column: Any, dialect: str, unit: str) -> Any:
+    """The UTC hour or day a timestamp falls in, as the database computes it."""
+    if dialect == "postgresql":
+        return func.date_trunc(unit, func.timezone("UTC", column))
+    pattern = "%Y-%m-%d %H:00:00" if unit == "hour" else "%Y-%m-%d 00:00:00"
+    return func.strftime(pattern, column)
+
+
+async def timeline(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    label: str,
+    unit: str,
+    count: int,
+    now: datetime | None = None,
+) -> Timeline:
+    """The last `count` hours or days (`unit`), oldest first, zeros included."""
+    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
+    now = now or utcnow()
+    last = now.replace(minute=0, second=0, microsecond=0)
+    if unit == "day":
+        last = last.replace(hour=0)
+    buckets = [last - step * i for i in range(count - 1, -1, -1)]
+    bucket = _bucket(Delivery.created_at, session.get_bind().dialect.name, unit).label("bucket")
+    rows = await session.execute(
+        select(bucket, Delivery.status, func.count())
+        .where(Delivery.team_id == team_id, Delivery.created_at >= buckets[0])
+        .group_by(bucket, Delivery.status)
+    )
+    index = {b.replace(tzinfo=None): i for i, b in enumerate(buckets)}
+    counts = {s: [0] * count for s in STATUSES}
+    for when, status, n in rows.all():
+        moment = when if isinstance(when, datetime) else datetime.fromisoformat(str(when))
+        position = index.get(moment.replace(tzinfo=None))
+        if position is not None and status in counts:
+            counts[status][position] = int(n)
+    return Timeline(label, unit, buckets, counts)

@@ -171,11 +171,17 @@ class AdminContext:
 
 
 def _login_redirect(request: Request) -> HTTPException:
+    """To the login page; an HTMX request (a poll, a preview) gets 401 with `HX-Redirect`
+    instead, since the browser would follow a 303 inside the XHR and swap the login page in."""
+    if request.headers.get("HX-Request") == "true":
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "log in first", headers={"HX-Redirect": "/admin/login"}
+        )
     target = request.url.path if request.method == "GET" else "/admin"
     return HTTPException(
         status.HTTP_303_SEE_OTHER,
         "log in first",
-        headers={"Location": f"/admin/login?next={target}", "HX-Redirect": "/admin/login"},
+        headers={"Location": f"/admin/login?next={target}"},
     )
 
 

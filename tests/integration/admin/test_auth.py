@@ -23,6 +23,8 @@ async def test_pages_need_a_login(client):
     response = await client.get("/admin/messages")
     assert response.status_code == 303
     assert response.headers["location"] == "/admin/login?next=/admin/messages"
+    poll = await client.get("/admin/messages/1/progress", headers={"HX-Request": "true"})
+    assert poll.status_code == 401 and poll.headers["hx-redirect"] == "/admin/login"
 
 
 async def test_password_is_stored_as_an_argon2_hash(runtime, team):

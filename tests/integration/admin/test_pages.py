@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import re
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -257,3 +260,34 @@ async def test_outbox_shows_emails_in_a_sandboxed_frame(admin, runtime):
     page = await admin.client.get(f"/admin/outbox/{item_id}")
     assert '<iframe class="email-frame" title="Email preview" sandbox="" srcdoc="' in page.text
     assert "<b>Eve" not in page.text  # escaped twice over: in the email and in the attribute
+
+
+def chart_json(page_text: str, attribute: str) -> Any:
+    found = re.search(rf'{attribute}="([^"]+)"', page_text)
+    assert found, f"no {attribute} on the page"
+    return json.loads(html.unescape(found.group(1)))
+
+
+async def test_dashboard_counts_deliveries_by_channel_status_and_time(admin, runtime, other_team):
+    mine = await add_guest(runtime, admin.team.id)
+    theirs = await add_guest(runtime, other_team.id)
+    await admin.post("/admin/compose", type="sms", body="Hi", guest_ids=str(mine.id))
+    async with runtime.database.session() as session:
+        message = await messages.create_message(
+            session, team_id=other_team.id, type="sms", body="Theirs"
+        )
+    await messages.send_message(
+        runtime.database,
+        team_id=other_team.id,
+        request=messages.SendRequest(message_id=message.id, guest_ids=[theirs.id]),
+        dispatcher=runtime.dispatcher(),
+    )
+    await drain(runtime)
+    page = await admin.client.get("/admin")
+    day, week = chart_json(page.text, "data-charts")
+    sms = day["channels"].index("sms")
+    assert day["data"]["sent"][sms] == 1 and week["data"]["sent"][sms] == 1
+    hourly, daily = chart_json(page.text, "data-timelines")
+    assert len(hourly["labels"]) == 24 and len(daily["labels"]) == 7
+    assert sum(hourly["data"]["sent"]) == 1 and sum(daily["data"]["sent"]) == 1
+    assert "100.0%" in page.text

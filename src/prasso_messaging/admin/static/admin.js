@@ -75,28 +75,37 @@
     refreshPreview();
   });
 
+  function stackedBars(canvas, labels, spec) {
+    new window.Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: labels,
+        datasets: spec.statuses.map(function (status) {
+          return { label: status, data: spec.data[status], backgroundColor: STATUS_COLORS[status] };
+        }),
+      },
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+        plugins: { legend: { position: "bottom" } },
+      },
+    });
+  }
+
   function drawCharts() {
     const source = document.getElementById("chart-data");
     if (!source || !window.Chart) return;
-    const charts = JSON.parse(source.dataset.charts);
+    const windows = JSON.parse(source.dataset.charts);
+    const timelines = JSON.parse(source.dataset.timelines);
     document.querySelectorAll("canvas[data-chart-index]").forEach(function (canvas) {
-      const spec = charts[Number(canvas.dataset.chartIndex)];
-      new window.Chart(canvas, {
-        type: "bar",
-        data: {
-          labels: spec.channels,
-          datasets: spec.statuses.map(function (status) {
-            return { label: status, data: spec.data[status], backgroundColor: STATUS_COLORS[status] };
-          }),
-        },
-        options: {
-          animation: false,
-          responsive: true,
-          maintainAspectRatio: false,
-          scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
-          plugins: { legend: { position: "bottom" } },
-        },
-      });
+      const spec = windows[Number(canvas.dataset.chartIndex)];
+      stackedBars(canvas, spec.channels, spec);
+    });
+    document.querySelectorAll("canvas[data-timeline-index]").forEach(function (canvas) {
+      const spec = timelines[Number(canvas.dataset.timelineIndex)];
+      stackedBars(canvas, spec.labels, spec);
     });
   }
 
