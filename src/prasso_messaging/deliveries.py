@@ -51,7 +51,14 @@ from prasso_messaging.db.models import (
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError, ValidationFailed
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.worker import JobResult, WorkerOptions
-from prasso_messaging.ratelimit import CapRequest, Limits, Rate, release_caps, reserve_caps
+from prasso_messaging.ratelimit import (
+    CapRequest,
+    Limits,
+    Rate,
+    Slot,
+    release_caps,
+    reserve_caps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +156,19 @@ class TeamPolicy:
     def pacing_key(self, team_id: int, channel: str) -> str:
         """Teams with their own pacing have their own slot log; the rest share the channel's."""
         return f"{channel}:team:{team_id}" if self.own_pacing else channel
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """A send's pacing answer: go at `due` (monotonic clock), or retry after `wait`."""
+
+    granted: bool
+    wait: float
+    due: float
+    lateness_allowed: float  # how long past `due` the send may still go
+
+
+UNPACED = _Turn(True, 0.0, 0.0, math.inf)
 
 
 @dataclass
@@ -406,19 +426,20 @@ class DeliveryProcessor:
         limit = asyncio.Semaphore(max(1, options.concurrency))
         max_attempts = options.tries or self.policy.max_attempts
 
+        turns = await self._take_turns(work)
+
         async def attempt(item: _Work) -> tuple[_Work, _Record, JobResult]:
             async with limit:
+                turn = turns.get(item.delivery_id, UNPACED)
                 while True:
-                    granted, wait, lateness_allowed = await self._pace(item)
-                    if not granted:
-                        return self._defer(item, wait, "paced")
-                    due = time.monotonic() + wait
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    if time.monotonic() - due <= lateness_allowed:
+                    if not turn.granted:
+                        return self._defer(item, turn.wait, "paced")
+                    await asyncio.sleep(max(0.0, turn.due - time.monotonic()))
+                    if time.monotonic() - turn.due <= turn.lateness_allowed:
                         break
                     # woke too late (a stalled process): the slot is spent, never overrun it
                     log.info("delivery %s: woke late for its slot, pacing again", item.delivery_id)
+                    turn = (await self._take_turns([item])).get(item.delivery_id, UNPACED)
                 return await self._attempt(item, options.timeout, max_attempts)
 
         results: list[JobResult] = []
@@ -454,21 +475,36 @@ class DeliveryProcessor:
             item.outgoing.team.id, item.outgoing.channel
         ), item.policy.rate
 
-    async def _pace(self, item: _Work) -> tuple[bool, float, float]:
-        """(granted, seconds to wait, how late past the slot the send may still go).
+    async def _take_turns(self, work: list[_Work]) -> dict[int, _Turn]:
+        """Pacing slots for the paced sends, one round trip per key (each key concurrently).
 
-        Granted: the slot starts within one interval; not granted: retry after the wait.
+        A slot is taken only if it starts within one interval; the others get the delay after
+        which to try again.
         """
-        pacing = self._pacing(item)
-        if pacing is None or self.limits is None or self.limits.pacer is None:
-            return True, 0.0, math.inf
-        key, rate = pacing
-        try:
-            slot = await self.limits.pacer.acquire(key, rate, max_wait=rate.spacing)
-        except Exception:  # the pacing store is down: wait, never send unpaced
-            log.exception("delivery %s: pacing store unavailable", item.delivery_id)
-            return False, rate.interval, 0.0
-        return slot.granted, slot.wait, rate.guard / 2
+        groups: dict[tuple[str, Rate], list[_Work]] = {}
+        for item in work:
+            pacing = self._pacing(item)
+            if pacing is not None:
+                groups.setdefault(pacing, []).append(item)
+        turns: dict[int, _Turn] = {}
+
+        async def take(key: str, rate: Rate, items: list[_Work]) -> None:
+            assert self.limits is not None and self.limits.pacer is not None
+            try:
+                slots = await self.limits.pacer.acquire_many(
+                    key, rate, len(items), max_wait=rate.spacing
+                )
+            except Exception:  # the pacing store is down: wait, never send unpaced
+                log.exception("pacing store unavailable for %s", key)
+                slots = [Slot(False, rate.interval, 0.0)] * len(items)
+            now = time.monotonic()
+            for item, slot in zip(items, slots, strict=True):
+                turns[item.delivery_id] = _Turn(
+                    slot.granted, slot.wait, now + slot.wait, rate.guard / 2
+                )
+
+        await asyncio.gather(*(take(key, rate, items) for (key, rate), items in groups.items()))
+        return turns
 
     async def _slow_down(self, item: _Work, seconds: float) -> None:
         """The provider said 429 with Retry-After: no send on this channel until it has passed."""

@@ -92,8 +92,15 @@ class Pacer(ABC):
     """Hands out provider send slots; one instance per process, shared by its workers."""
 
     @abstractmethod
+    async def acquire_many(
+        self, key: str, rate: Rate, count: int, *, max_wait: float
+    ) -> list[Slot]:
+        """Take up to `count` next slots in one round trip, each only if it starts within
+        `max_wait` seconds; the answer has `count` entries, the granted ones first."""
+
     async def acquire(self, key: str, rate: Rate, *, max_wait: float) -> Slot:
         """Take the next slot if it starts within `max_wait` seconds; never takes a later one."""
+        return (await self.acquire_many(key, rate, 1, max_wait=max_wait))[0]
 
     @abstractmethod
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
@@ -113,36 +120,55 @@ class DatabasePacer(Pacer):
         self.database = database
         self._queues: dict[str, asyncio.Lock] = {}
 
-    async def acquire(self, key: str, rate: Rate, *, max_wait: float) -> Slot:
+    async def acquire_many(
+        self, key: str, rate: Rate, count: int, *, max_wait: float
+    ) -> list[Slot]:
         # One caller per key and process at a time: the others wait here, not on the row lock
         # holding a pooled connection that the sends themselves need.
         async with self._queues.setdefault(key, asyncio.Lock()), self.database.connect() as conn:
             state = await self._locked_state(conn, key, rate)
-            position = state.issued % rate.limit
-            previous = None
-            if state.issued >= rate.limit:
-                previous = (
-                    await conn.execute(
-                        select(slots.c.slot_at).where(
-                            slots.c.key == key, slots.c.position == position
-                        )
+            ring: dict[int, float] = {}
+            written = [
+                (state.issued + i) % rate.limit
+                for i in range(count)
+                if state.issued + i >= rate.limit
+            ]
+            if written:
+                rows = await conn.execute(
+                    select(slots.c.position, slots.c.slot_at).where(
+                        slots.c.key == key, slots.c.position.in_(set(written))
                     )
-                ).scalar_one_or_none()
-            slot = next_slot(previous, state.now, state.blocked_until, rate)
-            if slot - state.now > max_wait:
-                return Slot(False, slot - state.now, slot)
-            upsert = _insert(conn)(slots).values(key=key, position=position, slot_at=slot)
-            await conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[slots.c.key, slots.c.position], set_={"slot_at": slot}
                 )
-            )
-            await conn.execute(
-                update(pacing_keys)
-                .where(pacing_keys.c.key == key)
-                .values(issued=pacing_keys.c.issued + 1)
-            )
-            return Slot(True, slot - state.now, slot)
+                ring = {int(r.position): float(r.slot_at) for r in rows}
+            answers: list[Slot] = []
+            for i in range(count):
+                position = (state.issued + i) % rate.limit
+                previous = ring.get(position) if state.issued + i >= rate.limit else None
+                slot = next_slot(previous, state.now, state.blocked_until, rate)
+                if slot - state.now > max_wait:
+                    refused = Slot(False, slot - state.now, slot)
+                    answers.extend([refused] * (count - i))
+                    break
+                ring[position] = slot
+                answers.append(Slot(True, slot - state.now, slot))
+            granted = sum(1 for a in answers if a.granted)
+            if granted:
+                taken = [(state.issued + i) % rate.limit for i in range(granted)]
+                upsert = _insert(conn)(slots).values(
+                    [{"key": key, "position": p, "slot_at": ring[p]} for p in dict.fromkeys(taken)]
+                )
+                await conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[slots.c.key, slots.c.position],
+                        set_={"slot_at": upsert.excluded.slot_at},
+                    )
+                )
+                await conn.execute(
+                    update(pacing_keys)
+                    .where(pacing_keys.c.key == key)
+                    .values(issued=pacing_keys.c.issued + granted)
+                )
+            return answers
 
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
         async with self.database.connect() as conn:
@@ -226,8 +252,9 @@ def _insert(conn: AsyncConnection) -> Any:
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
-# KEYS: the key's state hash, its ring hash; ARGV: limit, spacing, max_wait, block seconds.
-# Same ring as the database pacer; answers "wait at" (granted) or "-wait at" (not granted).
+# KEYS: the key's state hash, its ring hash; ARGV: limit, spacing, max_wait, block seconds, count.
+# Same ring as the database pacer; answers one "wait at" per granted slot, then "-wait at" for
+# the first refused one (the caller repeats it for the rest).
 _REDIS_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -235,6 +262,7 @@ local limit = tonumber(ARGV[1])
 local spacing = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
 local block = tonumber(ARGV[4])
+local count = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'size', 'issued', 'blocked')
 local size = tonumber(state[1])
 local issued = tonumber(state[2]) or 0
@@ -257,21 +285,33 @@ if block > 0 then
   blocked = math.max(blocked, now + block)
   redis.call('HSET', KEYS[1], 'blocked', string.format('%.6f', blocked))
   keep(now)
-  return '0 0'
+  return {}
 end
-local slot = math.max(now, blocked)
-if issued >= limit then
-  local previous = tonumber(redis.call('HGET', KEYS[2], tostring(issued % limit)))
-  if previous then slot = math.max(slot, previous + spacing) end
+local answers = {}
+local latest = now
+for i = 0, count - 1 do
+  local position = tostring((issued + i) % limit)
+  local slot = math.max(now, blocked)
+  if issued + i >= limit then
+    local previous = tonumber(redis.call('HGET', KEYS[2], position))
+    if previous then slot = math.max(slot, previous + spacing) end
+  end
+  local wait = slot - now
+  if wait > max_wait then
+    table.insert(answers, string.format('-%.6f %.6f', wait, slot))
+    break
+  end
+  redis.call('HSET', KEYS[2], position, string.format('%.6f', slot))
+  table.insert(answers, string.format('%.6f %.6f', wait, slot))
+  latest = slot
 end
-local wait = slot - now
-if wait > max_wait then
-  return string.format('-%.6f %.6f', wait, slot)
+local granted = #answers
+if granted > 0 and string.sub(answers[granted], 1, 1) == '-' then granted = granted - 1 end
+if granted > 0 then
+  redis.call('HSET', KEYS[1], 'issued', issued + granted)
+  keep(latest)
 end
-redis.call('HSET', KEYS[2], tostring(issued % limit), string.format('%.6f', slot))
-redis.call('HSET', KEYS[1], 'issued', issued + 1)
-keep(slot)
-return string.format('%.6f %.6f', wait, slot)
+return answers
 """
 
 
@@ -289,23 +329,30 @@ class RedisPacer(Pacer):
         self.prefix = prefix
         self.script: Any = self.client.register_script(_REDIS_ACQUIRE)
 
-    async def acquire(self, key: str, rate: Rate, *, max_wait: float) -> Slot:
-        answer = await self._run(key, rate, max_wait=max_wait, block=0.0)
-        wait, at = answer.split()
-        if wait.startswith("-"):
-            return Slot(False, float(wait[1:]), float(at))
-        return Slot(True, float(wait), float(at))
+    async def acquire_many(
+        self, key: str, rate: Rate, count: int, *, max_wait: float
+    ) -> list[Slot]:
+        answers: list[Slot] = []
+        for raw in await self._run(key, rate, max_wait=max_wait, block=0.0, count=count):
+            wait, at = (raw.decode() if isinstance(raw, bytes) else str(raw)).split()
+            if wait.startswith("-"):
+                refused = Slot(False, float(wait[1:]), float(at))
+                return answers + [refused] * (count - len(answers))
+            answers.append(Slot(True, float(wait), float(at)))
+        return answers
 
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
-        await self._run(key, rate, max_wait=0.0, block=max(seconds, 1e-3))
+        await self._run(key, rate, max_wait=0.0, block=max(seconds, 1e-3), count=0)
 
-    async def _run(self, key: str, rate: Rate, *, max_wait: float, block: float) -> str:
+    async def _run(
+        self, key: str, rate: Rate, *, max_wait: float, block: float, count: int
+    ) -> list[Any]:
         tag = f"{self.prefix}{{{key}}}"  # one hash slot for both keys (Redis Cluster)
         raw = await self.script(
             keys=[f"{tag}:state", f"{tag}:ring"],
-            args=[rate.limit, repr(rate.spacing), repr(max_wait), repr(block)],
+            args=[rate.limit, repr(rate.spacing), repr(max_wait), repr(block), count],
         )
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return list(raw)
 
     async def close(self) -> None:
         await self.client.aclose()

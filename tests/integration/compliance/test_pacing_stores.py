@@ -75,3 +75,15 @@ async def test_a_new_rate_starts_after_the_old_window(pacer, runtime, backend):
     assert all(a.granted for a in answers)
     slots = sorted(a.at for a in answers)
     assert slots[10] - slots[0] >= faster.interval
+
+
+async def test_a_batch_of_slots_in_one_call_keeps_the_spacing(pacer, runtime, backend):
+    store, _ = pacer
+    first = await store.acquire_many("sms", RATE, 8, max_wait=0.5)
+    assert [a.granted for a in first] == [True] * 5 + [False] * 3
+    assert len({a.wait for a in first[5:]}) == 1 and first[5].wait > 0.5
+    rest = await store.acquire_many("sms", RATE, 12, max_wait=60)  # wraps the ring twice
+    assert all(a.granted for a in rest)
+    slots = sorted(a.at for a in first[:5] + rest)
+    for earlier, later in zip(slots, slots[RATE.limit :], strict=False):
+        assert later - earlier >= RATE.interval
