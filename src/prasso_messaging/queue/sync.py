@@ -71,8 +71,10 @@ class SyncQueue(QueueDriver):
 
     async def clear(self, queue: str) -> int:
         timers = list(self._timers)
+        self._timers.clear()
         for timer in timers:
             timer.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
         return len(timers)
 
     async def close(self) -> None:
