@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from prasso_messaging.channels.sms import SmsChannel
+from prasso_messaging.deliveries import delivery_job
 from prasso_messaging.errors import PermanentSendError, TransientSendError
 from prasso_messaging.failures import list_failed, retry_failed
+from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 from tests.conftest import make_settings
 from tests.fakes import ScriptedSms
@@ -156,3 +158,19 @@ async def test_a_send_that_outruns_the_timeout_is_a_failed_attempt(
     assert row.status == "sent"
     assert row.attempts == 2
     assert fake_of(runtime).calls_for(delivery_id) == 2
+
+
+@every_driver
+async def test_a_late_duplicate_job_never_sends_again(build_runtime: BuildRuntime) -> None:
+    runtime = build_runtime([])
+    [delivery_id] = await fan_out_sms(runtime, 1)
+    await settle(runtime, [delivery_id])
+    assert fake_of(runtime).calls_for(delivery_id) == 1
+
+    await runtime.queue.push_many(runtime.settings.QUEUE_NAME, [delivery_job(delivery_id)] * 2)
+    if runtime.settings.QUEUE_CONNECTION != "sync":
+        options = WorkerOptions(queue=runtime.settings.QUEUE_NAME, stop_when_empty=True, sleep=0)
+        assert await runtime.make_worker(options).run() == 2
+        assert (await runtime.queue.size(runtime.settings.QUEUE_NAME)).total == 0
+    assert (await delivery_rows(runtime.database))[delivery_id].status == "sent"
+    assert fake_of(runtime).calls_for(delivery_id) == 1
