@@ -175,12 +175,12 @@ async def wait_for_first_send(runtime: Runtime) -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize(
-    ("driver", "backend"),
+    ("driver", "backend", "sig"),
     [
-        pytest.param("database", "sqlite", id="database"),
-        pytest.param("redis", "sqlite", id="redis"),
+        pytest.param("database", "sqlite", signal.SIGTERM, id="database-SIGTERM"),
+        pytest.param("database", "sqlite", signal.SIGINT, id="database-SIGINT"),
+        pytest.param("redis", "sqlite", signal.SIGTERM, id="redis-SIGTERM"),
     ],
 )
 async def test_a_stop_signal_finishes_the_batch_in_hand_and_exits_0(
