@@ -1,10 +1,10 @@
 """The `redis` driver: Laravel's layout, made atomic with Lua scripts.
 
-Per queue, three keys: a list of ready jobs, a sorted set of delayed jobs (score: when ready) and a
-sorted set of reserved jobs (score: when the reservation expires). Reserving first moves due
-delayed jobs and expired reservations back to the ready list, so a job whose worker died comes back
-by itself after `retry_after`. Times come from the Redis server clock, so workers on several
-machines agree even when their clocks drift.
+Per queue, three keys: `prasso:queues:{NAME}`, a list of ready jobs; `...:delayed`, a sorted set
+of delayed jobs (score: when ready); and `...:reserved`, a sorted set of reserved jobs (score: when
+the reservation expires). Reserving first moves due delayed jobs and expired reservations back to
+the ready list, so a job whose worker died comes back by itself after `retry_after`. Times come
+from the Redis server clock, so workers on several machines agree even when their clocks drift.
 
 A member is `"<attempts>:<job id>:<payload json>"`. Reserving rewrites the attempts, so the member
 a worker holds is unique to its reservation: a late ack or release by a worker whose reservation
@@ -102,7 +102,8 @@ class RedisQueue(QueueDriver):
         return cls(Redis.from_url(url), retry_after=retry_after, prefix=prefix)
 
     def _keys(self, queue: str) -> tuple[str, str, str]:
-        ready = f"{self.prefix}{queue}"
+        # The braces put a queue's three keys in one Redis Cluster slot, as the scripts need.
+        ready = f"{self.prefix}{{{queue}}}"
         return ready, f"{ready}:delayed", f"{ready}:reserved"
 
     async def push_many(
