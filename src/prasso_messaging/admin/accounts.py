@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging.addresses import normalize_email
 from prasso_messaging.db.models import AdminUser, utcnow
-from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.errors import NotFound, ValidationFailed
 from prasso_messaging.teams import get_team
 
 MIN_PASSWORD_LENGTH = 10
@@ -72,6 +72,23 @@ async def create_admin_user(
         raise ValidationFailed("email", f"an admin user {address} already exists")
     admin = AdminUser(team_id=team_id, email=address, password_hash=hash_password(password))
     session.add(admin)
+    await session.flush()
+    return admin
+
+
+async def set_password(session: AsyncSession, *, email: str, password: str) -> AdminUser:
+    """A new password for an admin; also lifts a lockout and ends every session of the admin."""
+    check_new_password(password)
+    address = email.strip().lower()
+    admin = (
+        await session.execute(select(AdminUser).where(AdminUser.email == address))
+    ).scalar_one_or_none()
+    if admin is None:
+        raise NotFound(f"no admin user {address}")
+    admin.password_hash = hash_password(password)
+    admin.failed_logins = 0
+    admin.locked_until = None
+    admin.session_version = (admin.session_version or 0) + 1
     await session.flush()
     return admin
 

@@ -47,3 +47,17 @@ def create_user(
         print_json(result)
     else:
         typer.echo(f"Admin user {result['id']}: {result['email']} (team {result['team_id']})")
+
+
+@admin_app.command("set-password")
+def set_password(email: str) -> None:
+    """Give an admin a new password (from stdin); lifts a lockout and ends their sessions."""
+    config = settings()
+    password = _read_password()
+
+    async def work() -> str:
+        async with open_runtime(config) as runtime, runtime.database.session() as session:
+            admin = await accounts.set_password(session, email=email, password=password)
+            return admin.email
+
+    typer.echo(f"New password set for {run(work)}; their sessions have ended")

@@ -74,6 +74,12 @@ def test_create_user_reads_the_password_from_stdin(cli: Cli) -> None:
         check=False,
     )
     assert unknown.returncode == 1 and "team 999 not found" in unknown.stderr
+    reset = cli.run("admin", "set-password", "OWNER@example.com", input="a brand new password\n")
+    assert "New password set for owner@example.com" in reset.stdout
+    nobody = cli.run(
+        "admin", "set-password", "nobody@example.com", input="a brand new password\n", check=False
+    )
+    assert nobody.returncode == 1 and "no admin user nobody@example.com" in nobody.stderr
 
 
 def test_guests_import_is_quiet_in_a_pipe_and_reports_bad_lines(cli: Cli, tmp_path: Path) -> None:

@@ -111,3 +111,14 @@ async def test_login_next_only_follows_local_admin_paths(client, runtime, team):
         },
     )
     assert response.headers["location"] == "/admin"
+
+
+async def test_set_password_lifts_a_lockout_and_ends_sessions(admin, runtime):
+    async with runtime.database.session() as session:
+        owner = (await session.execute(select(AdminUser))).scalar_one()
+        owner.locked_until = owner.created_at  # any value: set_password clears it
+    async with runtime.database.session() as session:
+        await accounts.set_password(session, email="owner@acme.example.com", password="x" * 12)
+    assert (await admin.client.get("/admin")).status_code == 303  # the old session ended
+    assert (await log_in(admin.client, "owner@acme.example.com")).status_code == 401
+    assert (await log_in(admin.client, "owner@acme.example.com", "x" * 12)).status_code == 303
