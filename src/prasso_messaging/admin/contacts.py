@@ -103,6 +103,8 @@ async def change_consent(
     channel: Annotated[str, Form()],
     action: Annotated[str, Form()],
 ) -> Response:
+    if action not in ("opt_out", "opt_in"):
+        return await _page(admin, errors={"consent": "action: must be opt_out or opt_in"})
     try:
         async with admin.runtime.database.session() as session:
             guest = await contacts.get_guest(session, team_id=admin.team.id, guest_id=guest_id)

@@ -69,10 +69,13 @@ async def failed_jobs_page(
 
 
 @router.post("/admin/failed-jobs/retry")
-async def retry(admin: Admin, ids: Annotated[list[int], Form()]) -> Response:
+async def retry(admin: Admin, ids: Annotated[list[int] | None, Form()] = None) -> Response:
     try:
         done = await failures.retry_failed(
-            admin.runtime.database, admin.runtime.dispatcher(), ids=ids, team_id=admin.team.id
+            admin.runtime.database,
+            admin.runtime.dispatcher(),
+            ids=ids or [],
+            team_id=admin.team.id,
         )
     except NotFound as exc:
         return await _page(admin, status_code=404, error=str(exc))
@@ -80,9 +83,11 @@ async def retry(admin: Admin, ids: Annotated[list[int], Form()]) -> Response:
 
 
 @router.post("/admin/failed-jobs/forget")
-async def forget(admin: Admin, ids: Annotated[list[int], Form()]) -> Response:
+async def forget(admin: Admin, ids: Annotated[list[int] | None, Form()] = None) -> Response:
     try:
-        done = await failures.forget_failed(admin.runtime.database, ids=ids, team_id=admin.team.id)
+        done = await failures.forget_failed(
+            admin.runtime.database, ids=ids or [], team_id=admin.team.id
+        )
     except NotFound as exc:
         return await _page(admin, status_code=404, error=str(exc))
     return see_other(f"/admin/failed-jobs?forgot={len(done)}")

@@ -184,6 +184,9 @@ async def test_forget_drops_the_failed_job(admin, runtime):
     await failed_delivery(runtime, admin.team.id, guest.id)
     async with runtime.database.session() as session:
         failed_id = (await session.execute(select(FailedJob.id))).scalar_one()
+    nothing_chosen = await admin.post("/admin/failed-jobs/forget")
+    assert nothing_chosen.headers["location"] == "/admin/failed-jobs?forgot=0"
+    assert await count(runtime, FailedJob) == 1
     await admin.post("/admin/failed-jobs/forget", ids=str(failed_id))
     assert await count(runtime, FailedJob) == 0
 
