@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 JOB_NAME = "ProcessMsgDelivery"
 LEASE_MARGIN_SECONDS = 30.0
 PACED_CHANNELS = ("email", "sms", "push")  # in-app is our own table, no provider to pace
+MAX_PACING_SLEEP_SECONDS = 2.0  # a later slot releases the job instead of holding the batch
 deliveries = table(Delivery)
 
 
@@ -478,8 +479,8 @@ class DeliveryProcessor:
     async def _take_turns(self, work: list[_Work]) -> dict[int, _Turn]:
         """Pacing slots for the paced sends, one round trip per key (each key concurrently).
 
-        A slot is taken only if it starts within one interval; the others get the delay after
-        which to try again.
+        A slot is taken only if it starts within one interval (at most two seconds); the others
+        get the delay after which to try again.
         """
         groups: dict[tuple[str, Rate], list[_Work]] = {}
         for item in work:
@@ -492,7 +493,7 @@ class DeliveryProcessor:
             assert self.limits is not None and self.limits.pacer is not None
             try:
                 slots = await self.limits.pacer.acquire_many(
-                    key, rate, len(items), max_wait=rate.spacing
+                    key, rate, len(items), max_wait=min(rate.spacing, MAX_PACING_SLEEP_SECONDS)
                 )
             except Exception:  # the pacing store is down: wait, never send unpaced
                 log.exception("pacing store unavailable for %s", key)

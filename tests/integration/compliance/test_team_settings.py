@@ -187,3 +187,35 @@ async def test_a_team_back_to_pending_after_queueing_is_skipped(client, team, ru
         await set_sms_verification(session, team=row, status="pending", actor="ops", reason="x")
     await drain(runtime)
     assert reasons(await deliveries_of(runtime)) == ["team_not_verified"]
+
+
+async def test_team_pacing_defers_the_excess_without_holding_other_channels(
+    client, team, other_team, runtime
+):
+    response = await client.put(
+        "/api/team/settings",
+        json={"batch_size": 1, "batch_interval_seconds": 600},
+        headers=team.headers,
+    )
+    assert response.status_code == 200
+    guests = [await add_guest(client, team, phone=f"+1202555013{i}") for i in range(3)]
+    await send(client, team, guests)
+    await send(client, team, guests[:1], type="email")
+    theirs = await add_guest(client, other_team)
+    await send(client, other_team, [theirs])  # another team shares the global budget only
+    await drain(runtime)
+    rows = await deliveries_of(runtime)
+    by_channel = {
+        (team_id, channel): sorted(r.status for r in rows if (r.team_id, r.channel) == key)
+        for key in {(r.team_id, r.channel) for r in rows}
+        for team_id, channel in [key]
+    }
+    assert by_channel == {
+        (team.id, "sms"): ["queued", "queued", "sent"],  # one per 600 s: the rest wait
+        (team.id, "email"): ["sent"],  # not held back by the SMS waiting
+        (other_team.id, "sms"): ["sent"],
+    }
+    waiting = [r for r in rows if r.status == "queued"]
+    assert all(r.attempts == 0 and r.error is None for r in waiting)
+    assert all(r.next_attempt_at is not None for r in waiting)
+    assert all((r.next_attempt_at - r.updated_at).total_seconds() > 500 for r in waiting)
