@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging.db.models import (
@@ -379,11 +379,19 @@ class Timeline:
 
 
 def _bucket(column: Any, dialect: str, unit: str) -> Any:
-    """The UTC hour or day a timestamp falls in, as the database computes it."""
+    """The UTC hour or day a timestamp falls in, as the database computes it.
+
+    Literals rather than bound parameters: PostgreSQL only matches the GROUP BY expression to the
+    selected one when they are identical, and two parameters are two different expressions.
+    """
+    if unit not in ("hour", "day"):
+        raise ValueError(f"unit must be hour or day (got {unit!r})")
     if dialect == "postgresql":
-        return func.date_trunc(unit, func.timezone("UTC", column))
+        return func.date_trunc(
+            literal_column(f"'{unit}'"), func.timezone(literal_column("'UTC'"), column)
+        )
     pattern = "%Y-%m-%d %H:00:00" if unit == "hour" else "%Y-%m-%d 00:00:00"
-    return func.strftime(pattern, column)
+    return func.strftime(literal_column(f"'{pattern}'"), column)
 
 
 async def timeline(
