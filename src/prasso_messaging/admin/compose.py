@@ -6,6 +6,7 @@ runtime's dispatcher, so the admin page can never bypass a rule the API enforces
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form
@@ -121,14 +122,16 @@ async def send(
     guest_ids: Annotated[list[int] | None, Form()] = None,
     all_guests: Annotated[bool, Form()] = False,
     transactional: Annotated[bool, Form()] = False,
+    send_at: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     runtime = admin.runtime
-    values = {"type": type, "subject": subject, "body": body}
+    values = {"type": type, "subject": subject, "body": body, "send_at": send_at}
     if transactional:
         values["transactional"] = "on"
     if all_guests:
         values["all_guests"] = "on"
     try:
+        when = _send_time(send_at)
         async with runtime.database.session() as session:
             message = await messages.create_message(
                 session,
@@ -147,6 +150,7 @@ async def send(
                     user_ids=user_ids or [],
                     guest_ids=[] if all_guests else guest_ids or [],
                     all_guests=all_guests,
+                    send_at=when,
                 ),
                 dispatcher=runtime.dispatcher(),
             )
@@ -160,6 +164,19 @@ async def send(
     except Forbidden as exc:
         return await _refused(admin, values, {"type": str(exc)}, user_ids, guest_ids, 403)
     return see_other(f"/admin/messages/{message.id}")
+
+
+def _send_time(value: str) -> datetime | None:
+    """The form's "Send at" (a browser `datetime-local`, read as UTC), or None to send now."""
+    if not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValidationFailed(
+            "send_at", "expected a date and time, e.g. 2026-12-01T09:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def _refused(

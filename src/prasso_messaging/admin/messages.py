@@ -26,7 +26,8 @@ async def _counts(admin: Admin, message_id: int) -> tuple[Message, queries.Statu
     async with admin.runtime.database.session() as session:
         message = await messages.get_message(session, team_id=admin.team.id, message_id=message_id)
         counts = await messages.delivery_counts(session, message_id=message.id)
-    return message, queries.StatusCounts(counts)
+        scheduled_for = await queries.scheduled_for(session, message_id=message.id)
+    return message, queries.StatusCounts(counts, scheduled_for=scheduled_for)
 
 
 @router.get("/admin/messages/{message_id}")

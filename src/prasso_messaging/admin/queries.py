@@ -7,7 +7,7 @@ display, a page at a time, in a few grouped queries per page.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import func, literal_column, or_, select
@@ -37,6 +37,7 @@ def reason_code(error: str | None) -> str:
 @dataclass
 class StatusCounts:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    scheduled_for: datetime | None = None  # the earliest future `send_at` still queued
 
     @property
     def total(self) -> int:
@@ -79,6 +80,23 @@ async def message_rows(
         for message_id, status, n in grouped.all():
             rows[message_id].counts.counts[status] = int(n)
     return list(rows.values())
+
+
+async def scheduled_for(session: AsyncSession, *, message_id: int) -> datetime | None:
+    """When the first of a message's scheduled deliveries is due, if any still waits."""
+    earliest = await session.execute(
+        select(func.min(Delivery.send_at)).where(
+            Delivery.msg_message_id == message_id,
+            Delivery.status == "queued",
+            Delivery.send_at > utcnow(),
+        )
+    )
+    value = earliest.scalar_one_or_none()
+    if isinstance(value, str):  # SQLite hands an aggregate back untyped
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 @dataclass

@@ -294,3 +294,24 @@ async def test_dashboard_counts_deliveries_by_channel_status_and_time(admin, run
     assert len(hourly["labels"]) == 24 and len(daily["labels"]) == 7
     assert sum(hourly["data"]["sent"]) == 1 and sum(daily["data"]["sent"]) == 1
     assert "100.0%" in page.text
+
+
+async def test_compose_can_schedule_a_send(admin, runtime):
+    guest = await add_guest(runtime, admin.team.id)
+    bad = await admin.post(
+        "/admin/compose", type="sms", body="Hi", guest_ids=str(guest.id), send_at="tomorrow"
+    )
+    assert bad.status_code == 422 and "send_at" in bad.text
+    assert await count(runtime, Message) == 0
+    response = await admin.post(
+        "/admin/compose", type="sms", body="Hi", guest_ids=str(guest.id), send_at="2030-01-01T09:00"
+    )
+    assert response.status_code == 303
+    async with runtime.database.session() as session:
+        delivery = (await session.execute(select(Delivery))).scalar_one()
+    assert (
+        delivery.send_at is not None and delivery.send_at.isoformat() == "2030-01-01T09:00:00+00:00"
+    )
+    page = await admin.client.get(response.headers["location"])
+    assert "Scheduled for 2030-01-01 09:00:00 UTC" in page.text
+    assert 'hx-trigger="every 10s"' in page.text

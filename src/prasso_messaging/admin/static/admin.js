@@ -111,6 +111,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     showSubjectForType();
+    syncPicks();
     drawCharts();
     document.body.addEventListener("htmx:afterSwap", function (event) {
       if (event.detail.target && event.detail.target.id === "recipient-options") syncPicks();
