@@ -31,6 +31,7 @@ def test_compose_and_send_an_sms_and_an_email_and_watch_them_sent(
     expect(page.get_by_label("Subject")).to_be_hidden()
     page.get_by_label("Body").fill("Hi {{FirstName}}, the launch is at 9.")
     page.get_by_label("Recipients").fill("Kath")
+    expect(page.locator("#recipient-options li")).to_have_count(1)
     page.get_by_label(re.compile("Katherine")).check()
     expect(page.locator("#selected-recipients")).to_contain_text("Katherine Johnson")
     expect(page.locator("#preview")).to_contain_text("Hi Katherine, the launch is at 9.")
