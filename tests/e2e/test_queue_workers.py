@@ -113,7 +113,7 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
 @pytest.fixture
 async def runtime(env: dict[str, str], database_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
     """The test's own runtime (same settings as the workers) for fanning out and checking."""
-    keys = ("QUEUE_", "REDIS_", "SQS_", "AWS_", "BEANSTALKD_", "MESSAGING_")
+    keys = ("QUEUE_", "REDIS_", "SQS_", "AWS_", "BEANSTALKD_", "MESSAGING_", "RATE_LIMIT_")
     overrides = {k: v for k, v in env.items() if k.startswith(keys)}
     built = Runtime.build(make_settings(database_url, tmp_path, **overrides), pool_size=3)
     yield built
@@ -222,7 +222,6 @@ async def test_redis_restarted_mid_run_still_delivers_everything(
     deliveries left `queued` and queues them again."""
     with redis_server() as port:
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        env["RATE_LIMIT_STORE"] = "database"  # this test is about the queue's jobs only
         keys = ("QUEUE_", "REDIS_", "MESSAGING_", "RATE_LIMIT_")
         overrides = {k: v for k, v in env.items() if k.startswith(keys)}
         settings = make_settings(database_url, tmp_path, **overrides)
