@@ -12,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prasso_messaging.admin import build_router as build_admin_router
+from prasso_messaging.admin import static_files as admin_static_files
 from prasso_messaging.api import (
     consents,
     do_not_contact,
@@ -26,8 +28,6 @@ from prasso_messaging.api import (
     users,
     webhooks,
 )
-from prasso_messaging.admin import build_router as build_admin_router
-from prasso_messaging.admin import static_files as admin_static_files
 from prasso_messaging.config import Settings
 from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
 from prasso_messaging.queue.worker import WorkerOptions

@@ -233,6 +233,43 @@ async def send_message(
     return result
 
 
+async def compose_and_send(
+    database: Database,
+    *,
+    team_id: int,
+    type: str | None,
+    body: str | None,
+    subject: str | None,
+    transactional: bool,
+    user_ids: Sequence[int] = (),
+    guest_ids: Sequence[int] = (),
+    all_guests: bool = False,
+    send_at: datetime | None = None,
+    dispatcher: Dispatcher,
+) -> SendResult:
+    """Create and send in one step (admin page, CLI); a refused send leaves no message behind."""
+    async with database.session() as session:
+        message = await create_message(
+            session,
+            team_id=team_id,
+            type=type,
+            subject=subject,
+            body=body,
+            transactional=transactional,
+        )
+    try:
+        return await send_message(
+            database,
+            team_id=team_id,
+            request=SendRequest(message.id, user_ids, guest_ids, all_guests, send_at),
+            dispatcher=dispatcher,
+        )
+    except Exception:
+        async with database.session() as session:
+            await session.delete(await session.get(Message, message.id))
+        raise
+
+
 def _check_send_at(send_at: datetime | None) -> datetime | None:
     if send_at is None:
         return None

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prasso_messaging import contacts, messages
 from prasso_messaging.admin import queries
 from prasso_messaging.admin.web import Admin, AdminContext, see_other
-from prasso_messaging.db.models import Guest, Message, TeamSettings, User
+from prasso_messaging.db.models import Guest, TeamSettings, User
 from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
 from prasso_messaging.rendering import TokenValues, append_sms_footer, count_segments, render_tokens
 
@@ -132,38 +132,25 @@ async def send(
         values["all_guests"] = "on"
     try:
         when = _send_time(send_at)
-        async with runtime.database.session() as session:
-            message = await messages.create_message(
-                session,
-                team_id=admin.team.id,
-                type=type,
-                subject=subject or None,
-                body=body,
-                transactional=transactional,
-            )
-        try:
-            await messages.send_message(
-                runtime.database,
-                team_id=admin.team.id,
-                request=messages.SendRequest(
-                    message_id=message.id,
-                    user_ids=user_ids or [],
-                    guest_ids=[] if all_guests else guest_ids or [],
-                    all_guests=all_guests,
-                    send_at=when,
-                ),
-                dispatcher=runtime.dispatcher(),
-            )
-        except Exception:  # a send that fails leaves no half-made message behind
-            async with runtime.database.session() as session:
-                await session.delete(await session.get(Message, message.id))
-            raise
+        sent = await messages.compose_and_send(
+            runtime.database,
+            team_id=admin.team.id,
+            type=type,
+            subject=subject or None,
+            body=body,
+            transactional=transactional,
+            user_ids=user_ids or [],
+            guest_ids=[] if all_guests else guest_ids or [],
+            all_guests=all_guests,
+            send_at=when,
+            dispatcher=runtime.dispatcher(),
+        )
     except ValidationFailed as exc:
         field = {"user_ids": "recipients", "guest_ids": "recipients"}.get(exc.field, exc.field)
         return await _refused(admin, values, {field: exc.message}, user_ids, guest_ids)
     except Forbidden as exc:
         return await _refused(admin, values, {"type": str(exc)}, user_ids, guest_ids, 403)
-    return see_other(f"/admin/messages/{message.id}")
+    return see_other(f"/admin/messages/{sent.message_id}")
 
 
 def _send_time(value: str) -> datetime | None:

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from prasso_messaging import consent, contacts, guest_import
 from prasso_messaging.admin import queries
 from prasso_messaging.admin.web import Admin, AdminContext, see_other
+from prasso_messaging.api.deps import ResourceId
 from prasso_messaging.errors import NotFound, ValidationFailed
 
 router = APIRouter()
@@ -99,7 +100,7 @@ async def contacts_page(
 @router.post("/admin/contacts/guests/{guest_id}/consent")
 async def change_consent(
     admin: Admin,
-    guest_id: int,
+    guest_id: ResourceId,
     channel: Annotated[str, Form()],
     action: Annotated[str, Form()],
 ) -> Response:

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from prasso_messaging import messages
 from prasso_messaging.admin import queries
 from prasso_messaging.admin.web import Admin
+from prasso_messaging.api.deps import ResourceId
 from prasso_messaging.db.models import Message
 from prasso_messaging.errors import NotFound
 
@@ -33,7 +34,7 @@ async def _counts(admin: Admin, message_id: int) -> tuple[Message, queries.Statu
 @router.get("/admin/messages/{message_id}")
 async def message_page(
     admin: Admin,
-    message_id: int,
+    message_id: ResourceId,
     status: str = "",
     reason: str = "",
     after: int | None = None,
@@ -63,7 +64,7 @@ async def message_page(
 
 
 @router.get("/admin/messages/{message_id}/progress")
-async def message_progress(admin: Admin, message_id: int) -> Response:
+async def message_progress(admin: Admin, message_id: ResourceId) -> Response:
     """The counts and progress bar alone; HTMX polls it until nothing is queued."""
     try:
         message, counts = await _counts(admin, message_id)

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from prasso_messaging.admin import queries
 from prasso_messaging.admin.web import Admin
+from prasso_messaging.api.deps import ResourceId
 
 router = APIRouter()
 
@@ -23,7 +24,7 @@ async def outbox_page(admin: Admin, channel: str = "", before: int | None = None
 
 
 @router.get("/admin/outbox/{outbox_id}")
-async def outbox_item(admin: Admin, outbox_id: int) -> Response:
+async def outbox_item(admin: Admin, outbox_id: ResourceId) -> Response:
     async with admin.runtime.database.session() as session:
         item = await queries.outbox_message(session, team_id=admin.team.id, outbox_id=outbox_id)
     if item is None:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from prasso_messaging import consent, contacts
-from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.schemas import (
     ChannelChoice,
     ConsentChange,
@@ -72,7 +72,7 @@ async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep
 
 
 @router.get("/{guest_id}")
-async def get_guest(guest_id: int, team: CurrentTeam, runtime: RuntimeDep) -> GuestPublic:
+async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> GuestPublic:
     async with runtime.database.session() as session:
         guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
         opted_out = await consent.opted_out_channels(session, guest=guest)
@@ -81,7 +81,11 @@ async def get_guest(guest_id: int, team: CurrentTeam, runtime: RuntimeDep) -> Gu
 
 @router.post("/{guest_id}/opt-out")
 async def opt_out(
-    guest_id: int, body: ChannelChoice, request: Request, team: CurrentTeam, runtime: RuntimeDep
+    guest_id: ResourceId,
+    body: ChannelChoice,
+    request: Request,
+    team: CurrentTeam,
+    runtime: RuntimeDep,
 ) -> ConsentChange:
     async with runtime.database.session() as session:
         guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
@@ -93,7 +97,11 @@ async def opt_out(
 
 @router.post("/{guest_id}/opt-in")
 async def opt_in(
-    guest_id: int, body: ChannelChoice, request: Request, team: CurrentTeam, runtime: RuntimeDep
+    guest_id: ResourceId,
+    body: ChannelChoice,
+    request: Request,
+    team: CurrentTeam,
+    runtime: RuntimeDep,
 ) -> ConsentChange:
     async with runtime.database.session() as session:
         guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
@@ -105,7 +113,7 @@ async def opt_in(
 
 @router.get("/{guest_id}/consent-events")
 async def consent_events(
-    guest_id: int,
+    guest_id: ResourceId,
     team: CurrentTeam,
     runtime: RuntimeDep,
     cursor: str | None = None,
@@ -123,7 +131,9 @@ async def consent_events(
 
 
 @router.post("/{guest_id}/anonymize")
-async def anonymize(guest_id: int, team: CurrentTeam, runtime: RuntimeDep) -> GuestAnonymized:
+async def anonymize(
+    guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
+) -> GuestAnonymized:
     """Erase the guest's personal data; its delivery history stays, without it."""
     async with runtime.database.session() as session:
         guest = await contacts.anonymize_guest(session, team_id=team.id, guest_id=guest_id)
@@ -131,7 +141,7 @@ async def anonymize(guest_id: int, team: CurrentTeam, runtime: RuntimeDep) -> Gu
 
 
 @router.delete("/{guest_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_guest(guest_id: int, team: CurrentTeam, runtime: RuntimeDep) -> Response:
+async def delete_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> Response:
     """Delete the guest and erase its personal data from linked rows; deliveries stay."""
     async with runtime.database.session() as session:
         await contacts.delete_guest(session, team_id=team.id, guest_id=guest_id)

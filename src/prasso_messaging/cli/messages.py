@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from prasso_messaging import messages
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
-from prasso_messaging.db.models import Message, OutboxMessage, table
+from prasso_messaging.db.models import OutboxMessage, table
 
 
 def register(app: typer.Typer) -> None:
@@ -42,32 +42,19 @@ def register(app: typer.Typer) -> None:
 
         async def work() -> dict[str, int]:
             async with open_runtime(config) as runtime:
-                async with runtime.database.session() as session:
-                    message = await messages.create_message(
-                        session,
-                        team_id=team,
-                        type=type,
-                        subject=subject,
-                        body=body,
-                        transactional=transactional,
-                    )
-                try:
-                    result = await messages.send_message(
-                        runtime.database,
-                        team_id=team,
-                        request=messages.SendRequest(
-                            message_id=message.id,
-                            user_ids=user or [],
-                            guest_ids=guest or [],
-                            all_guests=all_guests,
-                            send_at=when,
-                        ),
-                        dispatcher=runtime.dispatcher(),
-                    )
-                except Exception:  # a send that fails leaves no half-made message behind
-                    async with runtime.database.session() as session:
-                        await session.delete(await session.get(Message, message.id))
-                    raise
+                result = await messages.compose_and_send(
+                    runtime.database,
+                    team_id=team,
+                    type=type,
+                    subject=subject,
+                    body=body,
+                    transactional=transactional,
+                    user_ids=user or [],
+                    guest_ids=guest or [],
+                    all_guests=all_guests,
+                    send_at=when,
+                    dispatcher=runtime.dispatcher(),
+                )
                 return result.as_dict()
 
         result = run(work)

@@ -22,6 +22,14 @@ from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.sweeper import sweep as sweep_orphans
 from prasso_messaging.sweeper import sweep_periodically
 
+MAX_WORKER_POOL = 20
+
+
+def worker_pool_size(concurrency: int) -> int:
+    """Database connections for one worker: enough for its sends, bounded for max_connections."""
+    return min(max(5, concurrency), MAX_WORKER_POOL)
+
+
 queue_app = typer.Typer(help="Run workers and inspect the queue.", no_args_is_help=True)
 
 
@@ -56,7 +64,7 @@ def work(
     )
 
     async def loop() -> int:
-        async with open_runtime(config, pool_size=max(5, concurrency)) as runtime:
+        async with open_runtime(config, pool_size=worker_pool_size(concurrency)) as runtime:
             worker = runtime.make_worker(options)
             worker.install_signal_handlers()
             dispatcher = runtime.dispatcher()

@@ -57,7 +57,10 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _prepare_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # pool_size steady connections plus half again for bursts: a hard bound per process.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=True
+    )
 
 
 @dataclass
