@@ -402,13 +402,13 @@ async def _insert_deliveries(
         result.skipped += len(skipped)
     if queued:
         ids = await conn.execute(
-            insert(deliveries_table).returning(deliveries_table.c.id, sort_by_parameter_order=True),
+            insert(deliveries_table).returning(deliveries_table.c.id),
             queued,
         )
-        new_ids = ids.scalars().all()
+        new_ids = ids.scalars().all()  # unordered: batched RETURNING promises no order
         result.queued += len(new_ids)
-        result.first_id = min(result.first_id or new_ids[0], new_ids[0])
-        result.last_id = max(result.last_id or new_ids[-1], new_ids[-1])
+        result.first_id = min(result.first_id or min(new_ids), min(new_ids))
+        result.last_id = max(result.last_id or 0, max(new_ids))
         if result.dispatcher.driver.transactional:
             await _push(result, new_ids, connection=conn)
 
