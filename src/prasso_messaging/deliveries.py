@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent, TeamProfile
@@ -50,6 +50,7 @@ from prasso_messaging.db.models import (
 )
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError, ValidationFailed
 from prasso_messaging.queue.base import ReservedJob
+from prasso_messaging.queue.failed import failed_job_row, failed_jobs
 from prasso_messaging.queue.worker import JobResult, WorkerOptions
 from prasso_messaging.ratelimit import (
     CapRequest,
@@ -103,6 +104,7 @@ class _Record:
     metadata: dict[str, Any] | None = None
     undo_attempt: bool = False  # a deferral (quiet hours, pacing) is not an attempt
     release_cap: bool = False  # give the guest's cap room back: nothing was sent
+    failed_job: ReservedJob | None = None  # recorded in failed_jobs with the same commit
 
     def params(self, now: datetime) -> dict[str, Any]:
         return {
@@ -200,11 +202,13 @@ class DeliveryProcessor:
         channels: Mapping[str, Channel],
         policy: RetryPolicy,
         limits: Limits | None = None,
+        connection_name: str = "database",
     ) -> None:
         self.database = database
         self.channels = channels
         self.policy = policy
         self.limits = limits
+        self.connection_name = connection_name  # the queue driver, as failed_jobs names it
 
     async def __call__(
         self, jobs: Sequence[ReservedJob], options: WorkerOptions
@@ -597,9 +601,12 @@ class DeliveryProcessor:
             failed_at=utcnow(),
             metadata=item.metadata or None,
             release_cap=item.cap_reserved,
+            failed_job=item.job,
         )
         log.warning("delivery %s failed: %s", item.delivery_id, error)
-        return item, record, JobResult(item.job, "fail", error=error)
+        # The failed_jobs row commits with the delivery's `failed` (see `_write`), so a crash
+        # after that write cannot leave a failed delivery without its record; the job is done.
+        return item, record, JobResult(item.job, "ack")
 
     @staticmethod
     def _ack_all(item: _Work) -> JobResult:
@@ -610,10 +617,19 @@ class DeliveryProcessor:
         return [JobResult(j, "ack") for j in item.extra_jobs]
 
     async def _write(self, records: list[_Record], now: datetime) -> None:
-        """Record outcomes, and give back the cap room of what was not sent, in one transaction."""
+        """Record outcomes, failed jobs and the cap room of unsent work, in one transaction."""
+        failed = [
+            failed_job_row(
+                connection=self.connection_name, job=r.failed_job, exception=r.error or ""
+            )
+            for r in records
+            if r.failed_job is not None
+        ]
         async with self.database.connect() as conn:
             await conn.execute(_RECORD, [r.params(now) for r in records])
             await release_caps(conn, [r.delivery_id for r in records if r.release_cap])
+            if failed:
+                await conn.execute(insert(failed_jobs), failed)
 
 
 def _delivery_id(job: ReservedJob) -> int | None:

@@ -178,6 +178,7 @@ class Runtime:
                 channels=channels,
                 policy=RetryPolicy(settings.MESSAGING_RETRY_BACKOFF),
                 limits=Limits.from_settings(settings, build_pacer(settings, database)),
+                connection_name=settings.QUEUE_CONNECTION,
             ),
         )
         if isinstance(runtime.queue, SyncQueue):

@@ -148,3 +148,23 @@ async def test_sync_driver_sends_inline(database_url, tmp_path, team):
         assert await outbox_count(runtime) == 2
     finally:
         await runtime.close()
+
+
+async def test_a_failed_delivery_and_its_failed_job_commit_together(runtime, team):
+    """A worker killed right after the processor's write still leaves the failed_jobs record."""
+    from prasso_messaging.errors import PermanentSendError
+    from prasso_messaging.queue.worker import WorkerOptions
+    from tests.fakes import ScriptedSms
+
+    runtime.channels["sms"].provider = ScriptedSms(
+        [PermanentSendError("provider_rejected", "21211")]
+    )
+    await queue_sms(runtime, team.id)
+    jobs = await runtime.queue.reserve(runtime.settings.QUEUE_NAME, limit=10)
+    results = await runtime.processor(jobs, WorkerOptions())  # no settle: as if killed here
+    assert [r.action for r in results] == ["ack"]
+    [delivery] = await deliveries(runtime)
+    assert delivery.status == "failed"
+    [failed] = await runtime.failed.list()
+    assert failed.exception.startswith("provider_rejected")
+    assert failed.connection == "database"

@@ -27,22 +27,26 @@ class FailedJobRecord:
     failed_at: datetime
 
 
+def failed_job_row(*, connection: str, job: ReservedJob, exception: str) -> dict[str, object]:
+    """The `failed_jobs` row of a job, for callers that insert it in their own transaction."""
+    return {
+        "uuid": str(uuid.uuid4()),
+        "connection": connection,
+        "queue": job.queue,
+        "payload": job.raw_payload,
+        "exception": exception,
+        "failed_at": utcnow(),
+    }
+
+
 class FailedJobStore:
     def __init__(self, database: Database) -> None:
         self.database = database
 
     async def record(self, *, connection: str, job: ReservedJob, exception: str) -> None:
+        row = failed_job_row(connection=connection, job=job, exception=exception)
         async with self.database.connect() as conn:
-            await conn.execute(
-                insert(failed_jobs).values(
-                    uuid=str(uuid.uuid4()),
-                    connection=connection,
-                    queue=job.queue,
-                    payload=job.raw_payload,
-                    exception=exception,
-                    failed_at=utcnow(),
-                )
-            )
+            await conn.execute(insert(failed_jobs).values(row))
 
     async def list(self, *, ids: Sequence[int] | None = None) -> list[FailedJobRecord]:
         query = select(failed_jobs).order_by(failed_jobs.c.id)
