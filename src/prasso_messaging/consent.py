@@ -93,23 +93,12 @@ async def opt_in_address(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def opt_out_guest(
-    session: AsyncSession, *, guest: Guest, channel: str, origin: ConsentSource
+async def set_guest_opt_out(
+    session: AsyncSession, *, guest: Guest, channel: str, opted_out: bool, origin: ConsentSource
 ) -> bool:
-    return await opt_out_address(
-        session,
-        team_id=guest.team_id,
-        channel=channel,
-        address=guest_address(guest, channel),
-        origin=origin,
-        guest_id=guest.id,
-    )
-
-
-async def opt_in_guest(
-    session: AsyncSession, *, guest: Guest, channel: str, origin: ConsentSource
-) -> bool:
-    return await opt_in_address(
+    """Opt the guest's address for `channel` out (or back in); False if nothing changed."""
+    change = opt_out_address if opted_out else opt_in_address
+    return await change(
         session,
         team_id=guest.team_id,
         channel=channel,

@@ -109,8 +109,13 @@ async def change_consent(
     try:
         async with admin.runtime.database.session() as session:
             guest = await contacts.get_guest(session, team_id=admin.team.id, guest_id=guest_id)
-            change = consent.opt_out_guest if action == "opt_out" else consent.opt_in_guest
-            await change(session, guest=guest, channel=channel, origin=_origin(admin))
+            await consent.set_guest_opt_out(
+                session,
+                guest=guest,
+                channel=channel,
+                opted_out=action == "opt_out",
+                origin=_origin(admin),
+            )
     except NotFound:
         return admin.page("not_found.html", status_code=404, what=f"guest {guest_id}")
     except ValidationFailed as exc:

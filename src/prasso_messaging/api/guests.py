@@ -19,6 +19,7 @@ from prasso_messaging.api.schemas import (
 )
 from prasso_messaging.db.models import Guest
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+from prasso_messaging.runtime import Runtime
 
 router = APIRouter(prefix="/api/guests", tags=["guests"])
 
@@ -79,6 +80,27 @@ async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
     return _public(guest, opted_out)
 
 
+async def _set_opt_out(
+    guest_id: int,
+    body: ChannelChoice,
+    request: Request,
+    team_id: int,
+    runtime: Runtime,
+    *,
+    out: bool,
+) -> ConsentChange:
+    async with runtime.database.session() as session:
+        guest = await contacts.get_guest(session, team_id=team_id, guest_id=guest_id)
+        await consent.set_guest_opt_out(
+            session,
+            guest=guest,
+            channel=body.channel,
+            opted_out=out,
+            origin=api_origin(request, "opt-out" if out else "opt-in"),
+        )
+    return ConsentChange(guest_id=guest_id, channel=body.channel, opted_out=out)
+
+
 @router.post("/{guest_id}/opt-out")
 async def opt_out(
     guest_id: ResourceId,
@@ -87,12 +109,7 @@ async def opt_out(
     team: CurrentTeam,
     runtime: RuntimeDep,
 ) -> ConsentChange:
-    async with runtime.database.session() as session:
-        guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
-        await consent.opt_out_guest(
-            session, guest=guest, channel=body.channel, origin=api_origin(request, "opt-out")
-        )
-    return ConsentChange(guest_id=guest_id, channel=body.channel, opted_out=True)
+    return await _set_opt_out(guest_id, body, request, team.id, runtime, out=True)
 
 
 @router.post("/{guest_id}/opt-in")
@@ -103,12 +120,7 @@ async def opt_in(
     team: CurrentTeam,
     runtime: RuntimeDep,
 ) -> ConsentChange:
-    async with runtime.database.session() as session:
-        guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
-        await consent.opt_in_guest(
-            session, guest=guest, channel=body.channel, origin=api_origin(request, "opt-in")
-        )
-    return ConsentChange(guest_id=guest_id, channel=body.channel, opted_out=False)
+    return await _set_opt_out(guest_id, body, request, team.id, runtime, out=False)
 
 
 @router.get("/{guest_id}/consent-events")
