@@ -2,9 +2,7 @@
 
 `worker_main` runs the real CLI in a subprocess after applying knobs read from the environment:
 - PRASSO_TEST_SEND_DELAY: up to this many seconds per `log` SMS send, spread by delivery id so the
-  sends of one batch finish one after another (a worker can then be stopped mid-batch);
-- PRASSO_TEST_LEASE_MARGIN: seconds a delivery lease outlives --timeout (30 in production), so a
-  test recovers a killed worker's deliveries in seconds instead of half a minute.
+  sends of one batch finish one after another (a worker can then be stopped mid-batch).
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import asyncio
 import os
 from collections.abc import Iterable
 
-from prasso_messaging.providers.base import Sms, SmsProvider
+from prasso_messaging.providers.base import Accepted, Sms, SmsProvider
 
 
 class ScriptedSms(SmsProvider):
@@ -24,32 +22,28 @@ class ScriptedSms(SmsProvider):
         self.script = list(script)
         self.calls: list[Sms] = []
 
-    async def send(self, sms: Sms) -> str:
+    async def send(self, sms: Sms) -> Accepted:
         self.calls.append(sms)
         step = self.script.pop(0) if self.script else None
         if isinstance(step, BaseException):
             raise step
         if isinstance(step, float | int):
             await asyncio.sleep(step)
-        return f"FAKE{len(self.calls)}"
+        return Accepted(f"FAKE{len(self.calls)}")
 
     def calls_for(self, delivery_id: int) -> int:
         return sum(1 for sms in self.calls if sms.delivery_id == delivery_id)
 
 
 def worker_main() -> None:
-    from prasso_messaging import deliveries
     from prasso_messaging.cli import main
     from prasso_messaging.providers.log import OutboxSms
 
-    margin = os.environ.get("PRASSO_TEST_LEASE_MARGIN")
-    if margin:
-        deliveries.LEASE_MARGIN_SECONDS = float(margin)
     delay = float(os.environ.get("PRASSO_TEST_SEND_DELAY") or 0)
     if delay:
         real_send = OutboxSms.send
 
-        async def slow_send(self: OutboxSms, sms: Sms) -> str:
+        async def slow_send(self: OutboxSms, sms: Sms) -> Accepted:
             await asyncio.sleep(delay * (1 + (sms.delivery_id or 0) % 5) / 5)
             return await real_send(self, sms)
 

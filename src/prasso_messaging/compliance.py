@@ -2,15 +2,14 @@
 
 State can change between queueing and sending (an opt-out, a do-not-contact entry, a revoked
 verification), so the check runs again here however the delivery was queued. `decide` is a pure
-function over data loaded for the whole batch (`load_consent`: two queries), which is what lets
-it be property-tested. The per-guest cap and provider pacing need atomic reservations shared by
-every worker, so they live in `ratelimit.py` and run right after a "send" decision.
+function over what the claim loaded with each delivery (its opt-out and do-not-contact flags
+included), which is what lets it be property-tested. The per-guest cap (`caps.py`) and provider
+pacing (`pacing/`) need atomic reservations shared by every worker, so they are taken around it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import lru_cache
@@ -19,14 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
-from sqlalchemy import select, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from prasso_messaging.channels.base import Outgoing
-from prasso_messaging.db.models import DoNotContact, OptOut, table
+from prasso_messaging.domain import Outgoing
 from prasso_messaging.errors import Reason, ValidationFailed
 
-AddressKey = tuple[int, str, str]  # (team_id, channel, normalized address)
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -36,7 +31,7 @@ class Decision:
     """`send`; `defer` until `not_before` (the job is released, never dropped); or `skip`."""
 
     action: Literal["send", "defer", "skip"]
-    reason: str | None = None
+    reason: Reason | None = None
     detail: str = ""
     not_before: datetime | None = None
 
@@ -51,7 +46,7 @@ SEND = Decision("send")
 
 
 def skip(reason: Reason, detail: str = "") -> Decision:
-    return Decision("skip", reason.value, detail)
+    return Decision("skip", reason, detail)
 
 
 # --- quiet hours ---------------------------------------------------------------------------------
@@ -137,34 +132,6 @@ def quiet_until(phone: str, now: datetime, quiet: QuietHours) -> datetime | None
     return best
 
 
-# --- consent --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConsentSnapshot:
-    """Opt-outs and do-not-contact entries that touch the addresses of one batch."""
-
-    opted_out: frozenset[AddressKey] = frozenset()
-    do_not_contact: frozenset[AddressKey] = frozenset()
-
-
-async def load_consent(conn: AsyncConnection, keys: Iterable[AddressKey]) -> ConsentSnapshot:
-    wanted = list(set(keys))
-    if not wanted:
-        return ConsentSnapshot()
-
-    async def matching(model: type[OptOut] | type[DoNotContact]) -> frozenset[AddressKey]:
-        source = table(model)
-        rows = await conn.execute(
-            select(source.c.team_id, source.c.channel, source.c.address).where(
-                tuple_(source.c.team_id, source.c.channel, source.c.address).in_(wanted)
-            )
-        )
-        return frozenset((r.team_id, r.channel, r.address) for r in rows)
-
-    return ConsentSnapshot(await matching(OptOut), await matching(DoNotContact))
-
-
 def _address_is_valid(channel: str, address: str) -> bool:
     if channel == "sms":
         return E164.match(address) is not None
@@ -179,7 +146,8 @@ def decide(
     *,
     address: str | None,
     recipient_kinds: tuple[str, ...],
-    consent: ConsentSnapshot,
+    opted_out: bool,
+    do_not_contact: bool,
     now: datetime,
     quiet_hours: QuietHours | None = None,
 ) -> Decision:
@@ -198,12 +166,11 @@ def decide(
         return skip(Reason.MISSING_ADDRESS, f"the {recipient.kind} has no {channel} address")
     if not _address_is_valid(channel, address):
         return skip(Reason.INVALID_ADDRESS, f"the {recipient.kind}'s {channel} address is invalid")
-    key = (outgoing.team.id, channel, address)
-    if key in consent.do_not_contact:
+    if do_not_contact:
         return skip(Reason.DO_NOT_CONTACT, f"{channel} address is on the do-not-contact list")
     if channel == "sms" and not outgoing.team.sms_verified:
         return skip(Reason.TEAM_NOT_VERIFIED, "the team is not verified for SMS")
-    if key in consent.opted_out and (channel == "sms" or not outgoing.transactional):
+    if opted_out and (channel == "sms" or not outgoing.transactional):
         return skip(Reason.OPTED_OUT, f"the recipient opted out of {channel}")
     if recipient.kind == "guest" and not recipient.subscribed and not outgoing.transactional:
         return skip(Reason.GUEST_UNSUBSCRIBED, "the guest is not subscribed")

@@ -22,6 +22,8 @@ class Reason(StrEnum):
     RECIPIENT_NOT_FOUND = "recipient_not_found"
     TIMED_OUT = "timed_out"
     SUBSCRIPTION_EXPIRED = "subscription_expired"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    INVALID_MESSAGE = "invalid_message"
 
 
 class PrassoError(Exception):
@@ -55,11 +57,13 @@ class Forbidden(PrassoError):
 
 
 class SendError(PrassoError):
-    """A channel or provider could not send; `reason` is a stable code."""
+    """A channel or provider could not send; `reason` is the stable code the delivery records."""
 
     transient: bool = False
 
-    def __init__(self, reason: str, detail: str = "", *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: Reason, detail: str = "", *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -79,7 +83,7 @@ class PermanentSendError(SendError):
 class DeliverySkipped(PrassoError):
     """The delivery will not be sent, and that is not a failure (e.g. `push_not_configured`)."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: Reason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail

@@ -166,6 +166,7 @@ async def _requeue_deliveries(conn: AsyncConnection, delivery_ids: list[int]) ->
         .values(
             status="queued",
             error=None,
+            reason=None,
             failed_at=None,
             attempts=0,
             next_attempt_at=None,

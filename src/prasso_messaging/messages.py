@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import BigInteger, Select, case, func, insert, literal, null, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -30,9 +30,9 @@ from prasso_messaging.db.models import (
     table,
     utcnow,
 )
-from prasso_messaging.deliveries import delivery_job
+from prasso_messaging.delivery.job import delivery_job, payload_sql
 from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
-from prasso_messaging.queue.base import QueueDriver
+from prasso_messaging.queue.base import QueueDriver, TransactionalQueue
 
 MESSAGE_TYPES = ("email", "sms", "push", "inapp")
 STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
@@ -41,7 +41,9 @@ USER_ONLY_CHANNELS = ("push", "inapp")
 MAX_SUBJECT_LENGTH = 255
 MAX_BODY_LENGTH = 100_000
 MAX_SMS_BODY_LENGTH = 1600
-CHUNK = 1000
+IDS_CHUNK = 10_000  # recipient ids per INSERT ... SELECT of a list
+ALL_GUESTS_CHUNK = 100_000  # recipients per INSERT ... SELECT of all guests (none in Python)
+DISPATCH_CHUNK = 5_000  # ids read back per push, for drivers outside the database
 
 deliveries_table = table(Delivery)
 
@@ -226,8 +228,8 @@ async def send_message(
         if replay is None:
             raise
         return replay
-    if not dispatcher.driver.transactional:
-        await _dispatch_committed(database, message.id, fan_out)
+    if not isinstance(dispatcher.driver, TransactionalQueue):
+        await _dispatch_committed(database, message, fan_out)
     if dispatcher.on_dispatch is not None and fan_out.queued:
         dispatcher.on_dispatch()
     return result
@@ -299,22 +301,12 @@ async def _replay(
     return SendResult(**row.response)
 
 
-async def _push(
-    fan_out: _FanOut, delivery_ids: Sequence[int], connection: AsyncConnection | None
-) -> None:
-    await fan_out.dispatcher.driver.push_many(
-        fan_out.dispatcher.queue,
-        [delivery_job(i) for i in delivery_ids],
-        delay=fan_out.delay,
-        connection=connection,
-    )
-
-
-async def _dispatch_committed(database: Database, message_id: int, fan_out: _FanOut) -> None:
+async def _dispatch_committed(database: Database, message: Message, fan_out: _FanOut) -> None:
     """Push a committed send's jobs in chunks, reading ids back instead of holding them."""
     if fan_out.first_id is None or fan_out.last_id is None:
         return
     after = fan_out.first_id - 1
+    dispatcher = fan_out.dispatcher
     while True:
         async with database.engine.connect() as conn:
             ids = (
@@ -322,13 +314,13 @@ async def _dispatch_committed(database: Database, message_id: int, fan_out: _Fan
                     await conn.execute(
                         select(deliveries_table.c.id)
                         .where(
-                            deliveries_table.c.msg_message_id == message_id,
+                            deliveries_table.c.msg_message_id == message.id,
                             deliveries_table.c.status == "queued",
                             deliveries_table.c.id > after,
                             deliveries_table.c.id <= fan_out.last_id,
                         )
                         .order_by(deliveries_table.c.id)
-                        .limit(CHUNK)
+                        .limit(DISPATCH_CHUNK)
                     )
                 )
                 .scalars()
@@ -336,7 +328,11 @@ async def _dispatch_committed(database: Database, message_id: int, fan_out: _Fan
             )
         if not ids:
             return
-        await _push(fan_out, ids, connection=None)
+        await dispatcher.driver.push_many(
+            dispatcher.queue,
+            [delivery_job(i, channel=message.type, team_id=message.team_id) for i in ids],
+            delay=fan_out.delay,
+        )
         after = ids[-1]
 
 
@@ -348,115 +344,169 @@ async def _fan_out(
     team_id: int,
     result: _FanOut,
 ) -> None:
-    sources: list[tuple[str, AsyncIterator[list[Any]]]] = []
+    """Deliveries (and, with a transactional driver, their jobs) written by the database from
+    a SELECT of the recipients, a chunk per statement: nothing per row passes through Python."""
     if request.user_ids:
-        sources.append(("user", _by_ids(conn, User, team_id, request.user_ids, "user_ids")))
+        for chunk in _chunks(request.user_ids):
+            recipients = _recipients(User, team_id).where(table(User).c.id.in_(chunk))
+            inserted = await _insert_chunk(conn, message, "user", recipients, send_at, result)
+            await _check_all_found(conn, User, team_id, chunk, inserted, "user_ids")
     if request.all_guests:
-        sources.append(("guest", _all_guests(conn, team_id)))
+        after = 0
+        while True:
+            guests = table(Guest)
+            recipients = (
+                _recipients(Guest, team_id)
+                .where(guests.c.id > after)
+                .order_by(guests.c.id)
+                .limit(ALL_GUESTS_CHUNK)
+            )
+            inserted = await _insert_chunk(conn, message, "guest", recipients, send_at, result)
+            if inserted.count < ALL_GUESTS_CHUNK:
+                break
+            after = inserted.last_recipient
     elif request.guest_ids:
-        sources.append(("guest", _by_ids(conn, Guest, team_id, request.guest_ids, "guest_ids")))
-    for recipient_type, chunks in sources:
-        async for rows in chunks:
-            await _insert_deliveries(conn, message, recipient_type, rows, send_at, result)
+        for chunk in _chunks(request.guest_ids):
+            recipients = _recipients(Guest, team_id).where(table(Guest).c.id.in_(chunk))
+            inserted = await _insert_chunk(conn, message, "guest", recipients, send_at, result)
+            await _check_all_found(conn, Guest, team_id, chunk, inserted, "guest_ids")
+    if result.queued and isinstance(result.dispatcher.driver, TransactionalQueue):
+        await result.dispatcher.driver.announce(conn, result.dispatcher.queue, delay=result.delay)
 
 
-def _up_front_skip(message: Message, recipient_type: str, row: Any) -> str | None:
-    """What is already known to be unsendable at send time; the worker checks the rest."""
+def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), IDS_CHUNK):
+        yield unique[start : start + IDS_CHUNK]
+
+
+def _recipients(model: type[User] | type[Guest], team_id: int) -> Select[Any]:
+    source = table(model)
+    return select(source.c.id, source.c.email, source.c.phone).where(source.c.team_id == team_id)
+
+
+@dataclass(frozen=True)
+class _Inserted:
+    count: int
+    last_recipient: int
+
+
+def _up_front_skip(message: Message, recipient_type: str, recipients: Any) -> tuple[Any, Any]:
+    """Reason and error of a delivery known to be unsendable when it is written (the worker
+    checks the rest): a channel that cannot reach this kind of recipient, or no address."""
     if message.type in USER_ONLY_CHANNELS and recipient_type != "user":
-        return f"{Reason.CHANNEL_UNSUPPORTED}: {message.type} reaches users only"
-    if message.type == "email" and not row.email:
-        return f"{Reason.MISSING_ADDRESS}: the {recipient_type} has no email address"
-    if message.type == "sms" and not row.phone:
-        return f"{Reason.MISSING_ADDRESS}: the {recipient_type} has no phone number"
-    return None
+        reason = Reason.CHANNEL_UNSUPPORTED
+        detail = f"{message.type} reaches users only"
+        return literal(reason.value), literal(f"{reason}: {detail}")
+    column = {"email": recipients.c.email, "sms": recipients.c.phone}.get(message.type)
+    if column is None:
+        return null(), null()
+    what = "email address" if message.type == "email" else "phone number"
+    reason = Reason.MISSING_ADDRESS
+    error = f"{reason}: the {recipient_type} has no {what}"
+    return (
+        case((column.is_(None), literal(reason.value)), else_=null()),
+        case((column.is_(None), literal(error)), else_=null()),
+    )
 
 
-async def _insert_deliveries(
+async def _insert_chunk(
     conn: AsyncConnection,
     message: Message,
     recipient_type: str,
-    rows: Sequence[Any],
+    recipients: Select[Any],
     send_at: datetime | None,
     result: _FanOut,
-) -> None:
+) -> _Inserted:
     now = utcnow()
-    queued: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for row in rows:
-        reason = _up_front_skip(message, recipient_type, row)
-        record = {
-            "team_id": message.team_id,
-            "msg_message_id": message.id,
-            "recipient_type": recipient_type,
-            "recipient_id": row.id,
-            "channel": message.type,
-            "status": "skipped" if reason else "queued",
-            "error": reason,
-            "send_at": send_at,
-            "created_at": now,
-            "updated_at": now,
-        }
-        (skipped if reason else queued).append(record)
-    if skipped:
-        await conn.execute(insert(deliveries_table), skipped)
-        result.skipped += len(skipped)
-    if queued:
-        ids = await conn.execute(
-            insert(deliveries_table).returning(deliveries_table.c.id),
-            queued,
+    source = recipients.subquery("r")
+    reason, error = _up_front_skip(message, recipient_type, source)
+    status = case((reason.is_(None), literal("queued")), else_=literal("skipped"))
+    columns = {
+        "team_id": literal(message.team_id, type_=BigInteger),
+        "msg_message_id": literal(message.id, type_=BigInteger),
+        "recipient_type": literal(recipient_type),
+        "recipient_id": source.c.id,
+        "channel": literal(message.type),
+        "status": status,
+        "reason": reason,
+        "error": error,
+        "send_at": literal(send_at, type_=deliveries_table.c.send_at.type),
+        "attempts": literal(0),
+        "created_at": literal(now, type_=deliveries_table.c.created_at.type),
+        "updated_at": literal(now, type_=deliveries_table.c.updated_at.type),
+    }
+    written = (
+        insert(deliveries_table)
+        .from_select(list(columns), select(*columns.values()).select_from(source))
+        .returning(
+            deliveries_table.c.id, deliveries_table.c.status, deliveries_table.c.recipient_id
         )
-        new_ids = ids.scalars().all()  # unordered: batched RETURNING promises no order
-        result.queued += len(new_ids)
-        result.first_id = min(result.first_id or min(new_ids), min(new_ids))
-        result.last_id = max(result.last_id or 0, max(new_ids))
-        if result.dispatcher.driver.transactional:
-            await _push(result, new_ids, connection=conn)
+    )
+    driver = result.dispatcher.driver
+    if conn.dialect.name == "postgresql":
+        rows = written.cte("d")
+        summary = select(
+            func.count().filter(rows.c.status == "queued"),
+            func.count(),
+            func.coalesce(func.max(rows.c.recipient_id), 0),
+            func.min(rows.c.id),
+            func.max(rows.c.id),
+        )
+        if isinstance(driver, TransactionalQueue):
+            payloads = select(
+                payload_sql(rows.c.id, channel=message.type, team_id=message.team_id)
+            ).where(rows.c.status == "queued")
+            jobs = driver.insert_from(result.dispatcher.queue, payloads, delay=result.delay)
+            summary = summary.add_cte(jobs.cte("j"))
+        queued, count, last_recipient, first_id, last_id = (await conn.execute(summary)).one()
+    else:  # SQLite: no INSERT inside WITH; its single writer makes the id range this chunk's
+        inserted = (await conn.execute(written)).all()
+        queued_ids = [r.id for r in inserted if r.status == "queued"]
+        queued, count = len(queued_ids), len(inserted)
+        last_recipient = max((r.recipient_id for r in inserted), default=0)
+        first_id, last_id = min(queued_ids, default=None), max(queued_ids, default=None)
+        if queued_ids and isinstance(driver, TransactionalQueue):
+            payloads = select(
+                payload_sql(deliveries_table.c.id, channel=message.type, team_id=message.team_id)
+            ).where(
+                deliveries_table.c.id.between(first_id, last_id),
+                deliveries_table.c.status == "queued",
+            )
+            await conn.execute(
+                driver.insert_from(result.dispatcher.queue, payloads, delay=result.delay)
+            )
+    result.queued += queued
+    result.skipped += count - queued
+    if queued and first_id is not None and last_id is not None:
+        result.first_id = first_id if result.first_id is None else min(result.first_id, first_id)
+        result.last_id = last_id if result.last_id is None else max(result.last_id, last_id)
+    return _Inserted(count, last_recipient)
 
 
-async def _by_ids(
+async def _check_all_found(
     conn: AsyncConnection,
     model: type[User] | type[Guest],
     team_id: int,
-    ids: Iterable[int],
+    chunk: list[int],
+    inserted: _Inserted,
     field_name: str,
-) -> AsyncIterator[list[Any]]:
-    """The team's recipients with these ids, in chunks; any unknown id fails the whole send."""
-    unique = list(dict.fromkeys(ids))
+) -> None:
+    """Any id that is not one of the team's recipients fails the whole send (rolled back)."""
+    if inserted.count == len(chunk):
+        return
     source = table(model)
-    for start in range(0, len(unique), CHUNK):
-        chunk = unique[start : start + CHUNK]
-        rows = (
+    found = set(
+        (
             await conn.execute(
-                select(source.c.id, source.c.email, source.c.phone).where(
-                    source.c.team_id == team_id, source.c.id.in_(chunk)
-                )
+                select(source.c.id).where(source.c.team_id == team_id, source.c.id.in_(chunk))
             )
-        ).all()
-        if len(rows) != len(chunk):
-            found = {r.id for r in rows}
-            missing = [i for i in chunk if i not in found]
-            shown = ", ".join(str(i) for i in missing[:10])
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise ValidationFailed(field_name, f"unknown ids: {shown}{more}")
-        yield list(rows)
-
-
-async def _all_guests(conn: AsyncConnection, team_id: int) -> AsyncIterator[list[Any]]:
-    source = table(Guest)
-    last_id = 0
-    while True:
-        rows = (
-            await conn.execute(
-                select(source.c.id, source.c.email, source.c.phone)
-                .where(source.c.team_id == team_id, source.c.id > last_id)
-                .order_by(source.c.id)
-                .limit(CHUNK)
-            )
-        ).all()
-        if not rows:
-            return
-        last_id = rows[-1].id
-        yield list(rows)
+        ).scalars()
+    )
+    missing = [i for i in chunk if i not in found]
+    shown = ", ".join(str(i) for i in missing[:10])
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    raise ValidationFailed(field_name, f"unknown ids: {shown}{more}")
 
 
 async def list_deliveries(

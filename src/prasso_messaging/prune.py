@@ -2,8 +2,9 @@
 
 Deletes, in chunks so a large backlog never holds one long lock: finished deliveries (every status
 but `queued`) created before the cutoff, messages left with no deliveries, outbox entries, failed
-jobs, and idempotency keys. Consent events and the verification audit trail are kept: they are the
-record of what a recipient agreed to.
+jobs, idempotency keys, and cap reservations older than the longest cap window in use (they no
+longer count; the send path never deletes them). Consent events and the verification audit trail
+are kept: they are the record of what a recipient agreed to.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from prasso_messaging.caps import prune_expired
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
     Delivery,
@@ -22,6 +24,7 @@ from prasso_messaging.db.models import (
     IdempotencyKey,
     Message,
     OutboxMessage,
+    TeamSettings,
     table,
     utcnow,
 )
@@ -37,6 +40,7 @@ class PruneResult:
     outbox: int
     failed_jobs: int
     idempotency_keys: int
+    cap_reservations: int
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -74,12 +78,28 @@ async def _delete_in_chunks(
         progress(len(ids))
 
 
+async def _longest_cap_window(database: Database, default_days: int) -> int:
+    """The longest window any team counts cap reservations in (its own, or the global one)."""
+    async with database.engine.connect() as conn:
+        longest = (
+            await conn.execute(select(func.max(table(TeamSettings).c.per_guest_window_days)))
+        ).scalar_one_or_none()
+    return max(default_days, longest or 0)
+
+
 async def prune(
-    database: Database, *, older_than_days: int, progress: Callable[[int], None] = lambda _: None
+    database: Database,
+    *,
+    older_than_days: int,
+    cap_window_days: int = 30,
+    progress: Callable[[int], None] = lambda _: None,
 ) -> PruneResult:
     cutoff = cutoff_for(older_than_days)
     deliveries = table(Delivery)
     messages = table(Message)
+    window = await _longest_cap_window(database, cap_window_days)
+    expired_caps = await prune_expired(database, before=utcnow() - timedelta(days=window))
+    progress(expired_caps)
     return PruneResult(
         deliveries=await _delete_in_chunks(
             database,
@@ -103,4 +123,5 @@ async def prune(
         idempotency_keys=await _delete_in_chunks(
             database, IdempotencyKey, table(IdempotencyKey).c.created_at < cutoff, progress
         ),
+        cap_reservations=expired_caps,
     )

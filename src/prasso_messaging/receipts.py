@@ -57,6 +57,7 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
             "status": "failed",
             "failed_at": now,
             "updated_at": now,
+            "reason": Reason.PROVIDER_REJECTED.value,
             "error": f"{Reason.PROVIDER_REJECTED}: twilio {code}: message {status}",
         }
     else:  # queued, sending, sent, accepted: our delivery already says `sent`

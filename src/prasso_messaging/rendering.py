@@ -7,8 +7,10 @@ data, so a value that itself looks like a token (or like template code) stays in
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 TOKEN_PATTERN = re.compile(r"\{\{\s*(FirstName|LastName|Name|TeamName)\s*\}\}")
@@ -48,12 +50,20 @@ def header_safe(value: str) -> str:
 
 def render_tokens(text: str, values: TokenValues, *, escape: bool = False) -> str:
     """Replace `{{FirstName}}`, `{{LastName}}`, `{{Name}}`, `{{TeamName}}` in one pass."""
+    parts = _template(text)
+    if len(parts) == 1:
+        return text
+    rendered = list(parts)
+    for index in range(1, len(rendered), 2):
+        value = values.lookup(rendered[index])
+        rendered[index] = html.escape(value) if escape else value
+    return "".join(rendered)
 
-    def replace(match: re.Match[str]) -> str:
-        value = values.lookup(match.group(1))
-        return html.escape(value) if escape else value
 
-    return TOKEN_PATTERN.sub(replace, text)
+@lru_cache(maxsize=256)
+def _template(text: str) -> tuple[str, ...]:
+    """Literal text and token names, alternating: a message is parsed once, not per recipient."""
+    return tuple(TOKEN_PATTERN.split(text))
 
 
 def text_to_html(text: str) -> str:
@@ -125,6 +135,7 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")  # sent as ESC + char: two septets each
+GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
 GSM7_SINGLE, GSM7_PART = 160, 153
 UCS2_SINGLE, UCS2_PART = 70, 67
 
@@ -147,7 +158,7 @@ class SegmentInfo:
 
 def sms_encoding(text: str) -> SmsEncoding:
     """GSM-7 when every character is in the GSM 03.38 basic or extension table, else UCS-2."""
-    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+    if set(text) <= GSM7_ALL:
         return "GSM-7"
     return "UCS-2"
 
@@ -181,7 +192,25 @@ def split_sms(text: str) -> list[str]:
 
 
 def count_segments(text: str) -> SegmentInfo:
-    """Encoding, length and segment count of an SMS body (an empty body still costs one)."""
-    encoding = sms_encoding(text)
-    units = sum(_unit_width(c, encoding) for c in text)
-    return SegmentInfo(encoding, units, len(split_sms(text)), len(text))
+    """Encoding, length and segment count of an SMS body (an empty body still costs one).
+
+    One pass over the distinct characters; the part-by-part split runs only in the rare case
+    where a two-unit character (a GSM-7 escape, a UTF-16 surrogate pair) could straddle a part.
+    """
+    distinct = set(text)
+    if distinct <= GSM7_ALL:
+        encoding: SmsEncoding = "GSM-7"
+        wide = distinct & GSM7_EXTENSION
+        single, part = GSM7_SINGLE, GSM7_PART
+    else:
+        encoding = "UCS-2"
+        wide = {c for c in distinct if ord(c) > 0xFFFF}
+        single, part = UCS2_SINGLE, UCS2_PART
+    units = len(text) + sum(text.count(c) for c in wide)
+    if units <= single:
+        segments = 1
+    elif not wide:
+        segments = math.ceil(units / part)
+    else:
+        segments = len(split_sms(text))
+    return SegmentInfo(encoding, units, segments, len(text))

@@ -15,9 +15,13 @@ from prasso_messaging.channels.push import PushChannel
 from prasso_messaging.channels.sms import SmsChannel
 from prasso_messaging.config import Settings
 from prasso_messaging.db.engine import Database
-from prasso_messaging.deliveries import DeliveryProcessor, RetryPolicy
+from prasso_messaging.delivery.job import RetryPolicy
+from prasso_messaging.delivery.pipeline import DeliveryPipeline
+from prasso_messaging.delivery.policy import Limits
+from prasso_messaging.delivery.repository import DeliveryRepository
 from prasso_messaging.errors import ConfigError
 from prasso_messaging.messages import Dispatcher
+from prasso_messaging.pacing import build_pacer
 from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
 from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
@@ -25,11 +29,10 @@ from prasso_messaging.queue.base import QueueDriver
 from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
-from prasso_messaging.ratelimit import Limits, build_pacer
 from prasso_messaging.unsubscribe import UnsubscribeLinks
 
 
-def build_mail_provider(settings: Settings, database: Database) -> MailProvider:
+def build_mail_provider(settings: Settings) -> MailProvider:
     if settings.MAIL_MAILER == "smtp":
         try:
             from prasso_messaging.providers.smtp import SmtpMailer
@@ -45,12 +48,18 @@ def build_mail_provider(settings: Settings, database: Database) -> MailProvider:
             password=settings.MAIL_PASSWORD,
             encryption=settings.MAIL_ENCRYPTION,
         )
-    return OutboxMailer(database)
+    return OutboxMailer()
 
 
-def build_sms_provider(settings: Settings, database: Database) -> SmsProvider:
+def build_sms_provider(settings: Settings) -> SmsProvider:
     if settings.SMS_DRIVER == "twilio":
-        from prasso_messaging.providers.twilio import TwilioSms
+        try:
+            from prasso_messaging.providers.twilio import TwilioSms
+        except ImportError as exc:
+            raise ConfigError(
+                "SMS_DRIVER: twilio needs `pip install 'prasso-messaging[twilio]'`"
+                f" ({exc.name} is missing)"
+            ) from exc
 
         for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
             if not getattr(settings, name):
@@ -60,7 +69,7 @@ def build_sms_provider(settings: Settings, database: Database) -> SmsProvider:
             auth_token=settings.TWILIO_AUTH_TOKEN,
             api_base=settings.TWILIO_API_BASE,
         )
-    return OutboxSms(database)
+    return OutboxSms()
 
 
 def build_push_provider(settings: Settings) -> PushProvider | None:
@@ -92,16 +101,15 @@ def build_channels(settings: Settings, database: Database) -> dict[str, Channel]
 
     channels: list[Channel] = [
         EmailChannel(
-            build_mail_provider(settings, database),
+            build_mail_provider(settings),
             from_address=settings.MAIL_FROM_ADDRESS,
             from_name=settings.MAIL_FROM_NAME,
             unsubscribe_url=UnsubscribeLinks.from_settings(settings).url,
         ),
         SmsChannel(
-            build_sms_provider(settings, database),
+            build_sms_provider(settings),
             from_number=settings.TWILIO_PHONE_NUMBER,
             status_callback=f"{settings.APP_URL}/webhooks/twilio/status",
-            region=settings.MESSAGING_DEFAULT_REGION,
             on_provider_opt_out=record_provider_opt_out,
         ),
         PushChannel(
@@ -160,25 +168,31 @@ class Runtime:
     queue: QueueDriver
     channels: dict[str, Channel]
     failed: FailedJobStore
-    processor: DeliveryProcessor
+    pipeline: DeliveryPipeline
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings, *, pool_size: int = 10) -> Runtime:
+    def build(
+        cls, settings: Settings, *, pool_size: int = 10, queue: QueueDriver | None = None
+    ) -> Runtime:
+        """Everything a process needs; `queue` replaces the one the settings name (tests pass
+        the in-memory driver)."""
         database = Database.from_url(settings.DATABASE_URL, pool_size=pool_size)
         channels = build_channels(settings, database)
+        driver = queue or build_queue(settings, database)
         runtime = cls(
             settings=settings,
             database=database,
-            queue=build_queue(settings, database),
+            queue=driver,
             channels=channels,
             failed=FailedJobStore(database),
-            processor=DeliveryProcessor(
-                database=database,
+            pipeline=DeliveryPipeline(
+                repository=DeliveryRepository(database),
                 channels=channels,
-                policy=RetryPolicy(settings.MESSAGING_RETRY_BACKOFF),
+                retry=RetryPolicy(settings.MESSAGING_RETRY_BACKOFF),
                 limits=Limits.from_settings(settings, build_pacer(settings, database)),
-                connection_name=settings.QUEUE_CONNECTION,
+                lease_seconds=settings.QUEUE_RETRY_AFTER,
+                connection_name=driver.name,
             ),
         )
         if isinstance(runtime.queue, SyncQueue):
@@ -188,7 +202,10 @@ class Runtime:
 
     def make_worker(self, options: WorkerOptions) -> Worker:
         worker = Worker(
-            driver=self.queue, processor=self.processor, failed=self.failed, options=options
+            driver=self.queue,
+            handler=self.pipeline.handler(options),
+            failed=self.failed,
+            options=options,
         )
         self.workers.append(worker)
         return worker
@@ -204,6 +221,6 @@ class Runtime:
         for channel in self.channels.values():
             await channel.close()
         await self.queue.close()
-        if self.processor.limits is not None and self.processor.limits.pacer is not None:
-            await self.processor.limits.pacer.close()
+        if self.pipeline.limits.pacer is not None:
+            await self.pipeline.limits.pacer.close()
         await self.database.dispose()

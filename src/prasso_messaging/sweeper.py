@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
-from prasso_messaging.deliveries import delivery_job
+from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.messages import Dispatcher
 from prasso_messaging.queue.worker import Worker
 
@@ -78,26 +78,21 @@ async def _take_orphans(database: Database, dispatcher: Dispatcher, *, grace: fl
     candidates = (
         select(deliveries.c.id).where(*orphaned).order_by(deliveries.c.id).limit(SWEEP_CHUNK)
     )
-    transactional = dispatcher.driver.transactional
+    driver = dispatcher.driver
     async with database.connect() as conn:
-        ids = sorted(
+        rows = sorted(
             (
                 await conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id.in_(candidates.scalar_subquery()), *orphaned)
                     .values(updated_at=now)
-                    .returning(deliveries.c.id)
+                    .returning(deliveries.c.id, deliveries.c.channel, deliveries.c.team_id)
                 )
-            ).scalars()
+            ).all()
         )
-        if ids and transactional:
-            await _push(dispatcher, ids, connection=conn)
-    if ids and not transactional:
-        await _push(dispatcher, ids, connection=None)
-    return ids
-
-
-async def _push(dispatcher: Dispatcher, ids: list[int], *, connection: object) -> None:
-    await dispatcher.driver.push_many(
-        dispatcher.queue, [delivery_job(i) for i in ids], connection=connection
-    )
+        payloads = [delivery_job(r.id, channel=r.channel, team_id=r.team_id) for r in rows]
+        if payloads and driver.transactional:
+            await driver.push_many(dispatcher.queue, payloads, connection=conn)
+    if payloads and not driver.transactional:
+        await driver.push_many(dispatcher.queue, payloads)
+    return [r.id for r in rows]

@@ -15,7 +15,8 @@ from sqlalchemy import delete
 
 from prasso_messaging.channels.sms import SmsChannel
 from prasso_messaging.db.models import Job, table
-from prasso_messaging.errors import PermanentSendError
+from prasso_messaging.delivery.job import delivery_job
+from prasso_messaging.errors import PermanentSendError, Reason
 from prasso_messaging.runtime import Runtime
 from tests.conftest import make_settings
 from tests.fakes import ScriptedSms
@@ -81,7 +82,7 @@ async def runtime(
 async def failing_deliveries(runtime: Runtime, count: int) -> list[int]:
     channel = runtime.channels["sms"]
     assert isinstance(channel, SmsChannel)
-    channel.provider = ScriptedSms([PermanentSendError("provider_rejected", "21211")] * count)
+    channel.provider = ScriptedSms([PermanentSendError(Reason.PROVIDER_REJECTED, "21211")] * count)
     ids = await fan_out_sms(runtime, count)
     await work_until_settled(runtime, ids)
     return ids
@@ -103,7 +104,7 @@ async def test_failed_jobs_can_be_listed_retried_forgotten_and_flushed(
     assert [set(job) for job in failed] == [FAILED_JOB_KEYS] * 3
     assert sorted(job["delivery_id"] for job in failed) == ids
     failed.sort(key=lambda job: job["delivery_id"])
-    assert failed[0]["payload"] == {"job": "ProcessMsgDelivery", "delivery_id": ids[0]}
+    assert failed[0]["payload"] == delivery_job(ids[0], channel="sms", team_id=1)
     assert failed[0]["exception"].startswith("provider_rejected")
     first, second, third = (job["id"] for job in failed)  # of deliveries ids[0], ids[1], ids[2]
 

@@ -97,7 +97,6 @@ def env(
         "LOG_LEVEL": "WARNING",
         "MESSAGING_RETRY_BACKOFF": "1,1,1,1",
         "QUEUE_RETRY_AFTER": "2",
-        "PRASSO_TEST_LEASE_MARGIN": "1",
         **QUIET_LIMITS,
         **queue_env(driver, unique_name("q"), request),
     }

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
 from prasso_messaging.contacts import create_guest, create_user
 from prasso_messaging.db.models import Delivery, OutboxMessage, utcnow
-from prasso_messaging.deliveries import delivery_job
+from prasso_messaging.delivery.job import delivery_job
+from prasso_messaging.errors import PermanentSendError, Reason
 from prasso_messaging.messages import SendRequest, create_message, send_message
+from prasso_messaging.queue.worker import JobResult, WorkerOptions
 from prasso_messaging.runtime import Runtime
 from tests.conftest import drain, make_settings
+from tests.fakes import ScriptedSms
 
 
 async def queue_sms(
@@ -62,7 +66,10 @@ async def test_duplicate_jobs_send_once(runtime, team):
     await queue_sms(runtime, team.id, guests=3)
     ids = [d.id for d in await deliveries(runtime)]
     for _ in range(2):  # two more copies of every job, as a broker redelivery would
-        await runtime.queue.push_many(runtime.settings.QUEUE_NAME, [delivery_job(i) for i in ids])
+        await runtime.queue.push_many(
+            runtime.settings.QUEUE_NAME,
+            [delivery_job(i, channel="sms", team_id=team.id) for i in ids],
+        )
     processed = await drain(runtime)
     assert processed == 9
     assert await outbox_count(runtime) == 3
@@ -74,7 +81,9 @@ async def test_a_late_job_for_a_sent_delivery_is_a_no_op(runtime, team):
     await queue_sms(runtime, team.id)
     await drain(runtime)
     [delivery] = await deliveries(runtime)
-    await runtime.queue.push(runtime.settings.QUEUE_NAME, delivery_job(delivery.id))
+    await runtime.queue.push(
+        runtime.settings.QUEUE_NAME, delivery_job(delivery.id, channel="sms", team_id=team.id)
+    )
     assert await drain(runtime) == 1
     assert await outbox_count(runtime) == 1
     assert (await runtime.queue.size(runtime.settings.QUEUE_NAME)).total == 0
@@ -151,18 +160,19 @@ async def test_sync_driver_sends_inline(database_url, tmp_path, team):
 
 
 async def test_a_failed_delivery_and_its_failed_job_commit_together(runtime, team):
-    """A worker killed right after the processor's write still leaves the failed_jobs record."""
-    from prasso_messaging.errors import PermanentSendError
-    from prasso_messaging.queue.worker import WorkerOptions
-    from tests.fakes import ScriptedSms
-
+    """A worker killed right after the pipeline's write still leaves the failed_jobs record."""
     runtime.channels["sms"].provider = ScriptedSms(
-        [PermanentSendError("provider_rejected", "21211")]
+        [PermanentSendError(Reason.PROVIDER_REJECTED, "21211")]
     )
     await queue_sms(runtime, team.id)
     jobs = await runtime.queue.reserve(runtime.settings.QUEUE_NAME, limit=10)
-    results = await runtime.processor(jobs, WorkerOptions())  # no settle: as if killed here
-    assert [r.action for r in results] == ["ack"]
+    settled: list[JobResult] = []
+
+    async def killed_before_settling(results: Sequence[JobResult]) -> None:
+        settled.extend(results)  # the job is never acked: as if the worker died here
+
+    await runtime.pipeline.handler(WorkerOptions())(jobs, killed_before_settling)
+    assert [r.action for r in settled] == ["ack"]
     [delivery] = await deliveries(runtime)
     assert delivery.status == "failed"
     [failed] = await runtime.failed.list()

@@ -9,16 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prasso_messaging.channels.base import Outgoing, Recipient, TeamProfile
 from prasso_messaging.compliance import (
-    ConsentSnapshot,
     QuietHours,
     counts_toward_cap,
     decide,
     quiet_until,
 )
+from prasso_messaging.domain import Outgoing, Recipient, TeamProfile
 from prasso_messaging.errors import ValidationFailed
-from prasso_messaging.ratelimit import Rate, next_slot
+from prasso_messaging.pacing.base import Rate, next_slot
 
 PHONE = "+12025550111"  # Washington DC: America/New_York
 EMAIL = "kay@example.com"
@@ -73,18 +72,14 @@ def run(state: dict[str, object]) -> tuple[Outgoing, str | None, object]:
     address = (
         {"sms": PHONE, "email": EMAIL}.get(channel, "endpoint") if state["has_address"] else None
     )
-    key = (TEAM_ID, channel, address or "")
-    snapshot = ConsentSnapshot(
-        opted_out=frozenset([key]) if state["opted_out"] else frozenset(),
-        do_not_contact=frozenset([key]) if state["do_not_contact"] else frozenset(),
-    )
     now = datetime(2026, 6, 15, int(state["hour"]), 30, tzinfo=NY).astimezone(UTC)  # type: ignore[call-overload]
     kinds = ("user",) if channel in ("push", "inapp") else ("user", "guest")
     decision = decide(
         item,
         address=address,
         recipient_kinds=kinds,
-        consent=snapshot,
+        opted_out=bool(state["opted_out"]),
+        do_not_contact=bool(state["do_not_contact"]),
         now=now,
         quiet_hours=QUIET if state["quiet"] else None,
     )

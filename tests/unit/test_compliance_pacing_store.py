@@ -7,7 +7,9 @@ import pytest
 from prasso_messaging.config import load_settings
 from prasso_messaging.db.engine import Database
 from prasso_messaging.errors import ConfigError
-from prasso_messaging.ratelimit import DatabasePacer, RedisPacer, build_pacer, pacing_store
+from prasso_messaging.pacing import build_pacer, pacing_store
+from prasso_messaging.pacing.database import DatabasePacer
+from prasso_messaging.pacing.redis import RedisPacer
 
 
 @pytest.mark.parametrize(

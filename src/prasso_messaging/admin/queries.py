@@ -29,11 +29,6 @@ PAGE_SIZE = 50
 DONE_STATUSES = ("sent", "delivered", "failed", "skipped")
 
 
-def reason_code(error: str | None) -> str:
-    """The stable code an `error` starts with (`opted_out: ...` → `opted_out`)."""
-    return (error or "").split(":", 1)[0].strip()
-
-
 @dataclass
 class StatusCounts:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
@@ -120,7 +115,7 @@ async def delivery_rows(
     if status:
         query = query.where(Delivery.status == status)
     if reason:
-        query = query.where(or_(Delivery.error == reason, Delivery.error.like(f"{reason}:%")))
+        query = query.where(Delivery.reason == reason)
     if after_id is not None:
         query = query.where(Delivery.id > after_id)
     found = list((await session.execute(query.order_by(Delivery.id).limit(limit))).scalars())
@@ -146,13 +141,13 @@ async def delivery_rows(
 
 async def reason_codes(session: AsyncSession, *, message_id: int) -> list[str]:
     """The distinct reason codes among a message's deliveries, for the filter."""
-    errors = await session.execute(
-        select(Delivery.error)
-        .where(Delivery.msg_message_id == message_id, Delivery.error.is_not(None))
+    reasons = await session.execute(
+        select(Delivery.reason)
+        .where(Delivery.msg_message_id == message_id, Delivery.reason.is_not(None))
         .distinct()
         .limit(500)
     )
-    return sorted({reason_code(e) for e in errors.scalars() if e})
+    return sorted(r for r in reasons.scalars() if r)
 
 
 async def _by_id(

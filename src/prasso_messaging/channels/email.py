@@ -10,7 +10,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent
+from prasso_messaging.channels.base import Channel
+from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.providers.base import Email, MailProvider
 from prasso_messaging.rendering import (
     email_footer_html,
@@ -78,8 +79,8 @@ class EmailChannel(Channel):
 
     async def send(self, outgoing: Outgoing) -> Sent:
         email = self.build(outgoing)
-        message_id = await self.provider.send(email)
-        return Sent(provider_message_id=message_id)
+        accepted = await self.provider.send(email)
+        return Sent(provider_message_id=accepted.message_id, outbox=accepted.outbox)
 
     async def close(self) -> None:
         await self.provider.close()

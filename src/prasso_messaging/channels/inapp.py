@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent
+from prasso_messaging.channels.base import Channel
+from prasso_messaging.domain import Outgoing, Recipient, Sent
 
 
 class InAppChannel(Channel):

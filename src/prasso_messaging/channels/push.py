@@ -12,7 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent
+from prasso_messaging.channels.base import Channel
+from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.errors import DeliverySkipped, PermanentSendError, Reason, SendError
 from prasso_messaging.providers.base import PushProvider, PushTarget, SubscriptionGone
 from prasso_messaging.rendering import render_tokens

@@ -1,4 +1,7 @@
-"""SMS: tokens, the team's compliance footer (once), E.164 numbers and segment counting.
+"""SMS: tokens, the team's compliance footer (once), and segment counting.
+
+Numbers are normalized to E.164 when a guest or user is written, and compliance skips any that
+is not (`invalid_address`), so the send path never parses a number again.
 
 The segment count and encoding go into the delivery's metadata: carriers bill per segment, and
 an emoji silently turning a 1-segment GSM-7 text into a 3-segment UCS-2 one is worth seeing.
@@ -8,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from prasso_messaging.addresses import normalize_phone
-from prasso_messaging.channels.base import Channel, Outgoing, Recipient, Sent
-from prasso_messaging.errors import PermanentSendError, Reason, ValidationFailed
+from prasso_messaging.channels.base import Channel
+from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.providers.base import RecipientOptedOut, Sms, SmsProvider
 from prasso_messaging.rendering import append_sms_footer, count_segments, render_tokens
 
@@ -27,28 +29,22 @@ class SmsChannel(Channel):
         *,
         from_number: str,
         status_callback: str,
-        region: str = "US",
         on_provider_opt_out: ProviderOptOut | None = None,
     ) -> None:
         self.provider = provider
         self.from_number = from_number
         self.status_callback = status_callback
-        self.region = region
         self.on_provider_opt_out = on_provider_opt_out
 
     def address(self, recipient: Recipient) -> str | None:
         return recipient.phone
 
     def build(self, outgoing: Outgoing) -> Sms:
-        try:
-            to = normalize_phone(outgoing.recipient.phone or "", region=self.region)
-        except ValidationFailed as exc:
-            raise PermanentSendError(Reason.INVALID_ADDRESS, exc.message) from None
         body = append_sms_footer(
             render_tokens(outgoing.body, outgoing.tokens), outgoing.team.footer_text
         )
         return Sms(
-            to=to,
+            to=outgoing.recipient.phone or "",
             from_number=outgoing.team.sms_from_number or self.from_number,
             body=body,
             # the delivery id lets a receipt that outruns our own record wait for it
@@ -60,12 +56,16 @@ class SmsChannel(Channel):
     async def send(self, outgoing: Outgoing) -> Sent:
         sms = self.build(outgoing)
         try:
-            sid = await self.provider.send(sms)
+            accepted = await self.provider.send(sms)
         except RecipientOptedOut:
             if self.on_provider_opt_out is not None:
                 await self.on_provider_opt_out(outgoing.team.id, sms.to)
             raise
-        return Sent(provider_message_id=sid, metadata=count_segments(sms.body).as_metadata())
+        return Sent(
+            provider_message_id=accepted.message_id,
+            metadata=count_segments(sms.body).as_metadata(),
+            outbox=accepted.outbox,
+        )
 
     async def close(self) -> None:
         await self.provider.close()

@@ -19,13 +19,17 @@ def register(app: typer.Typer) -> None:
         ],
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
     ) -> None:
-        """Delete finished deliveries, empty messages, outbox and failed jobs older than N days."""
+        """Delete finished deliveries, empty messages, outbox and failed jobs older than N days
+        (and cap reservations past every cap window)."""
         config = settings()
 
         async def work() -> PruneResult:
             async with open_runtime(config) as runtime:
+                window = config.MESSAGING_PER_GUEST_WINDOW_DAYS
                 if not is_terminal() or as_json:
-                    return await prune(runtime.database, older_than_days=older_than_days)
+                    return await prune(
+                        runtime.database, older_than_days=older_than_days, cap_window_days=window
+                    )
                 with Progress(
                     SpinnerColumn(), TextColumn("pruning: {task.completed:,} rows")
                 ) as bar:
@@ -33,6 +37,7 @@ def register(app: typer.Typer) -> None:
                     return await prune(
                         runtime.database,
                         older_than_days=older_than_days,
+                        cap_window_days=window,
                         progress=lambda n: bar.advance(task, n),
                     )
 

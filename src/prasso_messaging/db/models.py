@@ -353,6 +353,9 @@ class Delivery(Timestamps, Base):
     status: Mapped[str] = mapped_column(String(255), default="queued", server_default="queued")
     provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(
+        String(40)
+    )  # ours: the stable code `error` starts with
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     sent_at: Mapped[datetime | None] = mapped_column()
     delivered_at: Mapped[datetime | None] = mapped_column()

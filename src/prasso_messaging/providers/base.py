@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from prasso_messaging.errors import PermanentSendError
 
@@ -42,6 +44,15 @@ class PushTarget:
     auth: str
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A provider's answer to a send: its message id, and for the `log` providers the outbox row
+    to store in the same transaction as the delivery's status (instead of a write of its own)."""
+
+    message_id: str
+    outbox: Mapping[str, Any] | None = None
+
+
 class RecipientOptedOut(PermanentSendError):
     """The provider refuses because the recipient opted out with it (e.g. Twilio 21610);
     the caller records the opt-out so we stop trying too."""
@@ -67,8 +78,8 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 class MailProvider(ABC):
     @abstractmethod
-    async def send(self, email: Email) -> str:
-        """Hand the email over; returns the provider's message id."""
+    async def send(self, email: Email) -> Accepted:
+        """Hand the email over; returns the provider's answer."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -76,8 +87,8 @@ class MailProvider(ABC):
 
 class SmsProvider(ABC):
     @abstractmethod
-    async def send(self, sms: Sms) -> str:
-        """Hand the SMS over; returns the provider's message id."""
+    async def send(self, sms: Sms) -> Accepted:
+        """Hand the SMS over; returns the provider's answer."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -16,7 +16,7 @@ from typing import Literal
 import aiosmtplib
 
 from prasso_messaging.errors import PermanentSendError, Reason, SendError, TransientSendError
-from prasso_messaging.providers.base import Email, MailProvider
+from prasso_messaging.providers.base import Accepted, Email, MailProvider
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def classify(exc: Exception) -> SendError:
         if 400 <= exc.code < 500:
             return TransientSendError(Reason.PROVIDER_REJECTED, detail)
         return PermanentSendError(Reason.PROVIDER_REJECTED, detail)
-    return TransientSendError("smtp_unavailable", f"{type(exc).__name__}: {exc}")
+    return TransientSendError(Reason.PROVIDER_UNAVAILABLE, f"smtp: {type(exc).__name__}: {exc}")
 
 
 class SmtpMailer(MailProvider):
@@ -103,11 +103,11 @@ class SmtpMailer(MailProvider):
         await client.connect()
         return client, False
 
-    async def send(self, email: Email) -> str:
+    async def send(self, email: Email) -> Accepted:
         try:
             message = build_mime(email)
         except ValueError as exc:  # a header the email package refuses (e.g. a line break)
-            raise PermanentSendError("invalid_message", str(exc)) from exc
+            raise PermanentSendError(Reason.INVALID_MESSAGE, str(exc)) from exc
         async with self._slots:
             try:
                 client, reused = await self._connected()
@@ -120,7 +120,7 @@ class SmtpMailer(MailProvider):
                 raise classify(exc) from exc
             self._idle.append(client)
         log.info("email sent over smtp: delivery=%s", email.delivery_id)
-        return str(message["Message-ID"])
+        return Accepted(str(message["Message-ID"]))
 
     async def _send_on(
         self, client: aiosmtplib.SMTP, message: EmailMessage, *, retry_if_dropped: bool

@@ -73,7 +73,9 @@ class WebPushSender(PushProvider):
                 target.endpoint, content=encrypted["body"], headers=headers
             )
         except httpx.TransportError as exc:
-            raise TransientSendError("push_unavailable", f"{type(exc).__name__}: {exc}") from exc
+            raise TransientSendError(
+                Reason.PROVIDER_UNAVAILABLE, f"push: {type(exc).__name__}: {exc}"
+            ) from exc
         status = response.status_code
         if status in (404, 410):
             raise SubscriptionGone(Reason.SUBSCRIPTION_EXPIRED, f"push service answered {status}")

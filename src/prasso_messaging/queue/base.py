@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Insert, Select
+
 JsonPayload = Mapping[str, Any]
 
 
@@ -77,6 +79,16 @@ class QueueDriver(ABC):
     async def release(self, job: ReservedJob, *, delay: float) -> None:
         """Put a reserved job back, ready again after `delay` seconds, its attempt counted."""
 
+    async def release_many(self, releases: Sequence[tuple[ReservedJob, float]]) -> None:
+        """Release several jobs, each with its own delay (drivers that can batch override)."""
+        for job, delay in releases:
+            await self.release(job, delay=delay)
+
+    async def notify_on_push(self, queue: str, callback: Callable[[], None]) -> bool:
+        """Have `callback` called whenever any process pushes to `queue`; False when the driver
+        cannot tell (the worker then polls every `--sleep` seconds)."""
+        return False
+
     @abstractmethod
     async def size(self, queue: str) -> QueueSize:
         """Ready, delayed and reserved counts."""
@@ -87,6 +99,22 @@ class QueueDriver(ABC):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+class TransactionalQueue(QueueDriver):
+    """A driver whose jobs live in the application's database: pushes join the caller's
+    transaction, and a fan-out can insert its jobs from a SELECT without a round trip per row."""
+
+    transactional = True
+
+    @abstractmethod
+    def insert_from(self, queue: str, payloads: Select[str], *, delay: float) -> Insert:
+        """An INSERT of one job per row of `payloads` (a SELECT of encoded payloads), to run in
+        the caller's transaction."""
+
+    async def announce(self, connection: Any, queue: str, *, delay: float) -> None:
+        """Tell waiting workers, once the caller's transaction commits, that jobs were added
+        to `queue` (after an `insert_from`; `push_many` does it by itself)."""
 
 
 def encode_payload(payload: JsonPayload) -> str:

@@ -1,42 +1,70 @@
 """The `database` driver: the `jobs` table on SQLite or PostgreSQL.
 
-Jobs can be written in the caller's transaction (`transactional`), so deliveries and their jobs
-commit together. Reservation pushes `available_at` to the lease expiry, so a job whose worker died
-becomes ready again after `QUEUE_RETRY_AFTER` with no sweeper; PostgreSQL workers claim with
-`FOR UPDATE SKIP LOCKED`, SQLite serializes writers with `BEGIN IMMEDIATE`.
+Jobs can be written in the caller's transaction, so deliveries and their jobs commit together
+(a fan-out inserts them from a SELECT, with no round trip per job). Reservation pushes
+`available_at` to the lease expiry, so a job whose worker died becomes ready again after
+`QUEUE_RETRY_AFTER` with no sweeper. PostgreSQL workers claim with `FOR UPDATE SKIP LOCKED`, each
+reserve, ack and release being one statement outside any explicit transaction, and are woken by
+`NOTIFY` when jobs are pushed; SQLite serializes writers with `BEGIN IMMEDIATE`.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Insert,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, FLOAT
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Job, table
 from prasso_messaging.queue.base import (
     JsonPayload,
-    QueueDriver,
     QueueSize,
     ReservedJob,
+    TransactionalQueue,
     decode_payload,
     encode_payload,
 )
 
+log = logging.getLogger(__name__)
 jobs = table(Job)
+CHANNEL = "prasso_jobs"  # NOTIFY channel; the payload is the queue's name
+
+_RELEASE_MANY_PG = text(
+    """
+UPDATE jobs SET reserved_at = NULL, reservation = NULL, available_at = r.available_at
+FROM unnest(:ids, :available) AS r(id, available_at)
+WHERE jobs.id = r.id AND jobs.reservation = :token
+"""
+).bindparams(bindparam("ids", type_=ARRAY(BIGINT)), bindparam("available", type_=ARRAY(FLOAT)))
 
 
-class DatabaseQueue(QueueDriver):
+class DatabaseQueue(TransactionalQueue):
     name = "database"
-    transactional = True
 
     def __init__(self, database: Database, *, retry_after: float) -> None:
         self.database = database
         self.retry_after = retry_after
+        self._listener: Any = None  # the pooled connection kept for LISTEN
+        self._callbacks: dict[str, list[Callable[[], None]]] = {}
 
     async def push_many(
         self,
@@ -60,10 +88,38 @@ class DatabaseQueue(QueueDriver):
             for p in payloads
         ]
         if connection is not None:
-            await _insert(connection, rows)
+            await connection.execute(insert(jobs), rows)
+            await self.announce(connection, queue, delay=delay)
             return
         async with self.database.connect() as conn:
-            await _insert(conn, rows)
+            await conn.execute(insert(jobs), rows)
+            await self.announce(conn, queue, delay=delay)
+
+    def insert_from(self, queue: str, payloads: Select[str], *, delay: float) -> Insert:
+        now = time.time()
+        rows = payloads.subquery()
+        return insert(jobs).from_select(
+            ["queue", "payload", "attempts", "available_at", "created_at"],
+            select(literal(queue), rows.c[0], literal(0), literal(now + delay), literal(now)),
+        )
+
+    async def announce(self, connection: AsyncConnection, queue: str, *, delay: float) -> None:
+        if connection.dialect.name == "postgresql" and delay <= 0:
+            await connection.execute(select(func.pg_notify(CHANNEL, queue)))
+
+    async def notify_on_push(self, queue: str, callback: Callable[[], None]) -> bool:
+        if self.database.dialect != "postgresql":
+            return False
+        if self._listener is None:
+            self._listener = await self.database.engine.connect()
+            raw = await self._listener.get_raw_connection()
+            await raw.driver_connection.add_listener(CHANNEL, self._on_notify)
+        self._callbacks.setdefault(queue, []).append(callback)
+        return True
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, queue: str) -> None:
+        for callback in self._callbacks.get(queue, []):
+            callback()
 
     async def reserve(self, queue: str, *, limit: int) -> list[ReservedJob]:
         now = time.time()
@@ -87,7 +143,7 @@ class DatabaseQueue(QueueDriver):
             )
             .returning(jobs.c.id, jobs.c.payload, jobs.c.attempts)
         )
-        async with self.database.connect() as conn:
+        async with self.database.autocommit() as conn:
             rows = sorted((await conn.execute(claim)).all(), key=lambda r: r.id)
         return [
             ReservedJob(str(r.id), queue, decode_payload(r.payload), r.attempts, receipt=token)
@@ -97,19 +153,37 @@ class DatabaseQueue(QueueDriver):
     async def ack(self, reserved: Sequence[ReservedJob]) -> None:
         if not reserved:
             return
-        async with self.database.connect() as conn:
+        async with self.database.autocommit() as conn:
             for token, ids in _by_receipt(reserved).items():
                 await conn.execute(
                     delete(jobs).where(jobs.c.id.in_(ids), jobs.c.reservation == token)
                 )
 
     async def release(self, job: ReservedJob, *, delay: float) -> None:
-        async with self.database.connect() as conn:
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == int(job.id), jobs.c.reservation == job.receipt)
-                .values(reserved_at=None, reservation=None, available_at=time.time() + delay)
-            )
+        await self.release_many([(job, delay)])
+
+    async def release_many(self, releases: Sequence[tuple[ReservedJob, float]]) -> None:
+        if not releases:
+            return
+        now = time.time()
+        by_token: dict[Any, list[tuple[int, float]]] = {}
+        for job, delay in releases:
+            by_token.setdefault(job.receipt, []).append((int(job.id), now + max(0.0, delay)))
+        async with self.database.autocommit() as conn:
+            for token, rows in by_token.items():
+                if conn.dialect.name == "postgresql":
+                    ids, available = zip(*rows, strict=True)
+                    await conn.execute(
+                        _RELEASE_MANY_PG,
+                        {"ids": list(ids), "available": list(available), "token": token},
+                    )
+                    continue
+                for job_id, available_at in rows:
+                    await conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == job_id, jobs.c.reservation == token)
+                        .values(reserved_at=None, reservation=None, available_at=available_at)
+                    )
 
     async def size(self, queue: str) -> QueueSize:
         now = time.time()
@@ -130,9 +204,15 @@ class DatabaseQueue(QueueDriver):
             result = await conn.execute(delete(jobs).where(jobs.c.queue == queue))
         return int(result.rowcount or 0)
 
-
-async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert(jobs), rows)
+    async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            try:
+                raw = await listener.get_raw_connection()
+                await raw.driver_connection.remove_listener(CHANNEL, self._on_notify)
+            except Exception as exc:  # a connection already gone needs no unlistening
+                log.debug("unlisten failed: %s", exc)
+            await listener.close()
 
 
 def _by_receipt(reserved: Sequence[ReservedJob]) -> dict[Any, list[int]]:

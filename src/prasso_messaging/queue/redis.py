@@ -136,8 +136,18 @@ class RedisQueue(QueueDriver):
             await pipe.execute()
 
     async def release(self, job: ReservedJob, *, delay: float) -> None:
-        _, delayed, reserved = self._keys(job.queue)
-        await self._release(keys=[reserved, delayed], args=[job.receipt, max(0.0, delay)])
+        await self.release_many([(job, delay)])
+
+    async def release_many(self, releases: Sequence[tuple[ReservedJob, float]]) -> None:
+        if not releases:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for job, delay in releases:
+                _, delayed, reserved = self._keys(job.queue)
+                await self._release(
+                    keys=[reserved, delayed], args=[job.receipt, max(0.0, delay)], client=pipe
+                )
+            await pipe.execute()
 
     async def size(self, queue: str) -> QueueSize:
         ready, delayed, reserved = self._keys(queue)

@@ -1,9 +1,16 @@
-"""The worker loop behind `prasso queue work`: reserve a batch, hand it to the processor, settle.
+"""The worker behind `prasso queue work`: a continuous window of jobs, never a stop-and-wait batch.
 
-Flags mean what Laravel's `queue:work` flags mean. SIGTERM and SIGINT stop reserving; the batch in
-hand is finished before the loop returns (a second signal stops at once and releases the batch).
-A broker that fails mid-run never kills the worker: unsettled jobs come back after their
-reservation expires, and the delivery rows make a late duplicate harmless.
+The worker holds up to `window` reserved jobs. It reserves again as soon as a quarter of the window
+is free, hands each chunk to its job handler without waiting for it, and settles (acks, releases,
+fails) jobs as the handler reports them, so one slow job never holds back the others. It knows
+nothing of what a job means: the handler (the delivery pipeline) is given to it.
+
+Flags mean what Laravel's `queue:work` flags mean. SIGTERM and SIGINT stop reserving; the jobs in
+hand are finished before `run` returns (a second signal stops at once and releases them). A
+broker that fails mid-run never kills the worker: unsettled jobs come back after their
+reservation expires, and the delivery rows make a late duplicate harmless. Idle workers sleep
+`--sleep` seconds between polls, or are woken at once when the driver reports a push (PostgreSQL
+`NOTIFY`) or work is queued in the same process.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from prasso_messaging.queue.base import QueueDriver, ReservedJob
 from prasso_messaging.queue.failed import FailedJobStore
@@ -23,18 +30,25 @@ from prasso_messaging.queue.failed import FailedJobStore
 log = logging.getLogger(__name__)
 
 RELEASE_AFTER_CRASH_SECONDS = 5.0
+MIN_WINDOW = 20
 
 
 @dataclass(frozen=True)
 class WorkerOptions:
     queue: str = "default"
-    tries: int | None = None  # None: the processor's own limit (MESSAGING_RETRY_BACKOFF)
+    tries: int | None = None  # None: the handler's own limit (MESSAGING_RETRY_BACKOFF)
     timeout: float = 60.0
     concurrency: int = 10
     sleep: float = 1.0
     max_jobs: int = 0
     max_time: float = 0.0
     stop_when_empty: bool = False
+
+    @property
+    def window(self) -> int:
+        """Jobs held at once: twice the sends in flight, so the next ones are already reserved
+        (and their rows claimed) while the current ones are on the wire."""
+        return max(MIN_WINDOW, 2 * self.concurrency)
 
 
 @dataclass(frozen=True)
@@ -47,10 +61,16 @@ class JobResult:
     error: str = ""
 
 
-class BatchProcessor(Protocol):
-    async def __call__(
-        self, jobs: Sequence[ReservedJob], options: WorkerOptions
-    ) -> list[JobResult]: ...
+Settle = Callable[[Sequence[JobResult]], Awaitable[None]]
+
+
+class JobHandler(Protocol):
+    async def __call__(self, jobs: Sequence[ReservedJob], settle: Settle) -> None:
+        """Work the jobs, report every job's result through `settle` (in as many calls as
+        suits it), and return once all of them are reported."""
+
+    async def drain(self) -> None:
+        """Finish writing whatever the handler still holds (the worker is stopping)."""
 
 
 @dataclass
@@ -65,35 +85,40 @@ class Worker:
         self,
         *,
         driver: QueueDriver,
-        processor: BatchProcessor,
+        handler: JobHandler,
         failed: FailedJobStore,
         options: WorkerOptions,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.driver = driver
-        self.processor = processor
+        self.clock = clock  # for `--max-time` and periodic tasks; settable in tests
+        self.handler = handler
         self.failed = failed
         self.options = options
         self.processed = 0
+        self._in_hand = 0
+        self._reserved = 0
+        self._chunks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._signal = asyncio.Event()  # new work, freed room, or a stop
         self._periodic: list[_Periodic] = []
 
     def stop(self) -> None:
-        """Stop reserving; the batch in hand is settled first. Called twice: abandon the batch."""
+        """Stop reserving; the jobs in hand are settled first. Called twice: abandon them."""
         if self._stopping.is_set():
             self._aborting.set()
         self._stopping.set()
-        self._wake.set()
+        self._signal.set()
 
     def every(self, seconds: float, task: Callable[[], Awaitable[object]]) -> None:
-        """Run `task` between batches at most every `seconds` (housekeeping such as the sweeper)."""
+        """Run `task` at most every `seconds` while working (housekeeping such as the sweeper)."""
         if seconds > 0:
             self._periodic.append(_Periodic(seconds, task))
 
     def wake(self) -> None:
-        """Look for jobs now instead of after the sleep (new work was just queued in-process)."""
-        self._wake.set()
+        """Look for jobs now instead of after the sleep (new work was just queued)."""
+        self._signal.set()
 
     @property
     def stopping(self) -> bool:
@@ -105,81 +130,122 @@ class Worker:
             loop.add_signal_handler(sig, self.stop)
 
     async def handle(self, jobs: Sequence[ReservedJob]) -> None:
-        """Run one batch through the processor and settle every job."""
+        """Run these jobs now and return once all are settled (the `sync` driver's push)."""
+        self._in_hand += len(jobs)
+        await self._run_chunk(jobs)
+
+    async def run(self) -> int:
+        """Work until stopped or a limit is reached; returns the number of jobs settled."""
+        started = self.clock()
+        await self._listen()
+        refill = max(1, self.options.window // 4)
         try:
-            results = await self.processor(jobs, self.options)
+            while not self.stopping:
+                await self._run_periodic()
+                if self._limits_reached(started):
+                    break
+                free = self._free()
+                self._signal.clear()
+                if free <= 0 or (free < refill and self._in_hand):
+                    await self._wait()
+                    continue
+                jobs = await self._reserve(free)
+                if jobs:
+                    self._start(jobs)
+                elif self.options.stop_when_empty and not self._in_hand:
+                    break
+                else:
+                    await self._wait()
+        finally:
+            await self._finish()
+        return self.processed
+
+    def _free(self) -> int:
+        free = self.options.window - self._in_hand
+        if self.options.max_jobs:
+            free = min(free, self.options.max_jobs - self._reserved)
+        return free
+
+    def _start(self, jobs: list[ReservedJob]) -> None:
+        self._in_hand += len(jobs)
+        self._reserved += len(jobs)
+        task = asyncio.create_task(self._run_chunk(jobs))
+        self._chunks.add(task)
+        task.add_done_callback(self._chunks.discard)
+
+    async def _run_chunk(self, jobs: Sequence[ReservedJob]) -> None:
+        """Hand one chunk to the handler; whatever it leaves unsettled is released."""
+        unsettled = {job.id: job for job in jobs}
+
+        async def settle(results: Sequence[JobResult]) -> None:
+            mine = [r for r in results if unsettled.pop(r.job.id, None) is not None]
+            await self._settle(mine)
+
+        delay = 0.0
+        try:
+            await self.handler(jobs, settle)
+        except asyncio.CancelledError:
+            log.warning("stopping now: releasing %d job(s) in hand", len(unsettled))
         except Exception:
-            log.exception("processor crashed; releasing %d job(s)", len(jobs))
-            await self._release_all(jobs, RELEASE_AFTER_CRASH_SECONDS)
-            return
-        await self._settle(results)
-        self.processed += len(results)
+            log.exception("job handler crashed; releasing %d job(s)", len(unsettled))
+            delay = RELEASE_AFTER_CRASH_SECONDS
+        if unsettled:
+            left = list(unsettled.values())
+            unsettled.clear()
+            await self._settle([JobResult(job, "release", delay=delay) for job in left])
 
     async def _settle(self, results: Sequence[JobResult]) -> None:
         """Ack, release or fail each job; on a broker error the reservation expiry takes over."""
+        if not results:
+            return
+        acks = [r.job for r in results if r.action == "ack"]
+        releases = [(r.job, r.delay) for r in results if r.action == "release"]
         try:
-            await self.driver.ack([r.job for r in results if r.action == "ack"])
+            await self.driver.ack(acks)
         except Exception as exc:
             log.warning("ack failed on %s: %s", self.driver.name, exc)
-        for result in results:
-            try:
-                if result.action == "release":
-                    await self.driver.release(result.job, delay=result.delay)
-                elif result.action == "fail":
-                    await self.failed.record(
-                        connection=self.driver.name, job=result.job, exception=result.error
-                    )
-                    await self.driver.ack([result.job])
-            except Exception as exc:
-                log.warning("could not %s job %s: %s", result.action, result.job.id, exc)
-
-    async def _release_all(self, jobs: Sequence[ReservedJob], delay: float) -> None:
-        for job in jobs:
-            try:
-                await self.driver.release(job, delay=delay)
-            except Exception as exc:
-                log.warning("release failed on %s: %s", self.driver.name, exc)
-
-    async def run(self) -> int:
-        """Work until stopped or a limit is reached; returns the number of jobs processed."""
-        started = time.monotonic()
-        while not self.stopping:
-            await self._run_periodic()
-            jobs = await self._reserve(self._batch_limit())
-            if jobs:
-                await self._handle_until_aborted(jobs)
-            elif self.options.stop_when_empty:
-                break
-            if self._limits_reached(started):
-                break
-            if not jobs:
-                await self._idle()
-        return self.processed
-
-    def _batch_limit(self) -> int:
-        limit = max(1, self.options.concurrency)
-        if self.options.max_jobs:
-            limit = min(limit, self.options.max_jobs - self.processed)
-        return limit
-
-    async def _handle_until_aborted(self, jobs: Sequence[ReservedJob]) -> None:
-        batch = asyncio.ensure_future(self.handle(jobs))
-        aborted = asyncio.ensure_future(self._aborting.wait())
         try:
-            await asyncio.wait({batch, aborted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            aborted.cancel()
-        if not batch.done():
-            log.warning("stopping now: releasing %d job(s) in hand", len(jobs))
-            batch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await batch
-            await self._release_all(jobs, 0)
-        else:
-            batch.result()
+            await self.driver.release_many(releases)
+        except Exception as exc:
+            log.warning("release failed on %s: %s", self.driver.name, exc)
+        for result in results:
+            if result.action != "fail":
+                continue
+            try:
+                await self.failed.record(
+                    connection=self.driver.name, job=result.job, exception=result.error
+                )
+                await self.driver.ack([result.job])
+            except Exception as exc:
+                log.warning("could not fail job %s: %s", result.job.id, exc)
+        self._in_hand -= len(results)
+        self.processed += len(results)
+        self._signal.set()
+
+    async def _finish(self) -> None:
+        """Let the chunks in hand finish (or, on a second stop, cancel them)."""
+        if self._chunks:
+            chunks: asyncio.Future[Any] = asyncio.gather(*self._chunks, return_exceptions=True)
+            aborted: asyncio.Future[Any] = asyncio.ensure_future(self._aborting.wait())
+            try:
+                await asyncio.wait([chunks, aborted], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                aborted.cancel()
+            if not chunks.done():
+                for task in self._chunks:
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await chunks
+        await self.handler.drain()
+
+    async def _listen(self) -> None:
+        try:
+            await self.driver.notify_on_push(self.options.queue, self.wake)
+        except Exception as exc:  # polling still finds the jobs
+            log.warning("cannot listen for pushes on %s: %s", self.driver.name, exc)
 
     async def _run_periodic(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for periodic in self._periodic:
             if now >= periodic.due:
                 periodic.due = now + periodic.seconds
@@ -196,11 +262,11 @@ class Worker:
             return []
 
     def _limits_reached(self, started: float) -> bool:
-        if self.options.max_jobs and self.processed >= self.options.max_jobs:
+        if self.options.max_jobs and self._reserved >= self.options.max_jobs:
             return True
-        return bool(self.options.max_time and time.monotonic() - started >= self.options.max_time)
+        return bool(self.options.max_time and self.clock() - started >= self.options.max_time)
 
-    async def _idle(self) -> None:
-        self._wake.clear()
+    async def _wait(self) -> None:
+        """Until new work, freed room or a stop, at most `--sleep` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=self.options.sleep)
+            await asyncio.wait_for(self._signal.wait(), timeout=self.options.sleep or 0.01)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from prasso_messaging import messages
 from prasso_messaging.db.models import Delivery, Message
-from prasso_messaging.deliveries import delivery_job
+from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.runtime import Runtime
 from tests.e2e.admin.conftest import Server, log_in, new_team
@@ -99,7 +99,12 @@ def test_retry_a_failed_job_and_see_it_sent(page: Any, server: Server, shots: Pa
             session.add(delivery)
             await session.flush()
             delivery_id, message_id = delivery.id, message.id
-        job = ReservedJob(id="x", queue="default", payload=delivery_job(delivery_id), attempts=5)
+        job = ReservedJob(
+            id="x",
+            queue="default",
+            payload=delivery_job(delivery_id, channel="sms", team_id=None),
+            attempts=5,
+        )
         await runtime.failed.record(
             connection="database", job=job, exception="TimeoutError: provider timed out"
         )

@@ -19,7 +19,7 @@ from prasso_messaging.db.models import (
     Message,
     TeamSettings,
 )
-from prasso_messaging.deliveries import delivery_job
+from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.runtime import Runtime
 from tests.conftest import drain, make_team
@@ -56,7 +56,12 @@ async def failed_delivery(runtime: Runtime, team_id: int, guest_id: int) -> int:
         session.add(delivery)
         await session.flush()
         delivery_id = delivery.id
-    job = ReservedJob(id="1", queue="default", payload=delivery_job(delivery_id), attempts=5)
+    job = ReservedJob(
+        id="1",
+        queue="default",
+        payload=delivery_job(delivery_id, channel="sms", team_id=None),
+        attempts=5,
+    )
     await runtime.failed.record(connection="database", job=job, exception="TimeoutError: smtp")
     return delivery_id
 

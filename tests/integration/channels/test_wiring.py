@@ -36,7 +36,7 @@ def test_incomplete_channel_settings_name_the_variable(tmp_path, values, variabl
     settings = settings_with(tmp_path, **values)
 
     def build() -> None:
-        build_sms_provider(settings, database=None)  # type: ignore[arg-type]
+        build_sms_provider(settings)
         build_push_provider(settings)
 
     with pytest.raises(ConfigError, match=f"^{variable}: "):
@@ -55,8 +55,8 @@ async def test_settings_choose_the_real_providers(tmp_path, vapid_keys):
         VAPID_SUBJECT="mailto:ops@example.test",
     )
     providers = [
-        build_mail_provider(settings, database=None),  # type: ignore[arg-type]
-        build_sms_provider(settings, database=None),  # type: ignore[arg-type]
+        build_mail_provider(settings),
+        build_sms_provider(settings),
         build_push_provider(settings),
     ]
     assert [type(p) for p in providers] == [SmtpMailer, TwilioSms, WebPushSender]

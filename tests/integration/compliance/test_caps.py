@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
+from prasso_messaging.caps import CapRequest, reserve_caps
 from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.models import CapReservation, Delivery, Job, utcnow
-from prasso_messaging.errors import TransientSendError
+from prasso_messaging.errors import Reason, TransientSendError
 from prasso_messaging.messages import SendRequest, create_message, send_message
-from prasso_messaging.ratelimit import CapRequest, reserve_caps
 from prasso_messaging.runtime import Runtime
 from tests.conftest import drain
 from tests.integration.compliance.conftest import deliveries_of, reasons
@@ -35,6 +36,12 @@ async def queue_for_one_guest(runtime: Runtime, team_id: int, messages: int) -> 
     return [d.id for d in await deliveries_of(runtime)]
 
 
+async def reserve(runtime: Runtime, requests: list[CapRequest]) -> set[int]:
+    """One claiming transaction's reservation, as a worker takes it."""
+    async with runtime.database.connect() as conn:
+        return await reserve_caps(conn, requests, now=utcnow())
+
+
 async def reservations(runtime: Runtime) -> int:
     async with runtime.database.session() as session:
         return int(
@@ -47,15 +54,12 @@ async def test_concurrent_reservations_never_exceed_the_cap(runtime, team):
     async with runtime.database.session() as session:
         guest_id = (await session.execute(select(Delivery.recipient_id).limit(1))).scalar_one()
     answers = await asyncio.gather(
-        *(
-            reserve_caps(runtime.database, [CapRequest(i, guest_id, cap=3, window_days=30)])
-            for i in delivery_ids
-        )
+        *(reserve(runtime, [CapRequest(i, guest_id, cap=3, window_days=30)]) for i in delivery_ids)
     )
     assert sum(len(a) for a in answers) == 3
     assert await reservations(runtime) == 3
-    again = await reserve_caps(
-        runtime.database, [CapRequest(i, guest_id, cap=3, window_days=30) for i in delivery_ids]
+    again = await reserve(
+        runtime, [CapRequest(i, guest_id, cap=3, window_days=30) for i in delivery_ids]
     )
     assert again == set().union(*answers)  # a delivery holding room keeps it, counted once
 
@@ -66,19 +70,17 @@ async def test_room_frees_up_as_the_window_rolls(runtime, team):
         guest_id = (await session.execute(select(Delivery.recipient_id).limit(1))).scalar_one()
     first = CapRequest(delivery_ids[0], guest_id, cap=1, window_days=30)
     second = CapRequest(delivery_ids[1], guest_id, cap=1, window_days=30)
-    assert await reserve_caps(runtime.database, [first]) == {delivery_ids[0]}
-    assert await reserve_caps(runtime.database, [second]) == set()
+    assert await reserve(runtime, [first]) == {delivery_ids[0]}
+    assert await reserve(runtime, [second]) == set()
     async with runtime.database.connect() as conn:
         await conn.execute(
             update(CapReservation).values(reserved_at=utcnow() - timedelta(days=30, seconds=1))
         )
-    assert await reserve_caps(runtime.database, [second]) == {delivery_ids[1]}
+    assert await reserve(runtime, [second]) == {delivery_ids[1]}
 
 
 async def test_a_failed_send_gives_its_room_back(runtime, team, monkeypatch):
-    runtime.processor.limits = runtime.processor.limits.__class__(
-        **{**runtime.processor.limits.__dict__, "per_guest_cap": 1}
-    )
+    runtime.pipeline.limits = dataclasses.replace(runtime.pipeline.limits, per_guest_cap=1)
     await queue_for_one_guest(runtime, team.id, 2)
     sms = runtime.channels["sms"]
     calls = 0
@@ -88,7 +90,7 @@ async def test_a_failed_send_gives_its_room_back(runtime, team, monkeypatch):
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise TransientSendError("provider_unavailable", "503 from the provider")
+            raise TransientSendError(Reason.PROVIDER_UNAVAILABLE, "503 from the provider")
         return await original(outgoing)
 
     monkeypatch.setattr(sms, "send", flaky)

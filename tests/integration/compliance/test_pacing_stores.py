@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from prasso_messaging.ratelimit import DatabasePacer, Pacer, Rate, RedisPacer
+from prasso_messaging.pacing import Pacer, Rate
+from prasso_messaging.pacing.database import DatabasePacer
+from prasso_messaging.pacing.redis import RedisPacer
 from prasso_messaging.runtime import Runtime
 from tests.conftest import port_open, service_missing
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from prasso_messaging.cli import app as prasso_app
 from prasso_messaging.db.models import Job
-from prasso_messaging.errors import TransientSendError
-from prasso_messaging.ratelimit import Rate
+from prasso_messaging.errors import Reason, TransientSendError
+from prasso_messaging.pacing import Rate
 from prasso_messaging.teams import get_team, set_sms_verification
 from tests.conftest import drain
 from tests.integration.compliance.conftest import add_guest, deliveries_of, reasons, send
@@ -121,14 +121,15 @@ async def test_a_429_slows_the_whole_channel_down(client, team, runtime, monkeyp
     sms = runtime.channels["sms"]
 
     async def rate_limited(outgoing):
-        raise TransientSendError("rate_limited", "429 Too Many Requests", retry_after=30)
+        raise TransientSendError(Reason.PROVIDER_REJECTED, "429 Too Many Requests", retry_after=30)
 
     monkeypatch.setattr(sms, "send", rate_limited)
     await drain(runtime)
     [row] = await deliveries_of(runtime)
-    assert row.status == "queued" and row.error and row.error.startswith("rate_limited")
-    limits = runtime.processor.limits
-    assert limits is not None and limits.pacer is not None
+    assert row.status == "queued" and row.error and row.error.startswith("provider_rejected")
+    assert row.reason == "provider_rejected"
+    limits = runtime.pipeline.limits
+    assert limits.pacer is not None
     slot = await limits.pacer.acquire("sms", Rate(50, 1.0), max_wait=5)
     assert not slot.granted and 25 < slot.wait <= 30.1
     assert (await limits.pacer.acquire("email", Rate(50, 1.0), max_wait=5)).granted

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from prasso_messaging.channels.sms import SmsChannel
-from prasso_messaging.deliveries import delivery_job
-from prasso_messaging.errors import PermanentSendError, TransientSendError
+from prasso_messaging.errors import PermanentSendError, Reason, TransientSendError
 from prasso_messaging.failures import list_failed, retry_failed
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
@@ -104,7 +103,7 @@ async def test_transient_error_twice_then_sent_on_third_attempt(
 async def test_permanent_error_fails_at_once_and_retry_sends_it_again(
     build_runtime: BuildRuntime, driver: str
 ) -> None:
-    runtime = build_runtime([PermanentSendError("provider_rejected", "21211 invalid number")])
+    runtime = build_runtime([PermanentSendError(Reason.PROVIDER_REJECTED, "21211 invalid number")])
     [delivery_id] = await fan_out_sms(runtime, 1)
     await settle(runtime, [delivery_id])
 
@@ -167,7 +166,9 @@ async def test_a_late_duplicate_job_never_sends_again(build_runtime: BuildRuntim
     await settle(runtime, [delivery_id])
     assert fake_of(runtime).calls_for(delivery_id) == 1
 
-    await runtime.queue.push_many(runtime.settings.QUEUE_NAME, [delivery_job(delivery_id)] * 2)
+    # payloads of an older version, without channel and team: still understood
+    legacy = {"job": "ProcessMsgDelivery", "delivery_id": delivery_id}
+    await runtime.queue.push_many(runtime.settings.QUEUE_NAME, [legacy] * 2)
     if runtime.settings.QUEUE_CONNECTION != "sync":
         options = WorkerOptions(queue=runtime.settings.QUEUE_NAME, stop_when_empty=True, sleep=0)
         assert await runtime.make_worker(options).run() == 2

@@ -1,0 +1,682 @@
+"""ProcessMsgDelivery: pace, claim, decide, render, send and record, a chunk at a time.
+
+The worker hands each chunk of reserved jobs to a `DeliveryHandler`, which:
+1. parses the payloads (a duplicate job of a delivery is acked together with it);
+2. takes provider pacing slots per pacing key before claiming anything, so nothing is claimed
+   only to be put back; a job whose slot lies further ahead waits in memory (briefly) or is
+   released until then;
+3. claims and loads the deliveries, decides each (compliance) and reserves the guests' caps,
+   in one transaction of two statements;
+4. sends concurrently (at most `--concurrency` at once), each at its slot, within `--timeout`,
+   and only while its lease still covers the whole send;
+5. records outcomes in flushes shared by every chunk in hand (every `FLUSH_SECONDS` or
+   `FLUSH_ROWS`), then settles the jobs: a job is acked only after its outcome is committed.
+
+Leases: a claim holds a delivery for `QUEUE_RETRY_AFTER` (longer only if the slot wait plus
+`--timeout` needs it), the time the queue takes to hand a dead worker's job to another one, so a
+killed worker's deliveries come back after `QUEUE_RETRY_AFTER`, as its jobs do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from prasso_messaging.caps import CapRequest
+from prasso_messaging.channels.base import Channel
+from prasso_messaging.compliance import Decision, counts_toward_cap, decide, over_cap
+from prasso_messaging.db.models import utcnow
+from prasso_messaging.delivery.job import RetryPolicy, parse_job
+from prasso_messaging.delivery.policy import (
+    PACED_CHANNELS,
+    Limits,
+    MessageBody,
+    TeamPolicy,
+    message_body,
+    team_policy,
+)
+from prasso_messaging.delivery.repository import DeliveryRepository, Record
+from prasso_messaging.domain import Outgoing, Recipient, Sent
+from prasso_messaging.errors import DeliverySkipped, Reason, SendError
+from prasso_messaging.pacing import Rate, Slot
+from prasso_messaging.queue.base import ReservedJob
+from prasso_messaging.queue.failed import failed_job_row
+from prasso_messaging.queue.worker import JobResult, Settle, WorkerOptions
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.02
+FLUSH_ROWS = 500
+LEASE_MARGIN_SECONDS = 1.0  # a lease outlives the send's timeout by this much (the flush)
+HOLD_SECONDS = 10.0  # a job may wait this long in memory for a pacing slot, else it is released
+INITIAL_CLAIM_SECONDS = 0.025  # until measured: how long a claim takes (half the pacing lead)
+MAX_LEAD_SECONDS = 0.5
+FLUSH_RETRIES = (0.2, 0.5, 1.0, 2.0, 4.0)  # a database hiccup must not lose sent outcomes
+
+
+def pacing_horizon(rate: Rate) -> float:
+    """How far ahead a slot may be taken: about one interval (at least 1 s, at most 2 s)."""
+    return min(max(rate.spacing, 1.0), 2.0)
+
+
+@dataclass(slots=True)
+class _Item:
+    """One delivery of a chunk, from its job to its outcome."""
+
+    job: ReservedJob
+    delivery_id: int
+    channel: str | None
+    team_id: int | None
+    duplicates: list[ReservedJob] = field(default_factory=list)
+    due: float = 0.0  # monotonic time of its pacing slot
+    pacing: tuple[str, Rate] | None = None
+    attempt: int = 0
+    lease_until: float = 0.0  # monotonic
+    outgoing: Outgoing | None = None
+    sender: Channel | None = None
+    policy: TeamPolicy | None = None
+    cap_reserved: bool = False
+    permit: bool = False  # holds one of the worker's send permits
+
+    def results(self, action: str, delay: float = 0.0) -> list[JobResult]:
+        """The job's result, and an ack for every duplicate of it."""
+        first = JobResult(self.job, "release" if action == "release" else "ack", delay=delay)
+        return [first, *(JobResult(d, "ack") for d in self.duplicates)]
+
+
+class DeliveryPipeline:
+    """What every worker of a process shares: the SQL, the channels, the rules and the caches."""
+
+    def __init__(
+        self,
+        *,
+        repository: DeliveryRepository,
+        channels: Mapping[str, Channel],
+        retry: RetryPolicy,
+        limits: Limits,
+        lease_seconds: float,
+        connection_name: str,
+    ) -> None:
+        self.repository = repository
+        self.channels = channels
+        self.retry = retry
+        self.limits = limits
+        self.lease_seconds = lease_seconds
+        self.connection_name = connection_name  # the queue driver, as failed_jobs names it
+        self.teams: dict[int, TeamPolicy] = {}
+        self.messages: dict[int, MessageBody] = {}
+
+    def handler(self, options: WorkerOptions) -> DeliveryHandler:
+        """A job handler for one worker (its own send semaphore and flushes)."""
+        return DeliveryHandler(self, options)
+
+    async def load_teams(self, ids: Sequence[int], *, conn: AsyncConnection | None = None) -> None:
+        for row in await self.repository.teams(ids, conn=conn):
+            self.teams[row.id] = team_policy(row, self.limits)
+
+    async def load_messages(
+        self, ids: Sequence[int], *, conn: AsyncConnection | None = None
+    ) -> None:
+        for row in await self.repository.messages(ids, conn=conn):
+            self.messages[row.id] = message_body(row)
+
+    def pacing(self, channel: str | None, team_id: int | None) -> tuple[str, Rate] | None:
+        """The slot ring and rate a send is paced by, or None when it is not paced."""
+        if self.limits.pacer is None or channel not in PACED_CHANNELS or team_id is None:
+            return None
+        policy = self.teams.get(team_id)
+        if policy is None:
+            return None
+        return policy.pacing_key(channel), policy.rate
+
+
+class DeliveryHandler:
+    def __init__(self, pipeline: DeliveryPipeline, options: WorkerOptions) -> None:
+        self.pipeline = pipeline
+        self.options = options
+        self.max_attempts = options.tries or pipeline.retry.max_attempts
+        self.permits = _Permits(max(1, options.concurrency))
+        self.recorder = _Recorder(pipeline.repository)
+        self.claim_seconds = INITIAL_CLAIM_SECONDS  # a moving average: the pacing lead
+
+    async def __call__(self, jobs: Sequence[ReservedJob], settle: Settle) -> None:
+        items, malformed = self._parse(jobs)
+        if malformed:
+            await settle(malformed)
+        await self._route(items, settle)
+        pipeline = self.pipeline
+        unpaced: list[_Item] = []
+        paced: dict[tuple[str, Rate], list[_Item]] = {}
+        for item in items:
+            pacing = pipeline.pacing(item.channel, item.team_id)
+            if pacing is None:
+                unpaced.append(item)
+            else:
+                paced.setdefault(pacing, []).append(item)
+        runs = [self._paced(key, rate, group, settle) for (key, rate), group in paced.items()]
+        if unpaced:
+            runs.append(self._claim_and_send(unpaced, settle))
+        await asyncio.gather(*runs)
+
+    async def drain(self) -> None:
+        await self.recorder.drain()
+
+    # --- 1. payloads ------------------------------------------------------------------------
+
+    def _parse(self, jobs: Sequence[ReservedJob]) -> tuple[list[_Item], list[JobResult]]:
+        items: dict[int, _Item] = {}
+        malformed: list[JobResult] = []
+        for job in jobs:
+            parsed = parse_job(job)
+            if parsed is None:
+                malformed.append(JobResult(job, "fail", error="malformed ProcessMsgDelivery job"))
+            elif parsed.delivery_id in items:
+                items[parsed.delivery_id].duplicates.append(job)
+            else:
+                items[parsed.delivery_id] = _Item(
+                    job, parsed.delivery_id, parsed.channel, parsed.team_id
+                )
+        return list(items.values()), malformed
+
+    async def _route(self, items: list[_Item], settle: Settle) -> None:
+        """Fill in channel and team for payloads of older versions; load unknown teams."""
+        pipeline = self.pipeline
+        unrouted = [i for i in items if i.channel is None or i.team_id is None]
+        if unrouted:
+            routes = await pipeline.repository.routes([i.delivery_id for i in unrouted])
+            gone = [i for i in unrouted if i.delivery_id not in routes]
+            for item in unrouted:
+                item.channel, item.team_id = routes.get(item.delivery_id, (None, None))
+            if gone:
+                await settle([r for i in gone for r in i.results("ack")])
+                for item in gone:
+                    items.remove(item)
+        unknown = {i.team_id for i in items if i.team_id is not None} - pipeline.teams.keys()
+        if unknown:
+            await pipeline.load_teams(sorted(unknown))
+
+    # --- 2. pacing ----------------------------------------------------------------------------
+
+    async def _paced(self, key: str, rate: Rate, items: list[_Item], settle: Settle) -> None:
+        """Claim and send each item once it holds a slot; hold or release the others.
+
+        Send permits are taken before the slots, so a paced send never queues behind other
+        sends past its slot; slots start a lead ahead (the time a claim takes), so the claim
+        never makes it late either.
+        """
+        horizon = pacing_horizon(rate)
+        hold = min(HOLD_SECONDS, self.pipeline.lease_seconds / 2)
+        sending: list[asyncio.Task[None]] = []
+        waiting = items
+        while waiting:
+            permits = await self.permits.take(len(waiting))
+            lead = min(MAX_LEAD_SECONDS, 2 * self.claim_seconds)
+            slots = await self._take_slots(key, rate, permits, horizon, lead)
+            now = time.monotonic()
+            granted = [(i, s) for i, s in zip(waiting, slots, strict=False) if s.granted]
+            self.permits.give(permits - len(granted))
+            for item, slot in granted:
+                item.due = now + slot.wait
+                item.pacing = (key, rate)
+                item.permit = True
+            if granted:
+                batch = [item for item, _ in granted]
+                sending.append(asyncio.create_task(self._claim_and_send(batch, settle)))
+            waiting = waiting[len(granted) :]
+            if not waiting or len(granted) == permits:
+                continue
+            wait = slots[len(granted)].wait
+            if wait > hold:  # far off: back to the queue until about its turn
+                delay = max(0.001, wait - horizon / 2)
+                now_utc = utcnow()
+                await self.pipeline.repository.postpone(
+                    [i.delivery_id for i in waiting],
+                    now=now_utc,
+                    until=now_utc + timedelta(seconds=delay),
+                )
+                await settle([r for i in waiting for r in i.results("release", delay)])
+                break
+            await asyncio.sleep(max(0.0, wait - horizon / 2))
+        await asyncio.gather(*sending)
+
+    async def _take_slots(
+        self, key: str, rate: Rate, count: int, horizon: float, lead: float = 0.0
+    ) -> list[Slot]:
+        pacer = self.pipeline.limits.pacer
+        assert pacer is not None
+        try:
+            return await pacer.acquire_many(key, rate, count, max_wait=horizon, lead=lead)
+        except Exception:  # the pacing store is down: wait, never send unpaced
+            log.exception("pacing store unavailable for %s", key)
+            return [Slot(False, HOLD_SECONDS * 2, 0.0)] * count
+
+    # --- 3. claim, decide, reserve caps ---------------------------------------------------------
+
+    async def _claim_and_send(self, items: list[_Item], settle: Settle) -> None:
+        pipeline = self.pipeline
+        now = utcnow()
+        started = time.monotonic()
+        ahead = max((i.due - started for i in items), default=0.0)
+        lease = max(pipeline.lease_seconds, ahead + self.options.timeout + LEASE_MARGIN_SECONDS)
+        by_id = {item.delivery_id: item for item in items}
+        sends: list[_Item] = []
+        flushed: list[asyncio.Future[None]] = []
+        async with pipeline.repository.claiming() as claim:
+            rows = await claim.claim(list(by_id), now=now, lease=now + timedelta(seconds=lease))
+            took = time.monotonic() - started
+            self.claim_seconds += (took - self.claim_seconds) / 5
+            await self._refresh(rows, claim.conn)
+            requests: list[CapRequest] = []
+            for row in rows:
+                item = by_id[row.delivery_id]
+                item.attempt = row.attempts
+                item.lease_until = started + lease
+                decision = self._decide(item, row, now)
+                if decision.action == "send":
+                    sends.append(item)
+                    request = self._cap_request(item)
+                    if request is not None:
+                        requests.append(request)
+                elif decision.action == "defer":
+                    assert decision.not_before is not None
+                    wait = (decision.not_before - now).total_seconds()
+                    flushed.append(self._defer(item, wait, settle))
+                else:
+                    flushed.append(self._skip(item, decision.reason, decision.error, settle))
+            if requests:
+                granted = await claim.reserve_caps(requests, now=now)
+                for item in list(sends):
+                    if item.policy is None or not self._capped(item):
+                        continue
+                    if item.delivery_id in granted:
+                        item.cap_reserved = True
+                    else:
+                        sends.remove(item)
+                        denied = over_cap(item.policy.cap, item.policy.window_days)
+                        flushed.append(self._skip(item, denied.reason, denied.error, settle))
+        unclaimed = [item for item in items if item.attempt == 0]
+        if unclaimed:
+            await self._settle_unclaimed(unclaimed, now, settle)
+        sending = set(map(id, sends))
+        self.permits.give(sum(1 for i in items if i.permit and id(i) not in sending))
+        flushed.extend(await asyncio.gather(*(self._send(item, settle) for item in sends)))
+        await asyncio.gather(*flushed)
+
+    async def _refresh(self, rows: Sequence[Any], conn: AsyncConnection) -> None:
+        """Reload the teams and messages whose rows changed since this worker last saw them."""
+        pipeline = self.pipeline
+        teams: set[int] = set()
+        messages: set[int] = set()
+        for row in rows:
+            policy = pipeline.teams.get(row.team_id)
+            if row.team_id is not None and (
+                policy is None or policy.version != (row.team_version, row.settings_version)
+            ):
+                teams.add(row.team_id)
+            body = pipeline.messages.get(row.message_id)
+            if body is None or body.version != row.message_version:
+                messages.add(row.message_id)
+        if teams:
+            await pipeline.load_teams(sorted(teams), conn=conn)
+        if messages:
+            await pipeline.load_messages(sorted(messages), conn=conn)
+
+    def _decide(self, item: _Item, row: Any, now: datetime) -> Decision:
+        pipeline = self.pipeline
+        item.policy = pipeline.teams.get(row.team_id)
+        item.sender = pipeline.channels.get(row.channel)
+        message = pipeline.messages.get(row.message_id)
+        if row.found_id is None or item.policy is None or message is None:
+            return Decision("skip", Reason.RECIPIENT_NOT_FOUND, "the recipient was deleted")
+        if item.sender is None:
+            return Decision("skip", Reason.CHANNEL_UNSUPPORTED, "no such channel")
+        if row.recipient_type == "user":
+            recipient = Recipient(
+                "user", row.recipient_id, None, None, row.name, row.email, row.phone
+            )
+        else:
+            recipient = Recipient(
+                "guest",
+                row.recipient_id,
+                row.first_name,
+                row.last_name,
+                None,
+                row.email,
+                row.phone,
+                bool(row.subscribed),
+            )
+        item.outgoing = Outgoing(
+            row.delivery_id,
+            row.channel,
+            message.subject,
+            message.body,
+            message.transactional,
+            recipient,
+            item.policy.profile,
+        )
+        return decide(
+            item.outgoing,
+            address=item.sender.address(recipient),
+            recipient_kinds=item.sender.recipient_kinds,
+            opted_out=bool(row.opted_out),
+            do_not_contact=bool(row.do_not_contact),
+            now=now,
+            quiet_hours=item.policy.quiet_hours,
+        )
+
+    def _capped(self, item: _Item) -> bool:
+        assert item.outgoing is not None
+        bypass = self.pipeline.limits.transactional_bypass
+        return counts_toward_cap(item.outgoing, transactional_bypass=bypass)
+
+    def _cap_request(self, item: _Item) -> CapRequest | None:
+        if item.policy is None or item.outgoing is None or not self._capped(item):
+            return None
+        policy = item.policy
+        return CapRequest(
+            item.delivery_id, item.outgoing.recipient.id, policy.cap, policy.window_days
+        )
+
+    async def _settle_unclaimed(self, items: list[_Item], now: datetime, settle: Settle) -> None:
+        """Jobs whose delivery is done (ack) or not due / leased elsewhere (back until then)."""
+        states = await self.pipeline.repository.states([i.delivery_id for i in items])
+        results: list[JobResult] = []
+        for item in items:
+            state = states.get(item.delivery_id)
+            if state is None or state.status != "queued":
+                results.extend(item.results("ack"))
+            else:
+                due = (state.due - now).total_seconds() if state.due else 0.0
+                results.extend(item.results("release", max(0.05, due + 0.05)))
+        await settle(results)
+
+    # --- 4. send --------------------------------------------------------------------------------
+
+    async def _send(self, item: _Item, settle: Settle) -> asyncio.Future[None]:
+        if not item.permit:
+            await self.permits.take(1)
+            item.permit = True
+        try:
+            return await self._send_with_permit(item, settle)
+        finally:
+            self.permits.give(1)
+
+    async def _send_with_permit(self, item: _Item, settle: Settle) -> asyncio.Future[None]:
+        assert item.outgoing is not None and item.sender is not None
+        timeout = self.options.timeout
+        wait = await self._wait_for_slot(item)
+        if wait is not None:
+            return self._defer(item, wait, settle, pacing=True)
+        short = item.lease_until - time.monotonic() < timeout + LEASE_MARGIN_SECONDS
+        if short and not await self._extend_lease(item):  # another worker took over
+            return self.recorder.settled(item.results("ack"), settle)
+        try:
+            async with asyncio.timeout(timeout):
+                sent = await item.sender.send(item.outgoing)
+        except DeliverySkipped as exc:
+            return self._skip(item, exc.reason, str(exc), settle)
+        except SendError as exc:
+            if not exc.transient:
+                return self._fail(item, exc.reason, str(exc), settle)
+            if exc.retry_after:
+                await self._slow_down(item, exc.retry_after)
+            return self._retry(item, exc.reason, str(exc), settle, exc.retry_after)
+        except TimeoutError:
+            error = f"{Reason.TIMED_OUT}: no answer within {timeout:g}s"
+            return self._retry(item, Reason.TIMED_OUT, error, settle)
+        except Exception as exc:  # an unexpected error is retried, never lost
+            log.exception("delivery %s: unexpected error", item.delivery_id)
+            return self._retry(item, None, f"error: {exc!r}", settle)
+        return self._sent(item, sent, settle)
+
+    @staticmethod
+    def _overslept(item: _Item) -> bool:
+        """Past its slot by more than half the guard: the slot is spent, never overrun."""
+        if item.pacing is None:
+            return False
+        return time.monotonic() - item.due > item.pacing[1].guard / 2
+
+    async def _wait_for_slot(self, item: _Item) -> float | None:
+        """Sleep until the item's slot, taking a new one for a slot overslept (a stalled
+        process, a claim slower than the lead). Returns how long to defer instead when no slot
+        is near."""
+        if item.pacing is None:
+            return None
+        key, rate = item.pacing
+        while True:
+            await asyncio.sleep(max(0.0, item.due - time.monotonic()))
+            if not self._overslept(item):
+                return None
+            log.info("delivery %s: missed its pacing slot, pacing again", item.delivery_id)
+            [slot] = await self._take_slots(key, rate, 1, pacing_horizon(rate))
+            if not slot.granted:
+                return slot.wait
+            item.due = time.monotonic() + slot.wait
+
+    async def _extend_lease(self, item: _Item) -> bool:
+        lease = max(self.pipeline.lease_seconds, self.options.timeout + LEASE_MARGIN_SECONDS)
+        now = utcnow()
+        kept = await self.pipeline.repository.extend_leases(
+            [(item.delivery_id, item.attempt)], now=now, until=now + timedelta(seconds=lease)
+        )
+        item.lease_until = time.monotonic() + lease
+        return item.delivery_id in kept
+
+    async def _slow_down(self, item: _Item, seconds: float) -> None:
+        """The provider said 429 with Retry-After: no send on this key until it has passed."""
+        pacer = self.pipeline.limits.pacer
+        if item.pacing is None or pacer is None:
+            return
+        key, rate = item.pacing
+        try:
+            await pacer.block(key, rate, seconds)
+        except Exception:
+            log.exception("delivery %s: could not slow the channel down", item.delivery_id)
+
+    # --- 5. outcomes ------------------------------------------------------------------------
+
+    def _record(
+        self, item: _Item, record: Record, settle: Settle, action: str, delay: float = 0.0
+    ) -> asyncio.Future[None]:
+        return self.recorder.add(record, item.results(action, delay), settle)
+
+    def _sent(self, item: _Item, sent: Sent, settle: Settle) -> asyncio.Future[None]:
+        now = utcnow()
+        record = Record(
+            item.delivery_id,
+            item.attempt,
+            sent.status,
+            provider_message_id=sent.provider_message_id,
+            sent_at=now,
+            delivered_at=now if sent.status == "delivered" else None,
+            metadata=sent.metadata,
+            outbox=sent.outbox,
+        )
+        return self._record(item, record, settle, "ack")
+
+    def _skip(
+        self, item: _Item, reason: Reason | None, error: str | None, settle: Settle
+    ) -> asyncio.Future[None]:
+        record = Record(
+            item.delivery_id,
+            item.attempt,
+            "skipped",
+            reason=reason,
+            error=error,
+            release_cap=item.cap_reserved,
+        )
+        return self._record(item, record, settle, "ack")
+
+    def _defer(
+        self, item: _Item, wait: float, settle: Settle, *, pacing: bool = False
+    ) -> asyncio.Future[None]:
+        """Back to `queued` until `wait` has passed, the attempt not counted; job released."""
+        wait = max(0.001, wait)
+        record = Record(
+            item.delivery_id,
+            item.attempt,
+            "queued",
+            next_attempt_at=utcnow() + timedelta(seconds=wait),
+            undo_attempt=True,
+            release_cap=item.cap_reserved,
+        )
+        log.debug(
+            "delivery %s: %s, waits %.3fs",
+            item.delivery_id,
+            "paced" if pacing else "quiet hours",
+            wait,
+        )
+        return self._record(item, record, settle, "release", wait)
+
+    def _retry(
+        self,
+        item: _Item,
+        reason: Reason | None,
+        error: str,
+        settle: Settle,
+        retry_after: float | None = None,
+    ) -> asyncio.Future[None]:
+        if item.attempt >= self.max_attempts:
+            detail = f"after {item.attempt} attempts, last: {error}"
+            return self._fail(
+                item, Reason.RETRIES_EXHAUSTED, f"{Reason.RETRIES_EXHAUSTED}: {detail}", settle
+            )
+        delay = max(self.pipeline.retry.delay_after(item.attempt), retry_after or 0.0)
+        record = Record(
+            item.delivery_id,
+            item.attempt,
+            "queued",
+            reason=reason,
+            error=error,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+            release_cap=item.cap_reserved,
+        )
+        log.info(
+            "delivery %s: attempt %d failed, retry in %.0fs", item.delivery_id, item.attempt, delay
+        )
+        return self._record(item, record, settle, "release", delay)
+
+    def _fail(
+        self, item: _Item, reason: Reason, error: str, settle: Settle
+    ) -> asyncio.Future[None]:
+        record = Record(
+            item.delivery_id,
+            item.attempt,
+            "failed",
+            reason=reason,
+            error=error,
+            failed_at=utcnow(),
+            release_cap=item.cap_reserved,
+            # committed with the delivery's `failed`: a crash can never separate the two
+            failed_job=failed_job_row(
+                connection=self.pipeline.connection_name, job=item.job, exception=error
+            ),
+        )
+        log.warning("delivery %s failed: %s", item.delivery_id, error)
+        return self._record(item, record, settle, "ack")
+
+
+class _Permits:
+    """A worker's send permits (`--concurrency`): taken one at a time, or several at once for
+    the sends of one pacing request."""
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self._freed = asyncio.Event()
+
+    async def take(self, most: int) -> int:
+        """At least one permit and at most `most`, as many as are free."""
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+        taken = min(most, self.free)
+        self.free -= taken
+        return taken
+
+    def give(self, count: int) -> None:
+        if count:
+            self.free += count
+            self._freed.set()
+
+
+@dataclass
+class _Pending:
+    record: Record | None
+    results: list[JobResult]
+    settle: Settle
+    done: asyncio.Future[None]
+
+
+class _Recorder:
+    """Writes outcomes in shared flushes, then settles their jobs (never before the commit)."""
+
+    def __init__(self, repository: DeliveryRepository) -> None:
+        self.repository = repository
+        self.pending: list[_Pending] = []
+        self.full = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, record: Record, results: list[JobResult], settle: Settle) -> asyncio.Future[None]:
+        return self._queue(record, results, settle)
+
+    def settled(self, results: list[JobResult], settle: Settle) -> asyncio.Future[None]:
+        """Jobs to settle with the next flush, with nothing to write."""
+        return self._queue(None, results, settle)
+
+    def _queue(
+        self, record: Record | None, results: list[JobResult], settle: Settle
+    ) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(_Pending(record, results, settle, done))
+        if len(self.pending) >= FLUSH_ROWS:
+            self.full.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        return done
+
+    async def drain(self) -> None:
+        while self.task is not None and not self.task.done():
+            self.full.set()
+            await asyncio.shield(self.task)
+
+    async def _run(self) -> None:
+        while self.pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.full.wait(), FLUSH_SECONDS)
+            self.full.clear()
+            batch, self.pending = self.pending, []
+            try:
+                await self._write([p.record for p in batch if p.record is not None])
+            except Exception as exc:
+                for pending in batch:
+                    pending.done.set_exception(exc)
+                continue
+            by_settle: dict[Settle, list[JobResult]] = {}
+            for pending in batch:
+                by_settle.setdefault(pending.settle, []).extend(pending.results)
+            for settle, results in by_settle.items():
+                await settle(results)
+            for pending in batch:
+                pending.done.set_result(None)
+
+    async def _write(self, records: list[Record]) -> None:
+        if not records:
+            return
+        for pause in (*FLUSH_RETRIES, None):
+            try:
+                await self.repository.record(records, now=utcnow())
+                return
+            except Exception:
+                if pause is None:
+                    log.exception("could not record %d delivery outcome(s)", len(records))
+                    raise
+                log.warning("recording %d outcome(s) failed; again in %gs", len(records), pause)
+                await asyncio.sleep(pause)

@@ -1,0 +1,75 @@
+"""Value types shared by compliance, rendering, channels and the delivery pipeline.
+
+They carry no behaviour beyond what their fields imply, so every layer can import them without
+importing each other: the pipeline builds them from the rows it claims, compliance decides on
+them, channels render and send them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prasso_messaging.rendering import TokenValues
+
+RecipientKind = Literal["user", "guest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    kind: RecipientKind
+    id: int
+    first_name: str | None
+    last_name: str | None
+    name: str | None
+    email: str | None
+    phone: str | None
+    subscribed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TeamProfile:
+    """The team as channels need it: global settings already overridden by team settings."""
+
+    id: int
+    name: str
+    sms_verified: bool
+    sms_from_number: str | None
+    business_name: str | None
+    footer_text: str | None
+    help_text: str | None
+    email_from_address: str | None
+    email_from_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One delivery ready to render: the message, its recipient and the sending team."""
+
+    delivery_id: int
+    channel: str
+    subject: str | None
+    body: str
+    transactional: bool
+    recipient: Recipient
+    team: TeamProfile
+
+    @property
+    def tokens(self) -> TokenValues:
+        r = self.recipient
+        return TokenValues(r.first_name, r.last_name, r.name, self.team.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a channel reports after the provider took a delivery.
+
+    `outbox` is the row the `log` providers keep instead of sending: the pipeline writes it in
+    the same transaction as the delivery's status, so the outbox never disagrees with it.
+    """
+
+    provider_message_id: str | None
+    status: Literal["sent", "delivered"] = "sent"
+    metadata: Mapping[str, Any] | None = None
+    outbox: Mapping[str, Any] | None = None

@@ -1,0 +1,59 @@
+"""Pacing in this process's memory: for tests and single-process tools, never shared."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prasso_messaging.pacing.base import Pacer, Rate, Slot, take_from_ring
+
+
+@dataclass
+class _Key:
+    limit: int
+    issued: int = 0
+    blocked_until: float = 0.0
+    ring: dict[int, float] = field(default_factory=dict)
+
+
+class MemoryPacer(Pacer):
+    """The ring of `pacing.base` in a dict per key; `clock` is settable for tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.keys: dict[str, _Key] = {}
+
+    def _key(self, key: str, rate: Rate) -> _Key:
+        state = self.keys.get(key)
+        if state is not None and state.limit == rate.limit:
+            return state
+        blocked = 0.0
+        if state is not None:  # the rate changed: hold back until the last slot's window ends
+            blocked = state.blocked_until
+            if state.issued:
+                last = state.ring[(state.issued - 1) % state.limit]
+                blocked = max(blocked, last + rate.spacing)
+        state = self.keys[key] = _Key(rate.limit, blocked_until=blocked)
+        return state
+
+    async def acquire_many(
+        self, key: str, rate: Rate, count: int, *, max_wait: float, lead: float = 0.0
+    ) -> list[Slot]:
+        state = self._key(key, rate)
+        answers = take_from_ring(
+            state.ring,
+            issued=state.issued,
+            now=self.clock(),
+            blocked_until=state.blocked_until,
+            rate=rate,
+            count=count,
+            max_wait=max_wait,
+            lead=lead,
+        )
+        state.issued += sum(1 for a in answers if a.granted)
+        return answers
+
+    async def block(self, key: str, rate: Rate, seconds: float) -> None:
+        state = self._key(key, rate)
+        state.blocked_until = max(state.blocked_until, self.clock() + seconds)
