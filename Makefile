@@ -36,9 +36,9 @@ format: install-dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: install-dev  ## measure throughput beside a peer; results go to docs/benchmarks.md
+bench: install-dev  ## delivery throughput beside Dramatiq, Celery and procrastinate, fan-out, pacing: docs/benchmarks.md
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

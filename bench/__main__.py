@@ -1,262 +1,154 @@
-"""`python -m bench`: fan-out and delivery throughput, side by side with a peer on PostgreSQL.
+"""`python -m bench`: SMS delivery throughput side by side with Dramatiq, Celery and procrastinate,
+the fan-out of one message to many guests through the API, and pacing; writes docs/benchmarks.md.
 
-Measures, never asserts. Every run is bounded in size and talks only to loopback servers.
-Results (and the machine they ran on) go to docs/benchmarks.md.
+Measures, never asserts. It starts its own private PostgreSQL cluster and fake Twilio server on
+loopback, uses Redis database 15, and stops and removes all of it at the end. Every run is bounded
+(`--run-timeout`). The systems run interleaved, round by round, so a slow moment of the machine
+hits all of them alike. `--quick` is one small round for fast iteration (not written to the
+report unless `--write`). The exit status is 1 if any run failed or reported a problem.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import platform
-import tempfile
+import subprocess
+import sys
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import event, insert, text
+from bench import peer_runs, prasso
+from bench.ceiling import ceiling
+from bench.context import Bench
+from bench.options import Options, parse
+from bench.report import Machine, render
+from bench.results import Collected, DeliveryRun, FanOutRun, PacingRun
 
-from prasso_messaging.config import load_settings
-from prasso_messaging.db.migrate import upgrade
-from prasso_messaging.db.models import Guest, table
-from prasso_messaging.messages import SendRequest, create_message, send_message
-from prasso_messaging.queue.worker import WorkerOptions
-from prasso_messaging.runtime import Runtime
-from prasso_messaging.teams import create_team
+Runner = Callable[[Bench, int], DeliveryRun | FanOutRun | PacingRun]
 
-PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-
-
-@dataclass
-class Result:
-    name: str
-    backend: str
-    items: int
-    seconds: float
-    statements: int | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.items / self.seconds if self.seconds else 0.0
-
-    def row(self) -> str:
-        per_item = f"{self.statements / self.items:.2f}" if self.statements is not None else "n/a"
-        return f"| {self.name} | {self.backend} | {self.items:,} | {self.seconds:.2f} | {self.rate:,.0f} | {per_item} |"
+RUNNERS: dict[str, Runner] = {
+    "prasso-database": lambda bench, r: prasso.deliveries(bench, "database", r),
+    "prasso-redis": lambda bench, r: prasso.deliveries(bench, "redis", r),
+    "dramatiq": lambda bench, r: peer_runs.deliveries(bench, "dramatiq", r),
+    "celery": lambda bench, r: peer_runs.deliveries(bench, "celery", r),
+    "procrastinate": lambda bench, r: peer_runs.deliveries(bench, "procrastinate", r),
+    "fanout-database": lambda bench, r: prasso.fan_out_api(bench, "database", r),
+    "fanout-redis": lambda bench, r: prasso.fan_out_api(bench, "redis", r),
+    "pacing": prasso.pacing,
+}
 
 
-async def pg_database(name: str) -> str:
-    import asyncpg
+def summary_line(result: DeliveryRun | FanOutRun | PacingRun) -> str:
+    if isinstance(result, DeliveryRun):
+        s = result.statements
+        line = (
+            f"{result.items:,} in {result.seconds:.2f} s = {result.rate:,.0f}/s"
+            f" (steady {result.steady_rate or 0:,.0f}/s), CPU {result.cpu_ms_per_item:.2f} ms/delivery"
+            f" ({result.working_cpu_ms_per_item:.2f} after start-up)"
+            f", PostgreSQL {result.db_cpu_ms_per_item:.2f} ms/delivery,"
+            f" {s.all / result.items if s else 0:.2f} statements/delivery,"
+            f" peak RSS {result.peak_rss_kb / 1024:.0f} MB"
+        )
+    elif isinstance(result, FanOutRun):
+        s = result.statements
+        line = (
+            f"{result.recipients:,} in {result.seconds:.2f} s = {result.rate:,.0f}/s,"
+            f" {s.all if s else 0:,} statements, API peak RSS {result.api_peak_rss_kb / 1024:.0f} MB"
+        )
+    else:
+        line = (
+            f"{result.requests:,} requests, {result.windows_over} windows over {result.limit},"
+            f" busiest {result.busiest_window}, first→last {result.elapsed:.2f} s"
+            f" (ideal {result.ideal:g} s, efficiency {100 * result.efficiency:.1f} %)"
+        )
+    return line + "".join(f"\n    !! {problem}" for problem in result.problems)
 
-    admin = await asyncpg.connect(PG_ADMIN)
+
+def measure_all(bench: Bench, collected: Collected) -> None:
+    options = bench.options
+    collected.ceiling = ceiling(bench)
+    print(f"fake Twilio ceiling: {collected.ceiling.rate:,.0f} requests/s", flush=True)
+    for round_ in range(1, options.rounds + 1):
+        for system in options.systems:
+            print(f"[round {round_}/{options.rounds}] {system} ...", end=" ", flush=True)
+            try:
+                result = RUNNERS[system](bench, round_)
+            except Exception as exc:
+                collected.failures.append(f"{round_}, {system}: {type(exc).__name__}: {exc}")
+                print(f"FAILED\n{traceback.format_exc()}", flush=True)
+                continue
+            if isinstance(result, DeliveryRun):
+                collected.deliveries.append(result)
+            elif isinstance(result, FanOutRun):
+                collected.fanouts.append(result)
+            else:
+                collected.pacing.append(result)
+            print(summary_line(result), flush=True)
+
+
+def machine(postgres: str, redis: str, load_at_start: float) -> Machine:
+    cpu = platform.processor() or platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
-def count_statements(runtime: Runtime) -> Callable[[], int]:
-    counter = {"n": 0}
-
-    @event.listens_for(runtime.database.engine.sync_engine, "before_cursor_execute")
-    def _count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if not statement.startswith("BEGIN"):  # SQLite's explicit BEGIN IMMEDIATE
-            counter["n"] += 1
-
-    return lambda: counter["n"]
-
-
-async def prasso_run(
-    database_url: str, backend: str, recipients: int, concurrency: int
-) -> list[Result]:
-    settings = load_settings(
-        _env_file=None,
-        DATABASE_URL=database_url,
-        VAR_DIR=tempfile.mkdtemp(),
-        APP_KEY="bench-" + "x" * 32,
-        MESSAGING_BATCH_SIZE=1_000_000,
-        MESSAGING_PER_GUEST_MONTHLY_CAP=1_000_000,
-    )
-    await asyncio.to_thread(upgrade, database_url)
-    runtime = Runtime.build(settings, pool_size=concurrency + 5)
-    try:
-        async with runtime.database.session() as session:
-            team = await create_team(session, name="Bench", sms_verified=True)
-            message = await create_message(
-                session, team_id=team.id, type="sms", body="Hi {{FirstName}}"
-            )
-        rows = [
-            {
-                "team_id": team.id,
-                "first_name": f"G{i}",
-                "phone": f"+1202{5550000 + i:07d}",
-                "subscribed": True,
-            }
-            for i in range(recipients)
-        ]
-        async with runtime.database.connect() as conn:
-            for start in range(0, recipients, 5000):
-                await conn.execute(insert(table(Guest)), rows[start : start + 5000])
-        statements = count_statements(runtime)
-
-        started = time.perf_counter()
-        before = statements()
-        await send_message(
-            runtime.database,
-            team_id=team.id,
-            request=SendRequest(message.id, all_guests=True),
-            dispatcher=runtime.dispatcher(),
-        )
-        fan_out = Result(
-            "prasso fan-out (deliveries + jobs)",
-            backend,
-            recipients,
-            time.perf_counter() - started,
-            statements() - before,
-        )
-
-        worker = runtime.make_worker(
-            WorkerOptions(concurrency=concurrency, stop_when_empty=True, sleep=0.01, timeout=30)
-        )
-        started = time.perf_counter()
-        before = statements()
-        await worker.run()
-        work = Result(
-            f"prasso worker, concurrency {concurrency} (log SMS provider)",
-            backend,
-            recipients,
-            time.perf_counter() - started,
-            statements() - before,
-        )
-        async with runtime.database.connect() as conn:
-            sent = (
-                await conn.execute(
-                    text("SELECT count(*) FROM msg_deliveries WHERE status = 'sent'")
-                )
-            ).scalar_one()
-        assert sent == recipients, f"only {sent} of {recipients} sent"
-        return [fan_out, work]
-    finally:
-        await runtime.close()
-
-
-async def procrastinate_run(database_url: str, jobs: int, concurrency: int) -> Result | None:
-    """The same unit of work (one outbox row per message) through procrastinate's PostgreSQL queue."""
-    try:
-        import procrastinate
-    except ImportError:
-        return None
-    import asyncpg
-
-    conninfo = database_url.replace("postgresql://", "postgresql://", 1)
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
-    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=concurrency + 2)
-    await pool.execute(
-        "CREATE TABLE IF NOT EXISTS bench_outbox (id bigserial primary key, to_address text, body text, created_at timestamptz default now())"
-    )
-
-    @app.task(name="send_sms")
-    async def send_sms(to: str, body: str) -> None:
-        await pool.execute("INSERT INTO bench_outbox (to_address, body) VALUES ($1, $2)", to, body)
-
-    async with app.open_async():
-        await app.schema_manager.apply_schema_async()
-        await send_sms.batch_defer_async(
-            *({"to": f"+1202{5550000 + i:07d}", "body": "Hi"} for i in range(jobs))
-        )
-        started = time.perf_counter()
-        await app.run_worker_async(
-            concurrency=concurrency, wait=False, install_signal_handlers=False
-        )
-        seconds = time.perf_counter() - started
-    done = await pool.fetchval("SELECT count(*) FROM bench_outbox")
-    await pool.close()
-    assert done == jobs, f"procrastinate ran {done} of {jobs}"
-    return Result(
-        f"procrastinate worker, concurrency {concurrency} (peer)", "postgresql", jobs, seconds
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return Machine(
+        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        cpu=cpu,
+        cores=os.cpu_count() or 0,
+        python=platform.python_version(),
+        postgres=postgres,
+        redis=redis,
+        commit=commit,
+        load=f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
     )
 
 
-async def pg_ceiling(database_url: str, rows: int) -> Result:
-    """The raw ceiling: single-row INSERTs over one asyncpg connection, one round trip each."""
-    import asyncpg
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS ceiling (id bigserial primary key, body text)"
-        )
-        started = time.perf_counter()
-        for i in range(rows):
-            await conn.execute("INSERT INTO ceiling (body) VALUES ($1)", f"row {i}")
-        return Result(
-            "raw asyncpg single-row INSERT (ceiling per round trip)",
-            "postgresql",
-            rows,
-            time.perf_counter() - started,
-        )
-    finally:
-        await conn.close()
-
-
-async def main(recipients: int, concurrency: int) -> list[Result]:
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        results += await prasso_run(f"sqlite:///{tmp}/bench.db", "sqlite", recipients, concurrency)
-    results += await prasso_run(
-        await pg_database("prasso_bench"), "postgresql", recipients, concurrency
+def main(argv: list[str] | None = None) -> int:
+    options: Options = parse(argv)
+    collected = Collected()
+    started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
+    print(
+        f"bench: {options.rounds} round(s) of {', '.join(options.systems)};"
+        f" {options.sms:,} SMS, fan-out {options.fanout:,}, pacing {options.pacing_sms:,}",
+        flush=True,
     )
-    peer = await procrastinate_run(await pg_database("prasso_bench_peer"), recipients, concurrency)
-    if peer is not None:
-        results.append(peer)
-    results.append(
-        await pg_ceiling(await pg_database("prasso_bench_ceiling"), min(recipients, 5000))
-    )
-    return results
-
-
-def write(results: list[Result], recipients: int) -> None:
-    lines = [
-        "# Benchmarks",
-        "",
-        f"`make bench` on {datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};",
-        f"{recipients:,} SMS recipients, `log` provider (one outbox row per send), pacing and caps set out of the way.",
-        "Statements per item counts every SQL statement the process sent (the log provider's own outbox INSERT included);",
-        "a batched multi-row INSERT counts once.",
-        "",
-        "| what | backend | items | seconds | items/s | statements/item |",
-        "|---|---|---|---|---|---|",
-        *(r.row() for r in results),
-        "",
-        "How to read it:",
-        "",
-        "- The fan-out writes deliveries and their jobs with batched multi-row INSERTs in one transaction,",
-        "  so its cost per recipient is a fraction of one statement.",
-        "- A prasso delivery is more work than a peer's job: claim with a lease, load recipients, consent",
-        "  and team settings for the batch, reserve the per-guest cap, take a pacing slot, render, send,",
-        "  and record the result with a conditional UPDATE. About one statement per delivery of that is",
-        "  the `log` provider's own outbox INSERT; the rest is shared by the batch.",
-        "- procrastinate runs the same unit of provider work (one outbox row per message) with none of",
-        "  those checks, through its own PostgreSQL queue.",
-        "- The raw INSERT line is one connection doing one round trip per row: what a design that touched",
-        "  the database once per delivery, one at a time, could reach at best.",
-        "- On SQLite every write takes the single writer lock (`BEGIN IMMEDIATE`), so the worker is bound by",
-        "  the provider's one-transaction-per-send outbox writes; PostgreSQL is the choice for volume.",
-        "",
-    ]
-    RESULTS.write_text("\n".join(lines))
+    with Bench(options) as bench:
+        measure_all(bench, collected)
+        redis_version = str(bench.redis.info("server")["redis_version"])
+        info = machine(bench.cluster.version, redis_version, load_at_start)
+    collected.seconds = time.perf_counter() - started
+    report = render(collected, options, info)
+    print()
+    print(report)
+    if options.write:
+        options.output.write_text(report)
+        print(f"\nwritten to {options.output}")
+    else:
+        print("\n(not written: --quick without --write)")
+    problems = collected.problems()
+    if problems:
+        print("\n!! PROBLEMS:\n" + "\n".join(f"!! {p}" for p in problems), file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--recipients", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=50)
-    args = parser.parse_args()
-    outcome = asyncio.run(main(args.recipients, args.concurrency))
-    write(outcome, args.recipients)
-    print(RESULTS.read_text())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: cluster, servers and workers stopped", file=sys.stderr)
+        sys.exit(130)
