@@ -8,6 +8,7 @@ before the start until the workers have exited; CPU and peak RSS cover the worke
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ def measure(
                 problems.append(f"{child.name} logged {count} exception(s), the last: {last}")
     db_cpu = cluster.cpu_seconds() - db_cpu
     statements = cluster.statements()
+    print(
+        f"{target.database}: the statements run most\n{statements.describe(target.items)}",
+        file=sys.stderr,
+    )
     if statements.evicted:
         problems.append("pg_stat_statements evicted entries: statement counts are too low")
     cost = usage(children)

@@ -17,7 +17,7 @@ import os
 import pwd
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -49,6 +49,14 @@ class Statements:
     without_transaction_control: int  # the same less BEGIN/COMMIT/ROLLBACK
     top_level: int  # only those sent by clients (not run inside a function)
     evicted: bool  # pg_stat_statements dropped entries: the counts are too low
+    busiest: list[tuple[int, bool, str]] = field(default_factory=list)  # calls, top level, query
+
+    def describe(self, items: int) -> str:
+        """The statements that were run most, per item: where a statement count comes from."""
+        return "\n".join(
+            f"  {calls / items:8.3f}/item {'client' if top else 'nested'}  {query}"
+            for calls, top, query in self.busiest
+        )
 
 
 class Cluster:
@@ -148,8 +156,16 @@ class Cluster:
                 """,
                 {"tx": TRANSACTION_CONTROL},
             ).fetchone()
+            busiest = conn.execute(
+                f"""
+                SELECT calls, toplevel, regexp_replace(query, '\\s+', ' ', 'g')
+                FROM pg_stat_statements WHERE userid <> '{MONITOR}'::regrole
+                ORDER BY calls DESC LIMIT 12
+                """
+            ).fetchall()
         assert row is not None
-        return Statements(int(row[0]), int(row[1]), int(row[2]), bool(row[3]))
+        top = [(int(c), bool(t), str(q)[:140]) for c, t, q in busiest]
+        return Statements(int(row[0]), int(row[1]), int(row[2]), bool(row[3]), top)
 
 
 def _stat_ticks(pid: int) -> list[int]:

@@ -3,11 +3,12 @@ and the guest's privacy rights (anonymize, delete)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging.addresses import normalize_email, normalize_phone
 from prasso_messaging.db.models import (
+    CapReservation,
     ConsentEvent,
     Delivery,
     Guest,
@@ -116,6 +117,7 @@ async def delete_guest(session: AsyncSession, *, team_id: int, guest_id: int) ->
     """Erase the guest's personal data everywhere, then the guest; delivery rows stay."""
     guest = await get_guest(session, team_id=team_id, guest_id=guest_id)
     await _erase_linked_personal_data(session, guest)
+    await session.execute(delete(CapReservation).where(CapReservation.guest_id == guest.id))
     await session.delete(guest)
     await session.flush()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, case, func, insert, literal, null, select
+from sqlalchemy import BigInteger, Select, case, func, insert, literal, null, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -44,6 +44,7 @@ MAX_SMS_BODY_LENGTH = 1600
 IDS_CHUNK = 10_000  # recipient ids per INSERT ... SELECT of a list
 ALL_GUESTS_CHUNK = 100_000  # recipients per INSERT ... SELECT of all guests (none in Python)
 DISPATCH_CHUNK = 5_000  # ids read back per push, for drivers outside the database
+ANALYZE_AFTER_ROWS = 1_000
 
 deliveries_table = table(Delivery)
 
@@ -228,6 +229,8 @@ async def send_message(
         if replay is None:
             raise
         return replay
+    if fan_out.queued >= ANALYZE_AFTER_ROWS:
+        await _refresh_statistics(database)
     if not isinstance(dispatcher.driver, TransactionalQueue):
         await _dispatch_committed(database, message, fan_out)
     if dispatcher.on_dispatch is not None and fan_out.queued:
@@ -301,6 +304,15 @@ async def _replay(
     return SendResult(**row.response)
 
 
+async def _refresh_statistics(database: Database) -> None:
+    """Refresh the planner's statistics after a large fan-out on PostgreSQL. Until autovacuum
+    gets to it, the planner believes the few rows it last counted and may walk every queued
+    delivery once per row of each claim and flush, instead of fetching rows by key."""
+    if database.dialect == "postgresql":
+        async with database.autocommit() as conn:
+            await conn.execute(text("ANALYZE msg_deliveries, jobs"))
+
+
 async def _dispatch_committed(database: Database, message: Message, fan_out: _FanOut) -> None:
     """Push a committed send's jobs in chunks, reading ids back instead of holding them."""
     if fan_out.first_id is None or fan_out.last_id is None:
@@ -308,7 +320,7 @@ async def _dispatch_committed(database: Database, message: Message, fan_out: _Fa
     after = fan_out.first_id - 1
     dispatcher = fan_out.dispatcher
     while True:
-        async with database.engine.connect() as conn:
+        async with database.read() as conn:
             ids = (
                 (
                     await conn.execute(

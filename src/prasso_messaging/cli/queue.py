@@ -22,12 +22,13 @@ from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.sweeper import sweep as sweep_orphans
 from prasso_messaging.sweeper import sweep_periodically
 
-MAX_WORKER_POOL = 20
+MAX_WORKER_POOL = 16
 
 
 def worker_pool_size(concurrency: int) -> int:
-    """Database connections for one worker: enough for its sends, bounded for max_connections."""
-    return min(max(5, concurrency), MAX_WORKER_POOL)
+    """Database connections for one worker (per engine; see `Database`). Sends do not touch the
+    database: a pool serves the chunks in flight, a few statements each."""
+    return min(max(4, concurrency // 5), MAX_WORKER_POOL)
 
 
 queue_app = typer.Typer(help="Run workers and inspect the queue.", no_args_is_help=True)

@@ -51,7 +51,9 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 10, autocommit: bool = False
+) -> AsyncEngine:
     url = make_url(async_url(database_url))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -59,6 +61,15 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _prepare_sqlite(engine)
         return engine
+    if autocommit:  # its connections never open a transaction, so nothing to reset either
+        return create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,  # bursts wait for a connection rather than open and drop new ones
+            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+        )
     # pool_size steady connections plus half again for bursts: a hard bound per process.
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=True
@@ -67,15 +78,24 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 @dataclass
 class Database:
-    """The engine and a session factory, created once per process at the edge."""
+    """The engine and a session factory, created once per process at the edge.
+
+    On PostgreSQL a second, autocommit engine serves single statements that are atomic by
+    themselves (queue reserve and ack, pacing calls, lone flushes, reads): each is one round trip,
+    where a pooled transactional connection adds a BEGIN and a ROLLBACK or COMMIT around it.
+    """
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    single_statements: AsyncEngine | None = None
 
     @classmethod
     def from_url(cls, database_url: str, *, pool_size: int = 10) -> Database:
         engine = create_engine(database_url, pool_size=pool_size)
-        return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
+        single = None
+        if engine.dialect.name == "postgresql":
+            single = create_engine(database_url, pool_size=pool_size, autocommit=True)
+        return cls(engine, async_sessionmaker(engine, expire_on_commit=False), single)
 
     @property
     def dialect(self) -> str:
@@ -95,18 +115,32 @@ class Database:
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one statement that is atomic by itself: on PostgreSQL no BEGIN and
-        COMMIT around it (two round trips saved); SQLite keeps its `BEGIN IMMEDIATE`, which
-        serializes writers."""
-        if self.dialect != "postgresql":
+        """A connection for statements that are atomic by themselves: on PostgreSQL no BEGIN,
+        COMMIT or ROLLBACK around them; SQLite keeps its `BEGIN IMMEDIATE`, which serializes
+        writers."""
+        if self.single_statements is None:
             async with self.connect() as conn:
                 yield conn
             return
-        async with self.engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with self.single_statements.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads that need no snapshot across statements."""
+        engine = self.single_statements or self.engine
+        async with engine.connect() as conn:
+            yield conn
+
+    async def dedicated(self) -> AsyncConnection:
+        """A connection kept open by its caller (closed by it), outside any transaction: what a
+        `LISTEN` needs."""
+        return await (self.single_statements or self.engine).connect()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.single_statements is not None:
+            await self.single_statements.dispose()
 
 
 def dialect_insert(conn: AsyncConnection) -> Any:

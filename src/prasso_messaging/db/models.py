@@ -276,17 +276,17 @@ class CapReservation(Base):
     """One send counted against a guest's frequency cap, reserved before the provider call.
 
     Reserved atomically per guest (row lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite) so the
-    cap holds exactly with racing workers; deleted again when the send does not happen.
+    cap holds exactly with racing workers; deleted again when the send does not happen. A log
+    of counts rather than linked data: no foreign keys, whose checks would cost two statements
+    per send; deleting a guest deletes its rows, and `prasso prune` those past every window.
     """
 
     __tablename__ = "msg_cap_reservations"
     __table_args__ = (Index(None, "guest_id", "reserved_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    guest_id: Mapped[int] = mapped_column(BigId, ForeignKey("guests.id", ondelete="CASCADE"))
-    delivery_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("msg_deliveries.id", ondelete="CASCADE"), unique=True
-    )
+    guest_id: Mapped[int] = mapped_column(BigId)
+    delivery_id: Mapped[int] = mapped_column(BigId, unique=True)
     reserved_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,8 +57,12 @@ FLUSH_SECONDS = 0.02
 FLUSH_ROWS = 500
 LEASE_MARGIN_SECONDS = 1.0  # a lease outlives the send's timeout by this much (the flush)
 HOLD_SECONDS = 10.0  # a job may wait this long in memory for a pacing slot, else it is released
-INITIAL_CLAIM_SECONDS = 0.025  # until measured: how long a claim takes (half the pacing lead)
-MAX_LEAD_SECONDS = 0.5
+MISSED_SLOTS = 3  # slots missed in a row before a send is deferred instead
+INITIAL_LATENESS_SECONDS = 0.05
+LATENESS_DECAY = 0.99  # per paced send: a lateness peak is forgotten over a few hundred sends
+MIN_TOLERANCE_SECONDS = 0.01
+MAX_TOLERANCE_SECONDS = 0.5
+TOLERANCE_FRACTION = 0.01
 FLUSH_RETRIES = (0.2, 0.5, 1.0, 2.0, 4.0)  # a database hiccup must not lose sent outcomes
 
 
@@ -76,7 +80,8 @@ class _Item:
     channel: str | None
     team_id: int | None
     duplicates: list[ReservedJob] = field(default_factory=list)
-    due: float = 0.0  # monotonic time of its pacing slot
+    due: float = 0.0  # monotonic: not before its pacing slot
+    latest: float = 0.0  # monotonic: the send must start by then, or its slot is spent
     pacing: tuple[str, Rate] | None = None
     attempt: int = 0
     lease_until: float = 0.0  # monotonic
@@ -145,7 +150,15 @@ class DeliveryHandler:
         self.max_attempts = options.tries or pipeline.retry.max_attempts
         self.permits = _Permits(max(1, options.concurrency))
         self.recorder = _Recorder(pipeline.repository)
-        self.claim_seconds = INITIAL_CLAIM_SECONDS  # a moving average: the pacing lead
+        self.lateness = INITIAL_LATENESS_SECONDS  # recent peak of sends' lateness, decaying
+
+    def tolerance(self, rate: Rate) -> float:
+        """How late after its slot a paced send may start: a margin over recent lateness (a
+        claim, a busy event loop), and at least 1 % of the interval. The ring spaces slots by
+        it, which costs nothing while pacing does not bind and a little of the rate when it
+        does; a slot missed on a slow rate (one send per minutes) costs a whole interval."""
+        recent = min(MAX_TOLERANCE_SECONDS, max(MIN_TOLERANCE_SECONDS, 2 * self.lateness))
+        return max(recent, rate.interval * TOLERANCE_FRACTION)
 
     async def __call__(self, jobs: Sequence[ReservedJob], settle: Settle) -> None:
         items, malformed = self._parse(jobs)
@@ -153,18 +166,25 @@ class DeliveryHandler:
             await settle(malformed)
         await self._route(items, settle)
         pipeline = self.pipeline
-        unpaced: list[_Item] = []
+        now: list[_Item] = []
         paced: dict[tuple[str, Rate], list[_Item]] = {}
         for item in items:
             pacing = pipeline.pacing(item.channel, item.team_id)
             if pacing is None:
-                unpaced.append(item)
+                now.append(item)
             else:
                 paced.setdefault(pacing, []).append(item)
-        runs = [self._paced(key, rate, group, settle) for (key, rate), group in paced.items()]
-        if unpaced:
-            runs.append(self._claim_and_send(unpaced, settle))
-        await asyncio.gather(*runs)
+        # One claim for everything that may go now (its caps ranked in delivery order); what
+        # must wait for a later slot is claimed when its slot comes.
+        rounds = await asyncio.gather(*(self._pace(k, r, group) for (k, r), group in paced.items()))
+        later: list[Awaitable[None]] = []
+        for (key, rate), (granted, waiting, wait) in zip(paced, rounds, strict=True):
+            now.extend(granted)
+            if waiting:
+                later.append(self._paced(key, rate, waiting, wait, settle))
+        if now:
+            later.append(self._claim_and_send(now, settle))
+        await asyncio.gather(*later)
 
     async def drain(self) -> None:
         await self.recorder.drain()
@@ -205,55 +225,60 @@ class DeliveryHandler:
 
     # --- 2. pacing ----------------------------------------------------------------------------
 
-    async def _paced(self, key: str, rate: Rate, items: list[_Item], settle: Settle) -> None:
-        """Claim and send each item once it holds a slot; hold or release the others.
+    async def _pace(
+        self, key: str, rate: Rate, items: list[_Item]
+    ) -> tuple[list[_Item], list[_Item], float | None]:
+        """Slots for as many items as there are free send permits: (granted, the rest, how long
+        until the first refused one's slot, or None when only permits ran out).
 
-        Send permits are taken before the slots, so a paced send never queues behind other
-        sends past its slot; slots start a lead ahead (the time a claim takes), so the claim
-        never makes it late either.
+        Permits are taken before the slots, so a paced send never queues behind other sends
+        past its slot. Its claim and a busy event loop still make it start a little after the
+        slot: the ring spaces slots by that lateness (`tolerance`), so it crowds no window.
         """
+        permits = await self.permits.take(len(items))
+        tolerance = self.tolerance(rate)
+        slots = await self._take_slots(key, rate, permits, pacing_horizon(rate), tolerance)
+        answered = time.monotonic()
+        granted = [item for item, slot in zip(items, slots, strict=False) if slot.granted]
+        self.permits.give(permits - len(granted))
+        for item, slot in zip(granted, slots, strict=False):
+            item.pacing = (key, rate)
+            item.permit = True
+            _schedule(item, slot, answered, tolerance)
+        wait = slots[len(granted)].wait if len(granted) < permits else None
+        return granted, items[len(granted) :], wait
+
+    async def _paced(
+        self, key: str, rate: Rate, waiting: list[_Item], wait: float | None, settle: Settle
+    ) -> None:
+        """Claim and send the waiting items as their slots come; hold them in memory while the
+        wait is short, else release them until about their turn."""
         horizon = pacing_horizon(rate)
         hold = min(HOLD_SECONDS, self.pipeline.lease_seconds / 2)
         sending: list[asyncio.Task[None]] = []
-        waiting = items
         while waiting:
-            permits = await self.permits.take(len(waiting))
-            lead = min(MAX_LEAD_SECONDS, 2 * self.claim_seconds)
-            slots = await self._take_slots(key, rate, permits, horizon, lead)
-            now = time.monotonic()
-            granted = [(i, s) for i, s in zip(waiting, slots, strict=False) if s.granted]
-            self.permits.give(permits - len(granted))
-            for item, slot in granted:
-                item.due = now + slot.wait
-                item.pacing = (key, rate)
-                item.permit = True
-            if granted:
-                batch = [item for item, _ in granted]
-                sending.append(asyncio.create_task(self._claim_and_send(batch, settle)))
-            waiting = waiting[len(granted) :]
-            if not waiting or len(granted) == permits:
-                continue
-            wait = slots[len(granted)].wait
-            if wait > hold:  # far off: back to the queue until about its turn
+            if wait is not None and wait > hold:
                 delay = max(0.001, wait - horizon / 2)
-                now_utc = utcnow()
+                now = utcnow()
                 await self.pipeline.repository.postpone(
-                    [i.delivery_id for i in waiting],
-                    now=now_utc,
-                    until=now_utc + timedelta(seconds=delay),
+                    [i.delivery_id for i in waiting], now=now, until=now + timedelta(seconds=delay)
                 )
                 await settle([r for i in waiting for r in i.results("release", delay)])
                 break
-            await asyncio.sleep(max(0.0, wait - horizon / 2))
+            if wait is not None:
+                await asyncio.sleep(max(0.0, wait - horizon / 2))
+            granted, waiting, wait = await self._pace(key, rate, waiting)
+            if granted:
+                sending.append(asyncio.create_task(self._claim_and_send(granted, settle)))
         await asyncio.gather(*sending)
 
     async def _take_slots(
-        self, key: str, rate: Rate, count: int, horizon: float, lead: float = 0.0
+        self, key: str, rate: Rate, count: int, horizon: float, tolerance: float
     ) -> list[Slot]:
         pacer = self.pipeline.limits.pacer
         assert pacer is not None
         try:
-            return await pacer.acquire_many(key, rate, count, max_wait=horizon, lead=lead)
+            return await pacer.acquire_many(key, rate, count, max_wait=horizon, tolerance=tolerance)
         except Exception:  # the pacing store is down: wait, never send unpaced
             log.exception("pacing store unavailable for %s", key)
             return [Slot(False, HOLD_SECONDS * 2, 0.0)] * count
@@ -271,8 +296,6 @@ class DeliveryHandler:
         flushed: list[asyncio.Future[None]] = []
         async with pipeline.repository.claiming() as claim:
             rows = await claim.claim(list(by_id), now=now, lease=now + timedelta(seconds=lease))
-            took = time.monotonic() - started
-            self.claim_seconds += (took - self.claim_seconds) / 5
             await self._refresh(rows, claim.conn)
             requests: list[CapRequest] = []
             for row in rows:
@@ -412,12 +435,12 @@ class DeliveryHandler:
     async def _send_with_permit(self, item: _Item, settle: Settle) -> asyncio.Future[None]:
         assert item.outgoing is not None and item.sender is not None
         timeout = self.options.timeout
+        short = item.lease_until - max(item.due, time.monotonic()) < timeout + LEASE_MARGIN_SECONDS
+        if short and not await self._extend_lease(item):  # another worker took over
+            return self.recorder.settled(item.results("ack"), settle)
         wait = await self._wait_for_slot(item)
         if wait is not None:
             return self._defer(item, wait, settle, pacing=True)
-        short = item.lease_until - time.monotonic() < timeout + LEASE_MARGIN_SECONDS
-        if short and not await self._extend_lease(item):  # another worker took over
-            return self.recorder.settled(item.results("ack"), settle)
         try:
             async with asyncio.timeout(timeout):
                 sent = await item.sender.send(item.outgoing)
@@ -437,29 +460,26 @@ class DeliveryHandler:
             return self._retry(item, None, f"error: {exc!r}", settle)
         return self._sent(item, sent, settle)
 
-    @staticmethod
-    def _overslept(item: _Item) -> bool:
-        """Past its slot by more than half the guard: the slot is spent, never overrun."""
-        if item.pacing is None:
-            return False
-        return time.monotonic() - item.due > item.pacing[1].guard / 2
-
     async def _wait_for_slot(self, item: _Item) -> float | None:
         """Sleep until the item's slot, taking a new one for a slot overslept (a stalled
-        process, a claim slower than the lead). Returns how long to defer instead when no slot
-        is near."""
+        process, a claim slower than the tolerance). Returns how long to defer instead when no slot
+        is near, or when slots keep being missed (a process too loaded to keep its pace)."""
         if item.pacing is None:
             return None
         key, rate = item.pacing
-        while True:
+        for _ in range(MISSED_SLOTS):
             await asyncio.sleep(max(0.0, item.due - time.monotonic()))
-            if not self._overslept(item):
+            woke = time.monotonic()
+            self.lateness = max(woke - item.due, self.lateness * LATENESS_DECAY)
+            if woke <= item.latest:
                 return None
             log.info("delivery %s: missed its pacing slot, pacing again", item.delivery_id)
-            [slot] = await self._take_slots(key, rate, 1, pacing_horizon(rate))
+            tolerance = self.tolerance(rate)
+            [slot] = await self._take_slots(key, rate, 1, pacing_horizon(rate), tolerance)
             if not slot.granted:
                 return slot.wait
-            item.due = time.monotonic() + slot.wait
+            _schedule(item, slot, time.monotonic(), tolerance)
+        return rate.interval
 
     async def _extend_lease(self, item: _Item) -> bool:
         lease = max(self.pipeline.lease_seconds, self.options.timeout + LEASE_MARGIN_SECONDS)
@@ -582,6 +602,18 @@ class DeliveryHandler:
         )
         log.warning("delivery %s failed: %s", item.delivery_id, error)
         return self._record(item, record, settle, "ack")
+
+
+def _schedule(item: _Item, slot: Slot, answered: float, tolerance: float) -> None:
+    """When to send: the store read its clock at most `round_trip` before the answer arrived,
+    so the slot lies between `answered - round_trip + wait` and `answered + wait`: never send
+    before the later bound, and no later than the tolerance (plus half the guard, for the
+    network) after the earlier one: later, it could crowd the window of the send `limit`
+    slots after it."""
+    assert item.pacing is not None
+    item.due = answered + slot.wait
+    earliest = answered - slot.round_trip + slot.wait
+    item.latest = earliest + tolerance + item.pacing[1].guard / 2
 
 
 class _Permits:

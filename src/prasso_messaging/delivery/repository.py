@@ -14,6 +14,7 @@ worker whose lease ran out can never overwrite the work of the one that took ove
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from prasso_messaging.db.models import (
     table,
 )
 
+log = logging.getLogger(__name__)
 deliveries = table(Delivery)
 messages = table(Message)
 teams = table(Team)
@@ -109,9 +111,17 @@ def _ids_match(column: ColumnElement[Any], ids: Sequence[int], dialect: str) -> 
     return column.in_(list(ids))
 
 
+QUEUED = select(literal("queued")).scalar_subquery()
+"""`status = (SELECT 'queued')`: the same test as `status = 'queued'`, but one the planner cannot
+match to the partial index of queued deliveries. Right after a large fan-out the table's
+statistics still say few rows are queued, and the planner would walk that whole index once per
+row of the chunk instead of fetching the chunk's rows by primary key (seen: 100 ms per flush
+at 5,000 queued, growing with the backlog)."""
+
+
 def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
     return (
-        deliveries.c.status == "queued",
+        deliveries.c.status == QUEUED,
         or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= now),
         or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= now),
         or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
@@ -221,7 +231,8 @@ FROM unnest(
     CAST(:undo AS integer[])
 ) AS r(id, attempt, status, reason, error, provider_message_id, sent_at, delivered_at,
        failed_at, next_attempt_at, metadata, undo)
-WHERE d.id = r.id AND d.status = 'queued' AND d.attempts = r.attempt
+WHERE d.id = ANY(CAST(:ids AS bigint[])) AND d.id = r.id
+  AND d.status = (SELECT 'queued') AND d.attempts = r.attempt
 """
 )
 
@@ -277,7 +288,7 @@ class DeliveryRepository:
             deliveries.c.send_at,
             deliveries.c.next_attempt_at,
         ).where(_ids_match(deliveries.c.id, ids, self.dialect))
-        async with self.database.engine.connect() as conn:
+        async with self.database.read() as conn:
             rows = (await conn.execute(query)).all()
         return {
             r.id: DeliveryState(
@@ -294,7 +305,7 @@ class DeliveryRepository:
         query = select(deliveries.c.id, deliveries.c.channel, deliveries.c.team_id).where(
             _ids_match(deliveries.c.id, ids, self.dialect)
         )
-        async with self.database.engine.connect() as conn:
+        async with self.database.read() as conn:
             return {r.id: (r.channel, r.team_id) for r in await conn.execute(query)}
 
     async def teams(self, ids: Sequence[int], *, conn: AsyncConnection | None = None) -> list[Any]:
@@ -331,7 +342,7 @@ class DeliveryRepository:
         connection), else on a connection of their own."""
         if conn is not None:
             return list((await conn.execute(query)).all())
-        async with self.database.engine.connect() as own:
+        async with self.database.read() as own:
             return list((await own.execute(query)).all())
 
     async def postpone(self, ids: Sequence[int], *, now: datetime, until: datetime) -> None:
@@ -341,7 +352,7 @@ class DeliveryRepository:
             update(deliveries)
             .where(
                 _ids_match(deliveries.c.id, ids, self.dialect),
-                deliveries.c.status == "queued",
+                deliveries.c.status == QUEUED,
                 or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= now),
             )
             .values(next_attempt_at=until, updated_at=now)
@@ -357,7 +368,7 @@ class DeliveryRepository:
             update(deliveries)
             .where(
                 tuple_(deliveries.c.id, deliveries.c.attempts).in_(list(claims)),
-                deliveries.c.status == "queued",
+                deliveries.c.status == QUEUED,
                 deliveries.c.claimed_until > now,
             )
             .values(claimed_until=until)
@@ -387,7 +398,7 @@ class DeliveryRepository:
         if conn.dialect.name != "postgresql":
             await conn.execute(_RECORD_ONE, [_one(r, now) for r in records])
             return
-        await conn.execute(
+        result = await conn.execute(
             _RECORD_PG,
             {
                 "ids": [r.delivery_id for r in records],
@@ -405,6 +416,10 @@ class DeliveryRepository:
                 "now": now,
             },
         )
+        if result.rowcount != len(records):  # a lease ran out and another worker took over
+            log.warning(
+                "%d of %d outcome(s) not recorded", len(records) - result.rowcount, len(records)
+            )
 
 
 def _one(record: Record, now: datetime) -> dict[str, Any]:

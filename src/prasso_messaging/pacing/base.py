@@ -13,12 +13,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 GUARD_FRACTION = 0.03
-"""Slots are spaced a little wider than the interval (3 %, between 10 and 50 ms): a send reaches
+"""Slots are spaced a little wider than the interval (3 %, between 20 and 250 ms): a send reaches
 the provider a moment after its slot, and without the guard a late send could share a
-provider-measured window with the send `limit` places after it. A send that wakes later than
-half the guard takes a new slot instead (see the pipeline), so the guard is never overrun."""
-MIN_GUARD_SECONDS = 0.01
-MAX_GUARD_SECONDS = 0.05
+provider-measured window with the send `limit` places after it. A send that cannot start within
+half the guard of its slot takes a new slot instead (see the pipeline), so the guard is never
+overrun. At the seed's 50 per second the guard costs 3 % of the rate."""
+MIN_GUARD_SECONDS = 0.02
+MAX_GUARD_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -42,20 +43,21 @@ class Rate:
 class Slot:
     """A pacing answer: `granted` → send after `wait` seconds; else try again after `wait`.
 
-    `at` is the slot's time on the store's clock (unix seconds).
+    `at` is the slot's time on the store's clock (unix seconds). `wait` counts from the store's
+    reading of its clock, which happened up to `round_trip` seconds before the answer arrived.
     """
 
     granted: bool
     wait: float
     at: float
+    round_trip: float = 0.0
 
 
 def next_slot(previous: float | None, now: float, blocked_until: float, rate: Rate) -> float:
-    """The earliest time for the next send, given the slot `limit` places before it (if any).
-
-    Slots come out in time order (each is at least `now` plus the caller's lead, at least the
-    one `limit` places back plus the spacing, and the block only grows), so `limit + 1`
-    consecutive slots always span more than the interval: no window holds more than `limit`.
+    """The earliest time for the next send, given the end of the slot `limit` places before it
+    (if any): at least `now`, at least that end plus the spacing, never inside a block. Any two
+    slots whose numbers differ by a multiple of `limit` are therefore a spacing apart, so no
+    window of the interval can hold `limit + 1` of them.
     """
     earliest = max(now, blocked_until)
     return earliest if previous is None else max(earliest, previous + rate.spacing)
@@ -70,24 +72,26 @@ def take_from_ring(
     rate: Rate,
     count: int,
     max_wait: float,
-    lead: float = 0.0,
+    tolerance: float = 0.0,
 ) -> list[Slot]:
-    """Hand out up to `count` next slots from `ring` (position → slot time), updating it.
+    """Hand out up to `count` next slots from `ring` (position → slot end), updating it.
 
-    No slot starts before `now + lead` (the caller's own work before the send, such as claiming
-    the delivery, fits in the lead, so the send is on time). Each slot is granted only if it
-    starts within `max_wait`; the answer has `count` entries, the granted ones first. The
-    caller stores the ring and advances `issued` by the granted.
+    The caller may start each send up to `tolerance` after its slot (it claims the delivery
+    first, its event loop may be busy): the ring keeps the slot's end (`at + tolerance`), so the
+    slot `limit` places later is spaced from that end, and a send late within its tolerance
+    never crowds a window. Each slot is granted only if it starts within `max_wait`; the answer
+    has `count` entries, the granted ones first. The caller stores the ring and advances
+    `issued` by the granted.
     """
     answers: list[Slot] = []
     for i in range(count):
         position = (issued + i) % rate.limit
         previous = ring.get(position) if issued + i >= rate.limit else None
-        slot = next_slot(previous, now + lead, blocked_until, rate)
+        slot = next_slot(previous, now, blocked_until, rate)
         if slot - now > max_wait:
             answers.extend([Slot(False, slot - now, slot)] * (count - i))
             break
-        ring[position] = slot
+        ring[position] = slot + tolerance
         answers.append(Slot(True, slot - now, slot))
     return answers
 
@@ -97,11 +101,17 @@ class Pacer(ABC):
 
     @abstractmethod
     async def acquire_many(
-        self, key: str, rate: Rate, count: int, *, max_wait: float, lead: float = 0.0
+        self,
+        key: str,
+        rate: Rate,
+        count: int,
+        *,
+        max_wait: float,
+        tolerance: float = 0.0,
     ) -> list[Slot]:
-        """Take up to `count` next slots in one round trip, none earlier than `lead` seconds
-        from now, each only if it starts within `max_wait` seconds; the answer has `count`
-        entries, the granted ones first."""
+        """Take up to `count` next slots in one round trip, each only if it starts within
+        `max_wait` seconds, each to be used within `tolerance` seconds of its start; the
+        answer has `count` entries, the granted ones first."""
 
     async def acquire(self, key: str, rate: Rate, *, max_wait: float) -> Slot:
         """Take the next slot if it starts within `max_wait` seconds; never takes a later one."""

@@ -9,6 +9,8 @@ IMMEDIATE`, so the same ring is kept by a few plain statements in one transactio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,18 +32,27 @@ class DatabasePacer(Pacer):
         self._queues: dict[str, asyncio.Lock] = {}
 
     async def acquire_many(
-        self, key: str, rate: Rate, count: int, *, max_wait: float, lead: float = 0.0
+        self,
+        key: str,
+        rate: Rate,
+        count: int,
+        *,
+        max_wait: float,
+        tolerance: float = 0.0,
     ) -> list[Slot]:
         # One caller per key and process at a time: the others wait here, not on the row lock
         # holding a pooled connection that the sends themselves need.
         async with self._queues.setdefault(key, asyncio.Lock()):
             if self.database.dialect == "postgresql":
-                return await self._take_in_one_call(key, rate, count, max_wait, lead)
+                return await self._take_in_one_call(key, rate, count, max_wait, tolerance)
+            asked = time.monotonic()
             async with self.database.connect() as conn:
-                return await self._take(conn, key, rate, count, max_wait, lead)
+                answers = await self._take(conn, key, rate, count, max_wait, tolerance)
+            trip = time.monotonic() - asked
+            return [dataclasses.replace(a, round_trip=trip) for a in answers]
 
     async def _take_in_one_call(
-        self, key: str, rate: Rate, count: int, max_wait: float, lead: float
+        self, key: str, rate: Rate, count: int, max_wait: float, tolerance: float
     ) -> list[Slot]:
         """[now, granted slot times..., -(first refused slot time)?] from the stored function."""
         call = select(
@@ -51,16 +62,18 @@ class DatabasePacer(Pacer):
                 literal(float(rate.spacing), Float),
                 literal(float(max_wait), Float),
                 literal(count, Integer),
-                literal(float(lead), Float),
+                literal(float(tolerance), Float),
                 type_=ARRAY(Float),
             )
         )
         async with self.database.autocommit() as conn:
+            asked = time.monotonic()
             now, *times = (await conn.execute(call)).scalar_one()
-        answers = [Slot(True, at - now, at) for at in times if at > 0]
+            trip = time.monotonic() - asked
+        answers = [Slot(True, at - now, at, trip) for at in times if at > 0]
         if len(answers) < count:
             refused = -times[-1]
-            answers.extend([Slot(False, refused - now, refused)] * (count - len(answers)))
+            answers.extend([Slot(False, refused - now, refused, trip)] * (count - len(answers)))
         return answers
 
     async def _take(
@@ -70,7 +83,7 @@ class DatabasePacer(Pacer):
         rate: Rate,
         count: int,
         max_wait: float,
-        lead: float,
+        tolerance: float,
     ) -> list[Slot]:
         state = await self._locked_state(conn, key, rate)
         needed = {
@@ -92,7 +105,7 @@ class DatabasePacer(Pacer):
             rate=rate,
             count=count,
             max_wait=max_wait,
-            lead=lead,
+            tolerance=tolerance,
         )
         granted = sum(1 for a in answers if a.granted)
         if granted:

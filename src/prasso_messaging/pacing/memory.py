@@ -38,7 +38,13 @@ class MemoryPacer(Pacer):
         return state
 
     async def acquire_many(
-        self, key: str, rate: Rate, count: int, *, max_wait: float, lead: float = 0.0
+        self,
+        key: str,
+        rate: Rate,
+        count: int,
+        *,
+        max_wait: float,
+        tolerance: float = 0.0,
     ) -> list[Slot]:
         state = self._key(key, rate)
         answers = take_from_ring(
@@ -49,7 +55,7 @@ class MemoryPacer(Pacer):
             rate=rate,
             count=count,
             max_wait=max_wait,
-            lead=lead,
+            tolerance=tolerance,
         )
         state.issued += sum(1 for a in answers if a.granted)
         return answers

@@ -5,12 +5,13 @@ Times come from the Redis server's clock, so workers on machines with skewed clo
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prasso_messaging.pacing.base import Pacer, Rate, Slot
 
 # KEYS: the key's state hash, its ring hash;
-# ARGV: limit, spacing, max_wait, block seconds, count, lead.
+# ARGV: limit, spacing, max_wait, block seconds, count, tolerance.
 # Same ring as `pacing.base.take_from_ring`; answers one "wait at" per granted slot, then
 # "-wait at" for the first refused one (the caller repeats it for the rest).
 _ACQUIRE = """
@@ -21,7 +22,7 @@ local spacing = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
 local block = tonumber(ARGV[4])
 local count = tonumber(ARGV[5])
-local lead = tonumber(ARGV[6])
+local tolerance = tonumber(ARGV[6])
 local state = redis.call('HMGET', KEYS[1], 'size', 'issued', 'blocked')
 local size = tonumber(state[1])
 local issued = tonumber(state[2]) or 0
@@ -50,7 +51,7 @@ local answers = {}
 local latest = now
 for i = 0, count - 1 do
   local position = tostring((issued + i) % limit)
-  local slot = math.max(now + lead, blocked)
+  local slot = math.max(now, blocked)
   if issued + i >= limit then
     local previous = tonumber(redis.call('HGET', KEYS[2], position))
     if previous then slot = math.max(slot, previous + spacing) end
@@ -60,9 +61,9 @@ for i = 0, count - 1 do
     table.insert(answers, string.format('-%.6f %.6f', wait, slot))
     break
   end
-  redis.call('HSET', KEYS[2], position, string.format('%.6f', slot))
+  redis.call('HSET', KEYS[2], position, string.format('%.6f', slot + tolerance))
   table.insert(answers, string.format('%.6f %.6f', wait, slot))
-  latest = slot
+  latest = slot + tolerance
 end
 local granted = #answers
 if granted > 0 and string.sub(answers[granted], 1, 1) == '-' then granted = granted - 1 end
@@ -77,38 +78,62 @@ return answers
 class RedisPacer(Pacer):
     def __init__(self, url: str, *, prefix: str = "prasso:pacing:") -> None:
         try:
-            from redis.asyncio import Redis
+            from prasso_messaging.queue.redis import connect
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ImportError(
                 "Redis pacing needs the redis extra: pip install 'prasso-messaging[redis]'"
             ) from exc
-        self.client: Any = Redis.from_url(url)
+        self.client: Any = connect(url)
         self.prefix = prefix
         self.script: Any = self.client.register_script(_ACQUIRE)
 
     async def acquire_many(
-        self, key: str, rate: Rate, count: int, *, max_wait: float, lead: float = 0.0
+        self,
+        key: str,
+        rate: Rate,
+        count: int,
+        *,
+        max_wait: float,
+        tolerance: float = 0.0,
     ) -> list[Slot]:
         answers: list[Slot] = []
-        run = self._run(key, rate, max_wait=max_wait, block=0.0, count=count, lead=lead)
-        for raw in await run:
+        run = self._run(key, rate, max_wait=max_wait, block=0.0, count=count, tolerance=tolerance)
+        asked = time.monotonic()
+        raw_answers = await run
+        trip = time.monotonic() - asked
+        for raw in raw_answers:
             wait, at = (raw.decode() if isinstance(raw, bytes) else str(raw)).split()
             if wait.startswith("-"):
-                refused = Slot(False, float(wait[1:]), float(at))
+                refused = Slot(False, float(wait[1:]), float(at), trip)
                 return answers + [refused] * (count - len(answers))
-            answers.append(Slot(True, float(wait), float(at)))
+            answers.append(Slot(True, float(wait), float(at), trip))
         return answers
 
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
-        await self._run(key, rate, max_wait=0.0, block=max(seconds, 1e-3), count=0, lead=0.0)
+        block = max(seconds, 1e-3)
+        await self._run(key, rate, max_wait=0.0, block=block, count=0, tolerance=0.0)
 
     async def _run(
-        self, key: str, rate: Rate, *, max_wait: float, block: float, count: int, lead: float
+        self,
+        key: str,
+        rate: Rate,
+        *,
+        max_wait: float,
+        block: float,
+        count: int,
+        tolerance: float,
     ) -> list[Any]:
         tag = f"{self.prefix}{{{key}}}"  # one hash slot for both keys (Redis Cluster)
         raw = await self.script(
             keys=[f"{tag}:state", f"{tag}:ring"],
-            args=[rate.limit, repr(rate.spacing), repr(max_wait), repr(block), count, repr(lead)],
+            args=[
+                rate.limit,
+                repr(rate.spacing),
+                repr(max_wait),
+                repr(block),
+                count,
+                repr(tolerance),
+            ],
         )
         return list(raw)
 

@@ -111,7 +111,7 @@ class DatabaseQueue(TransactionalQueue):
         if self.database.dialect != "postgresql":
             return False
         if self._listener is None:
-            self._listener = await self.database.engine.connect()
+            self._listener = await self.database.dedicated()
             raw = await self._listener.get_raw_connection()
             await raw.driver_connection.add_listener(CHANNEL, self._on_notify)
         self._callbacks.setdefault(queue, []).append(callback)
@@ -195,7 +195,7 @@ class DatabaseQueue(TransactionalQueue):
             func.coalesce(func.sum(case((delayed, 1), else_=0)), 0),
             func.coalesce(func.sum(case((reserved, 1), else_=0)), 0),
         ).where(jobs.c.queue == queue)
-        async with self.database.engine.connect() as conn:
+        async with self.database.read() as conn:
             ready_n, delayed_n, reserved_n = (await conn.execute(query)).one()
         return QueueSize(int(ready_n), int(delayed_n), int(reserved_n))
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from prasso_messaging.queue.base import (
     JsonPayload,
@@ -27,6 +27,17 @@ from prasso_messaging.queue.base import (
     decode_payload,
     encode_payload,
 )
+
+MAX_CONNECTIONS = 64
+"""Per process: a busy worker waits for a free connection instead of failing (redis-py's default
+pool raises past 100)."""
+
+
+def connect(url: str) -> Redis:
+    """A client whose pool blocks, not fails, when every connection is in use."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=30)
+    return Redis.from_pool(pool)  # owns the pool: closing the client closes it
+
 
 # Lua's unpack() takes at most ~8000 values; stay well below it.
 _CHUNK = 1000
@@ -99,7 +110,7 @@ class RedisQueue(QueueDriver):
     def from_url(
         cls, url: str, *, retry_after: float, prefix: str = "prasso:queues:"
     ) -> RedisQueue:
-        return cls(Redis.from_url(url), retry_after=retry_after, prefix=prefix)
+        return cls(connect(url), retry_after=retry_after, prefix=prefix)
 
     def _keys(self, queue: str) -> tuple[str, str, str]:
         # The braces put a queue's three keys in one Redis Cluster slot, as the scripts need.

@@ -18,10 +18,11 @@ depends_on = None
 TAKE_SLOTS_FUNCTION = """
 CREATE OR REPLACE FUNCTION prasso_take_pacing_slots(
     p_key text, p_limit integer, p_spacing double precision, p_max_wait double precision,
-    p_count integer, p_lead double precision
+    p_count integer, p_tolerance double precision
 ) RETURNS double precision[] LANGUAGE plpgsql AS $$
 -- The ring of prasso_messaging/pacing/base.py (take_from_ring) in one call: answers the
--- server clock, the granted slot times, then the first refused slot time negated.
+-- server clock, the granted slot times, then the first refused slot time negated. The ring
+-- keeps each slot's end (its time plus the caller's tolerance).
 DECLARE
     k record;
     now_s double precision;
@@ -70,10 +71,10 @@ BEGIN
     END LOOP;
     answers := ARRAY[now_s];
     FOR i IN 0 .. p_count - 1 LOOP
-        slot := greatest(now_s + p_lead, blocked);
+        slot := greatest(now_s, blocked);
         IF k.issued + i >= p_limit THEN
             IF i >= p_limit THEN
-                slot := greatest(slot, answers[i - p_limit + 2] + p_spacing);
+                slot := greatest(slot, answers[i - p_limit + 2] + p_tolerance + p_spacing);
             ELSIF previous[i + 1] IS NOT NULL THEN
                 slot := greatest(slot, previous[i + 1] + p_spacing);
             END IF;
@@ -88,7 +89,7 @@ BEGIN
     IF granted > 0 THEN
         INSERT INTO msg_pacing_slots (key, position, slot_at)
             SELECT DISTINCT ON ((k.issued + g) % p_limit)
-                   p_key, (k.issued + g) % p_limit, answers[g + 2]
+                   p_key, (k.issued + g) % p_limit, answers[g + 2] + p_tolerance
             FROM generate_series(0, granted - 1) g
             ORDER BY (k.issued + g) % p_limit, g DESC
         ON CONFLICT (key, position) DO UPDATE SET slot_at = excluded.slot_at;
@@ -100,9 +101,18 @@ $$;
 """
 
 
+CAP_KEYS = (
+    ("fk_msg_cap_reservations_guest_id_guests", "guest_id", "guests"),
+    ("fk_msg_cap_reservations_delivery_id_msg_deliveries", "delivery_id", "msg_deliveries"),
+)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("msg_deliveries") as batch:
         batch.add_column(sa.Column("reason", sa.String(40), nullable=True))
+    with op.batch_alter_table("msg_cap_reservations") as batch:  # a log: no per-row FK checks
+        for name, _, _ in CAP_KEYS:
+            batch.drop_constraint(name, type_="foreignkey")
     postgres = op.get_bind().dialect.name == "postgresql"
     code = (
         "split_part(error, ':', 1)"
@@ -121,5 +131,8 @@ def downgrade() -> None:
             "DROP FUNCTION IF EXISTS prasso_take_pacing_slots"
             "(text, integer, double precision, double precision, integer, double precision)"
         )
+    with op.batch_alter_table("msg_cap_reservations") as batch:
+        for name, column, target in CAP_KEYS:
+            batch.create_foreign_key(name, target, [column], ["id"], ondelete="CASCADE")
     with op.batch_alter_table("msg_deliveries") as batch:
         batch.drop_column("reason")
