@@ -38,7 +38,7 @@ def counting(runtime: Runtime) -> Iterator[list[str]]:
     for engine in (transactional, single.sync_engine):
 
         def statement(_c: object, _cur: object, text: str, *_a: object) -> None:
-            sent.append(text.split(None, 1)[0].upper())
+            sent.append(" ".join(text.split())[:60])
 
         def begin(_c: object) -> None:
             sent.append("BEGIN")

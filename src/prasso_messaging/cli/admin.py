@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from prasso_messaging.admin import accounts
 from prasso_messaging.cli.app import open_runtime, print_json, run, settings
 
 admin_app = typer.Typer(help="Admin web page logins.", no_args_is_help=True)
@@ -37,6 +36,8 @@ def create_user(
 
     async def work() -> dict[str, object]:
         async with open_runtime(config) as runtime, runtime.database.session() as session:
+            from prasso_messaging.admin import accounts
+
             admin = await accounts.create_admin_user(
                 session, team_id=team, email=email, password=password
             )
@@ -57,6 +58,8 @@ def set_password(email: str) -> None:
 
     async def work() -> str:
         async with open_runtime(config) as runtime, runtime.database.session() as session:
+            from prasso_messaging.admin import accounts
+
             admin = await accounts.set_password(session, email=email, password=password)
             return admin.email
 

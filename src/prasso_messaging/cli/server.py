@@ -1,4 +1,8 @@
-"""`prasso up`, `prasso serve` and `prasso db upgrade`."""
+"""`prasso up`, `prasso serve` and `prasso db upgrade`.
+
+The web stack (uvicorn, FastAPI, the admin pages) and Alembic are imported inside the commands
+that need them: every other command, `prasso queue work` first, starts without paying for them.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,23 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
-import uvicorn
 
-from prasso_messaging.app import create_app
 from prasso_messaging.cli.app import fail, open_runtime, run, settings
 from prasso_messaging.config import Settings, redact_url
-from prasso_messaging.db.migrate import upgrade
-from prasso_messaging.demo import DemoAccess, seed_demo
-from prasso_messaging.runtime import Runtime
+
+if TYPE_CHECKING:
+    from prasso_messaging.demo import DemoAccess
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
 
 def migrate(config: Settings) -> None:
+    from prasso_messaging.db.migrate import upgrade
+
     try:
         upgrade(config.DATABASE_URL)
     except OSError as exc:
@@ -43,25 +47,28 @@ def _default_bind(config: Settings) -> tuple[str, int]:
     return "127.0.0.1", parts.port or 8000
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, minus re-raising SIGINT/SIGTERM after a clean shutdown (exit 0)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {
-            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
 def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
+    import uvicorn
+
+    from prasso_messaging.app import create_app
+    from prasso_messaging.runtime import Runtime
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising SIGINT/SIGTERM after a clean shutdown (exit 0)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handler = self.handle_exit
+            original = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, previous in original.items():
+                    signal.signal(sig, previous)
+
     async def main() -> None:
         runtime = Runtime.build(config)
         app = create_app(config, runtime=runtime, with_worker=with_worker)
@@ -96,6 +103,8 @@ def register(app: typer.Typer) -> None:
         """Migrate, seed a demo team when empty, and serve with an in-process worker."""
         config = settings()
         migrate(config)
+
+        from prasso_messaging.demo import seed_demo
 
         async def seed() -> DemoAccess:
             async with open_runtime(config) as runtime:

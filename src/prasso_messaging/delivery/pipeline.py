@@ -151,6 +151,8 @@ class DeliveryHandler:
         self.permits = _Permits(max(1, options.concurrency))
         self.recorder = _Recorder(pipeline.repository)
         self.lateness = INITIAL_LATENESS_SECONDS  # recent peak of sends' lateness, decaying
+        self.misses: dict[tuple[str, Rate], list[tuple[_Item, asyncio.Future[float | None]]]] = {}
+        self.repacing: asyncio.Task[None] | None = None
 
     def tolerance(self, rate: Rate) -> float:
         """How late after its slot a paced send may start: a margin over recent lateness (a
@@ -330,8 +332,31 @@ class DeliveryHandler:
             await self._settle_unclaimed(unclaimed, now, settle)
         sending = set(map(id, sends))
         self.permits.give(sum(1 for i in items if i.permit and id(i) not in sending))
+        deferred = await self._pace_again_if_late(sends, settle)
+        flushed.extend(deferred)
+        sends = [item for item in sends if item.pacing is None or item.due >= 0]
         flushed.extend(await asyncio.gather(*(self._send(item, settle) for item in sends)))
         await asyncio.gather(*flushed)
+
+    async def _pace_again_if_late(
+        self, items: list[_Item], settle: Settle
+    ) -> list[asyncio.Future[None]]:
+        """The claim outlasted the slots' tolerance (a cold start, a slow database): new slots
+        for the whole batch in one request per key, rather than one per send as each finds its
+        slot missed. Items with no slot near are deferred (their `due` set to -1)."""
+        late: dict[tuple[str, Rate], list[_Item]] = {}
+        now = time.monotonic()
+        for item in items:
+            if item.pacing is not None and now > item.latest:
+                late.setdefault(item.pacing, []).append(item)
+        deferred: list[asyncio.Future[None]] = []
+        for group in late.values():
+            for item, refused in zip(group, await self._pace_again(group), strict=True):
+                if refused is not None:
+                    deferred.append(self._defer(item, refused, settle, pacing=True))
+                    item.due = -1.0
+                    self.permits.give(1)
+        return deferred
 
     async def _refresh(self, rows: Sequence[Any], conn: AsyncConnection) -> None:
         """Reload the teams and messages whose rows changed since this worker last saw them."""
@@ -462,24 +487,49 @@ class DeliveryHandler:
 
     async def _wait_for_slot(self, item: _Item) -> float | None:
         """Sleep until the item's slot, taking a new one for a slot overslept (a stalled
-        process, a claim slower than the tolerance). Returns how long to defer instead when no slot
-        is near, or when slots keep being missed (a process too loaded to keep its pace)."""
+        process, many sends due at once). Returns how long to defer instead when no slot is
+        near, or when slots keep being missed (a process too loaded to keep its pace)."""
         if item.pacing is None:
             return None
-        key, rate = item.pacing
         for _ in range(MISSED_SLOTS):
             await asyncio.sleep(max(0.0, item.due - time.monotonic()))
             woke = time.monotonic()
             self.lateness = max(woke - item.due, self.lateness * LATENESS_DECAY)
             if woke <= item.latest:
                 return None
-            log.info("delivery %s: missed its pacing slot, pacing again", item.delivery_id)
-            tolerance = self.tolerance(rate)
-            [slot] = await self._take_slots(key, rate, 1, pacing_horizon(rate), tolerance)
-            if not slot.granted:
-                return slot.wait
-            _schedule(item, slot, time.monotonic(), tolerance)
-        return rate.interval
+            log.debug("delivery %s: missed its pacing slot, pacing again", item.delivery_id)
+            [refused] = await self._pace_again([item])
+            if refused is not None:
+                return refused
+        return item.pacing[1].interval
+
+    async def _pace_again(self, items: list[_Item]) -> list[float | None]:
+        """New slots for items that missed theirs, in one request per key for all the misses
+        of this turn of the event loop (sends due together miss together). For each item: None
+        when it got a slot (and is rescheduled), else how long until one would be free."""
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[float | None]] = [loop.create_future() for _ in items]
+        for item, answer in zip(items, answers, strict=True):
+            assert item.pacing is not None
+            self.misses.setdefault(item.pacing, []).append((item, answer))
+        if self.repacing is None or self.repacing.done():
+            self.repacing = asyncio.create_task(self._pace_misses())
+        return list(await asyncio.gather(*answers))
+
+    async def _pace_misses(self) -> None:
+        await asyncio.sleep(0)  # let the other sends woken in this turn report their misses
+        while self.misses:
+            misses, self.misses = self.misses, {}
+            for (key, rate), waiting in misses.items():
+                tolerance = self.tolerance(rate)
+                slots = await self._take_slots(
+                    key, rate, len(waiting), pacing_horizon(rate), tolerance
+                )
+                answered = time.monotonic()
+                for (item, answer), slot in zip(waiting, slots, strict=True):
+                    if slot.granted:
+                        _schedule(item, slot, answered, tolerance)
+                    answer.set_result(None if slot.granted else slot.wait)
 
     async def _extend_lease(self, item: _Item) -> bool:
         lease = max(self.pipeline.lease_seconds, self.options.timeout + LEASE_MARGIN_SECONDS)
