@@ -20,6 +20,10 @@ half the guard of its slot takes a new slot instead (see the pipeline), so the g
 overrun. At the seed's 50 per second the guard costs 3 % of the rate."""
 MIN_GUARD_SECONDS = 0.02
 MAX_GUARD_SECONDS = 0.25
+STAGGER_FRACTION = 0.05
+"""A burst of `limit` slots is spread over 5 % of the interval rather than handed out for one
+instant: a process sends them one after another anyway, and slots it can keep are slots it need
+not leave room for (the ring's tolerance). The last send of the burst moves 5 % of an interval."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class Rate:
     def spacing(self) -> float:
         """The interval plus the jitter guard."""
         return self.interval + self.guard
+
+    @property
+    def stagger(self) -> float:
+        """The least time between two consecutive slots."""
+        return self.interval * STAGGER_FRACTION / self.limit
 
 
 @dataclass(frozen=True)
@@ -73,15 +82,16 @@ def take_from_ring(
     count: int,
     max_wait: float,
     tolerance: float = 0.0,
-) -> list[Slot]:
+) -> tuple[list[Slot], float]:
     """Hand out up to `count` next slots from `ring` (position → slot end), updating it.
 
     The caller may start each send up to `tolerance` after its slot (it claims the delivery
     first, its event loop may be busy): the ring keeps the slot's end (`at + tolerance`), so the
     slot `limit` places later is spaced from that end, and a send late within its tolerance
     never crowds a window. Each slot is granted only if it starts within `max_wait`; the answer
-    has `count` entries, the granted ones first. The caller stores the ring and advances
-    `issued` by the granted.
+    has `count` entries, the granted ones first. Consecutive slots are at least `rate.stagger`
+    apart: the second value returned is the new `blocked_until`, no earlier than the last
+    granted slot plus the stagger. The caller stores both and advances `issued` by the granted.
     """
     answers: list[Slot] = []
     for i in range(count):
@@ -92,8 +102,9 @@ def take_from_ring(
             answers.extend([Slot(False, slot - now, slot)] * (count - i))
             break
         ring[position] = slot + tolerance
+        blocked_until = slot + rate.stagger
         answers.append(Slot(True, slot - now, slot))
-    return answers
+    return answers, blocked_until
 
 
 class Pacer(ABC):

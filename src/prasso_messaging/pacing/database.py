@@ -63,6 +63,7 @@ class DatabasePacer(Pacer):
                 literal(float(max_wait), Float),
                 literal(count, Integer),
                 literal(float(tolerance), Float),
+                literal(float(rate.stagger), Float),
                 type_=ARRAY(Float),
             )
         )
@@ -97,7 +98,7 @@ class DatabasePacer(Pacer):
                 )
             )
             ring = {int(r.position): float(r.slot_at) for r in rows}
-        answers = take_from_ring(
+        answers, blocked_until = take_from_ring(
             ring,
             issued=state.issued,
             now=state.now,
@@ -122,7 +123,7 @@ class DatabasePacer(Pacer):
             await conn.execute(
                 update(pacing_keys)
                 .where(pacing_keys.c.key == key)
-                .values(issued=pacing_keys.c.issued + granted)
+                .values(issued=pacing_keys.c.issued + granted, blocked_until=blocked_until)
             )
         return answers
 

@@ -47,7 +47,7 @@ class MemoryPacer(Pacer):
         tolerance: float = 0.0,
     ) -> list[Slot]:
         state = self._key(key, rate)
-        answers = take_from_ring(
+        answers, state.blocked_until = take_from_ring(
             state.ring,
             issued=state.issued,
             now=self.clock(),

@@ -11,7 +11,7 @@ from typing import Any
 from prasso_messaging.pacing.base import Pacer, Rate, Slot
 
 # KEYS: the key's state hash, its ring hash;
-# ARGV: limit, spacing, max_wait, block seconds, count, tolerance.
+# ARGV: limit, spacing, max_wait, block seconds, count, tolerance, stagger.
 # Same ring as `pacing.base.take_from_ring`; answers one "wait at" per granted slot, then
 # "-wait at" for the first refused one (the caller repeats it for the rest).
 _ACQUIRE = """
@@ -23,6 +23,7 @@ local max_wait = tonumber(ARGV[3])
 local block = tonumber(ARGV[4])
 local count = tonumber(ARGV[5])
 local tolerance = tonumber(ARGV[6])
+local stagger = tonumber(ARGV[7])
 local state = redis.call('HMGET', KEYS[1], 'size', 'issued', 'blocked')
 local size = tonumber(state[1])
 local issued = tonumber(state[2]) or 0
@@ -64,11 +65,12 @@ for i = 0, count - 1 do
   redis.call('HSET', KEYS[2], position, string.format('%.6f', slot + tolerance))
   table.insert(answers, string.format('%.6f %.6f', wait, slot))
   latest = slot + tolerance
+  blocked = slot + stagger
 end
 local granted = #answers
 if granted > 0 and string.sub(answers[granted], 1, 1) == '-' then granted = granted - 1 end
 if granted > 0 then
-  redis.call('HSET', KEYS[1], 'issued', issued + granted)
+  redis.call('HSET', KEYS[1], 'issued', issued + granted, 'blocked', string.format('%.6f', blocked))
   keep(latest)
 end
 return answers
@@ -133,6 +135,7 @@ class RedisPacer(Pacer):
                 repr(block),
                 count,
                 repr(tolerance),
+                repr(rate.stagger),
             ],
         )
         return list(raw)

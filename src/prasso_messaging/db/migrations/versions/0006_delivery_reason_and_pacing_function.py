@@ -18,11 +18,12 @@ depends_on = None
 TAKE_SLOTS_FUNCTION = """
 CREATE OR REPLACE FUNCTION prasso_take_pacing_slots(
     p_key text, p_limit integer, p_spacing double precision, p_max_wait double precision,
-    p_count integer, p_tolerance double precision
+    p_count integer, p_tolerance double precision, p_stagger double precision
 ) RETURNS double precision[] LANGUAGE plpgsql AS $$
 -- The ring of prasso_messaging/pacing/base.py (take_from_ring) in one call: answers the
 -- server clock, the granted slot times, then the first refused slot time negated. The ring
--- keeps each slot's end (its time plus the caller's tolerance).
+-- keeps each slot's end (its time plus the caller's tolerance); consecutive slots are at least
+-- p_stagger apart (blocked_until carries the floor from one call to the next).
 DECLARE
     k record;
     now_s double precision;
@@ -85,6 +86,7 @@ BEGIN
         END IF;
         answers := answers || slot;
         granted := granted + 1;
+        blocked := slot + p_stagger;
     END LOOP;
     IF granted > 0 THEN
         INSERT INTO msg_pacing_slots (key, position, slot_at)
@@ -93,7 +95,8 @@ BEGIN
             FROM generate_series(0, granted - 1) g
             ORDER BY (k.issued + g) % p_limit, g DESC
         ON CONFLICT (key, position) DO UPDATE SET slot_at = excluded.slot_at;
-        UPDATE msg_pacing_keys SET issued = issued + granted WHERE key = p_key;
+        UPDATE msg_pacing_keys SET issued = issued + granted, blocked_until = blocked
+            WHERE key = p_key;
     END IF;
     RETURN answers;
 END;
@@ -129,7 +132,8 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "DROP FUNCTION IF EXISTS prasso_take_pacing_slots"
-            "(text, integer, double precision, double precision, integer, double precision)"
+            "(text, integer, double precision, double precision, integer, double precision,"
+            " double precision)"
         )
     with op.batch_alter_table("msg_cap_reservations") as batch:
         for name, column, target in CAP_KEYS:
