@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import asyncpg
+import uvloop
 
 from bench.net import free_port, wait_for_port
 from prasso_messaging.config import load_settings
@@ -122,7 +123,8 @@ def main() -> None:
             finally:
                 await runtime.close()
 
-        done, seconds, cpu = asyncio.run(run())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as `prasso` runs
+            done, seconds, cpu = runner.run(run())
         print(
             f"{done} deliveries in {seconds:.2f} s = {done / seconds:,.0f}/s; "
             f"CPU {cpu * 1000 / done:.3f} ms per delivery"

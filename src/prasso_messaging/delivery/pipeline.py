@@ -492,7 +492,9 @@ class DeliveryHandler:
         if item.pacing is None:
             return None
         for _ in range(MISSED_SLOTS):
-            await asyncio.sleep(max(0.0, item.due - time.monotonic()))
+            ahead = item.due - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
             woke = time.monotonic()
             self.lateness = max(woke - item.due, self.lateness * LATENESS_DECAY)
             if woke <= item.latest:
