@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, case, func, insert, literal, null, select, text
+from sqlalchemy import BigInteger, Select, case, delete, func, insert, literal, null, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -270,7 +270,8 @@ async def compose_and_send(
             dispatcher=dispatcher,
         )
     except Exception:
-        async with database.session() as session:
+        async with database.session() as session:  # deliveries carry no FK to cascade from
+            await session.execute(delete(Delivery).where(Delivery.msg_message_id == message.id))
             await session.delete(await session.get(Message, message.id))
         raise
 
