@@ -140,11 +140,13 @@ def fan_out_cli(bench: Bench, ready: Setup, guests: int) -> None:
         raise RuntimeError(f"prasso send queued {answer.get('queued')} of {guests}: {answer}")
 
 
-def start_workers(bench: Bench, ready: Setup, label: str) -> list[Child]:
+def start_workers(
+    bench: Bench, ready: Setup, label: str, *, stop_when_empty: bool = True
+) -> list[Child]:
     options = bench.options
     argv = [
-        PRASSO, "queue", "work", "--concurrency", str(options.concurrency),
-        "--stop-when-empty", "--sleep", "0.1",
+        PRASSO, "queue", "work", "--concurrency", str(options.concurrency), "--sleep", "0.1",
+        *(["--stop-when-empty"] if stop_when_empty else []),
     ]  # fmt: skip
     return [
         bench.spawn(f"{label}-worker{n}", argv, env=ready.env, cwd=ready.cwd)
@@ -206,8 +208,9 @@ def pacing(bench: Bench, round_: int) -> PacingRun:
         )
         source = source_fingerprint()
         result, times = measure(
-            bench, "pacing", round_, target, lambda: start_workers(bench, ready, "pacing"),
-            stop_when_done=False,
+            bench, "pacing", round_, target,
+            lambda: start_workers(bench, ready, "pacing", stop_when_empty=False),
+            stop_when_done=True,
         )  # fmt: skip
         problems = result.problems + status_problems(bench, ready.database, items)
         problems += same_source(source)

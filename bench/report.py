@@ -409,8 +409,10 @@ def render(collected: Collected, options: Options, machine: Machine) -> str:
         f"- Fan-out: {options.fanout:,} guests inserted with COPY, then one `POST /api/messages/send` with `all_guests` "
         "to `prasso serve`, no worker running; API peak RSS is the server process's VmHWM.",
         f"- Pacing: {options.pacing_sms:,} SMS at `MESSAGING_BATCH_SIZE={options.pacing_batch}`, "
-        f"`MESSAGING_BATCH_INTERVAL_SECONDS=1`, {options.workers} workers racing on the database queue; windows are read "
-        "from the provider's arrival times (a 1 s window starting at every arrival).",
+        f"`MESSAGING_BATCH_INTERVAL_SECONDS=1`, {options.workers} workers racing on the database queue, "
+        "stopped once every delivery is sent (not `--stop-when-empty`: a job waiting for a later slot is a delayed "
+        "job, which that flag does not wait for); windows are read from the provider's arrival times (a 1 s window "
+        "starting at every arrival).",
         "- PostgreSQL 15 runs with its defaults (fsync and synchronous_commit on) but for `max_connections=300` and "
         "`pg_stat_statements`; each measured phase starts after `VACUUM (ANALYZE)` and `CHECKPOINT`.",
         "",
