@@ -126,7 +126,8 @@ class RedisQueue(QueueDriver):
         connection: Any = None,
     ) -> None:
         ready, delayed, _ = self._keys(queue)
-        members = [f"0:{uuid.uuid4().hex}:{encode_payload(p)}" for p in payloads]
+        batch = uuid.uuid4().hex  # unique per call; the index makes each member unique in it
+        members = [f"0:{batch}{n:x}:{encode_payload(p)}" for n, p in enumerate(payloads)]
         for start in range(0, len(members), _CHUNK):
             chunk = members[start : start + _CHUNK]
             if delay > 0:
