@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from bench.options import DELIVERY_SYSTEMS, FANOUT_SYSTEMS, Options
@@ -35,7 +36,9 @@ CHART_LABELS = {  # no commas: they would split a Mermaid category
 }
 PEERS = ("dramatiq", "celery", "procrastinate")
 PRASSO = ("prasso-database", "prasso-redis")
-PLACEHOLDER = "_To be filled in by the worker-internals work: for each figure above, what bounds it (CPU, round trips, the provider, the pace)._"
+LIMITS = Path(__file__).with_name("limits.md")
+"""The analysis of what bounds each figure, with its profiles: written by hand, kept beside the
+code it explains, and carried into every report (a run's numbers change, the reasons rarely do)."""
 
 
 @dataclass(frozen=True)
@@ -437,7 +440,7 @@ def render(collected: Collected, options: Options, machine: Machine) -> str:
         out += ["## Targets", "", *target_lines, ""]
     if summary:
         out += ["## Chart", "", *chart(summary, options.rounds), ""]
-    out += ["## What limits each figure", "", PLACEHOLDER, ""]
+    out += ["## What limits each figure", "", LIMITS.read_text().strip(), ""]
     problems = collected.problems()
     if problems:
         out += ["## Problems", "", *(f"- {problem}" for problem in problems), ""]
