@@ -69,6 +69,25 @@ async def create_api_token(
     return IssuedToken(row.id, team_id, token)
 
 
+async def list_api_tokens(session: AsyncSession, *, team_id: int) -> list[ApiToken]:
+    """A team's tokens, newest first, revoked ones included (their `revoked_at` says so)."""
+    await get_team(session, team_id)
+    query = select(ApiToken).where(ApiToken.team_id == team_id).order_by(ApiToken.id.desc())
+    return list((await session.execute(query)).scalars())
+
+
+async def revoke_api_token(session: AsyncSession, *, token_id: int) -> ApiToken:
+    """Revoke a token: every request with it answers 401 from the next one on (tokens are
+    looked up per request, never cached). Revoking twice keeps the first time."""
+    row = await session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"token {token_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+    return row
+
+
 async def team_for_token(session: AsyncSession, token: str) -> Team | None:
     """The team a live token belongs to, or None; constant work whether or not it exists."""
     row = (

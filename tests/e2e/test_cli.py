@@ -86,6 +86,29 @@ def test_teams_tokens_send_work_outbox(cli, database_url):
     assert scalar(database_url, "SELECT count(*) FROM msg_deliveries WHERE status = 'sent'") == 3
 
 
+def test_tokens_are_listed_and_revoked(cli):
+    team = cli.json("teams", "create", "Acme")
+    second = cli.json("tokens", "create", str(team["id"]), "--name", "ci")
+    listed = cli.json("tokens", "list", str(team["id"]))
+    assert [t["id"] for t in listed] == [second["id"], second["id"] - 1]
+    assert listed[0]["prefix"] == second["api_token"][:10]
+    assert listed[0]["name"] == "ci" and listed[0]["revoked_at"] is None
+    assert all(set(t) == {"id", "team_id", "name", "prefix", "created_at", "last_used_at",
+                          "revoked_at"} for t in listed)  # fmt: skip
+    assert second["api_token"] not in cli.run("tokens", "list", str(team["id"])).stdout
+
+    revoked = cli.json("tokens", "revoke", str(second["id"]))
+    assert revoked["revoked_at"] is not None
+    assert cli.json("tokens", "list", str(team["id"]))[0]["revoked_at"] == revoked["revoked_at"]
+
+    missing = cli.run("tokens", "revoke", "9999", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: token 9999 not found"
+    unknown_team = cli.run("tokens", "list", "9999", check=False)
+    assert unknown_team.returncode == 1
+    assert unknown_team.stderr.strip() == "error: team 9999 not found"
+
+
 def test_send_with_unknown_recipients_changes_nothing(cli, database_url):
     team = cli.json("teams", "create", "Acme", "--sms-verified")
     result = cli.run(

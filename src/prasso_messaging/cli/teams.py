@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +12,7 @@ from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settin
 teams_app = typer.Typer(
     help="Create teams and manage their SMS verification.", no_args_is_help=True
 )
-tokens_app = typer.Typer(help="Issue team API tokens.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Issue, list and revoke team API tokens.", no_args_is_help=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON.")]
 
@@ -136,3 +136,61 @@ def create_token(
         print_json(result)
     else:
         typer.echo(f"API token for team {team_id} (shown once): {result['api_token']}")
+
+
+def _token_fields(row: Any) -> dict[str, object]:
+    def stamp(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": row.id,
+        "team_id": row.team_id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "created_at": stamp(row.created_at),
+        "last_used_at": stamp(row.last_used_at),
+        "revoked_at": stamp(row.revoked_at),
+    }
+
+
+@tokens_app.command("list")
+def list_tokens(team_id: int, as_json: JsonFlag = False) -> None:
+    """A team's tokens: id, prefix, created, last used, revoked (the tokens themselves are
+    never stored)."""
+    config = settings()
+
+    async def work() -> list[dict[str, object]]:
+        async with open_runtime(config) as runtime, runtime.database.session() as session:
+            rows = await teams.list_api_tokens(session, team_id=team_id)
+            return [_token_fields(row) for row in rows]
+
+    result = run(work)
+    if as_json:
+        print_json(result)
+        return
+    if not result:
+        typer.echo(f"team {team_id} has no API tokens")
+        return
+    for token in result:
+        state = f"revoked {token['revoked_at']}" if token["revoked_at"] else "active"
+        used = token["last_used_at"] or "never"
+        typer.echo(
+            f"{token['id']}  {token['prefix']}...  {token['name']}  "
+            f"created {token['created_at']}  last used {used}  {state}"
+        )
+
+
+@tokens_app.command("revoke")
+def revoke_token(token_id: int, as_json: JsonFlag = False) -> None:
+    """Revoke a token: requests with it answer 401 from now on."""
+    config = settings()
+
+    async def work() -> dict[str, object]:
+        async with open_runtime(config) as runtime, runtime.database.session() as session:
+            return _token_fields(await teams.revoke_api_token(session, token_id=token_id))
+
+    result = run(work)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"token {token_id} ({result['prefix']}...) revoked at {result['revoked_at']}")
