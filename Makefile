@@ -21,8 +21,11 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-run: install  ## migrate the embedded SQLite db, seed a demo team, serve API + worker
-	$(BIN)/prasso up
+HOST ?=
+PORT ?=
+
+run: install  ## migrate the embedded SQLite db, seed a demo team, serve API + worker (HOST=, PORT=)
+	$(BIN)/prasso up $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: install-dev  ## the whole suite (PostgreSQL and the other servers as described in the README)
 	$(BIN)/pytest

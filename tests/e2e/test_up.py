@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -92,3 +94,20 @@ def test_up_prints_the_url_and_token_and_seeds_once(tmp_path):
         assert f"http://127.0.0.1:{port}" in out
         assert "Demo API token: pm_" in out
         assert process.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "prasso up"),
+        (["PORT=8150"], "prasso up --port 8150"),
+        (["PORT=8150", "HOST=0.0.0.0"], "prasso up --host 0.0.0.0 --port 8150"),
+    ],
+)
+def test_make_run_passes_host_and_port(args, expected):
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "run", *args],
+        cwd=root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout.strip().splitlines()[-1].split("/")[-1].strip() == expected
