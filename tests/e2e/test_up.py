@@ -110,4 +110,5 @@ def test_make_run_passes_host_and_port(args, expected):
         ["make", "--no-print-directory", "-n", "run", *args],
         cwd=root, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert result.stdout.strip().splitlines()[-1].split("/")[-1].strip() == expected
+    command = result.stdout.strip().splitlines()[-1].split("/")[-1]
+    assert " ".join(command.split()) == expected
