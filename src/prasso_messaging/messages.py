@@ -33,6 +33,7 @@ from prasso_messaging.db.models import (
 from prasso_messaging.delivery.job import delivery_job, payload_sql
 from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
 from prasso_messaging.queue.base import QueueDriver, TransactionalQueue
+from prasso_messaging.teams import get_team
 
 MESSAGE_TYPES = ("email", "sms", "push", "inapp")
 STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
@@ -132,6 +133,7 @@ async def create_message(
     transactional: bool = False,
 ) -> Message:
     kind, clean_subject, clean_body = validate_message(type=type, subject=subject, body=body)
+    await get_team(session, team_id)
     message = Message(
         team_id=team_id,
         type=kind,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from prasso_messaging.db.engine import Database
 from tests.e2e.conftest import Cli, base_env
@@ -107,6 +108,26 @@ def test_tokens_are_listed_and_revoked(cli):
     unknown_team = cli.run("tokens", "list", "9999", check=False)
     assert unknown_team.returncode == 1
     assert unknown_team.stderr.strip() == "error: team 9999 not found"
+
+
+def test_a_send_for_a_team_that_does_not_exist_is_refused(cli, database_url):
+    result = cli.run(
+        "send", "--team", "99", "--type", "sms", "--body", "x", "--all-guests", check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: team 99 not found"
+    assert scalar(database_url, "SELECT count(*) FROM msg_messages") == 0
+
+
+def test_the_schema_refuses_a_message_of_no_team(cli, database_url):
+    team = cli.json("teams", "create", "Acme")
+    insert = (
+        "INSERT INTO msg_messages (team_id, type, body, is_transactional, created_at, updated_at)"
+        " VALUES (:team, 'sms', 'x', false, '2026-01-01', '2026-01-01')"
+    )
+    execute(database_url, insert, [{"team": team["id"]}])
+    with pytest.raises(IntegrityError):
+        execute(database_url, insert, [{"team": team["id"] + 1}])
 
 
 def test_send_with_unknown_recipients_changes_nothing(cli, database_url):

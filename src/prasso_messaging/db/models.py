@@ -322,7 +322,9 @@ class Message(Timestamps, Base):
     __tablename__ = "msg_messages"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    team_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    team_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
     type: Mapped[str] = mapped_column(String(255))
     subject: Mapped[str | None] = mapped_column(String(255))
     body: Mapped[str | None] = mapped_column(Text)
