@@ -29,7 +29,7 @@ from prasso_messaging.api import (
     webhooks,
 )
 from prasso_messaging.config import Settings
-from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
+from prasso_messaging.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 
@@ -98,6 +98,12 @@ def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Conflict)
+    detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "conflict"}]
+    return JSONResponse({"detail": detail, "existing_id": exc.existing_id}, status_code=409)
+
+
 def _forbidden(request: Request, exc: Exception) -> JSONResponse:
     reason = exc.reason if isinstance(exc, Forbidden) else None
     return JSONResponse({"detail": str(exc), "reason": reason}, status_code=403)
@@ -138,6 +144,7 @@ def create_app(
     app.add_exception_handler(ValidationFailed, _validation_error)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(Conflict, _conflict)
     for module in (
         users,
         guests,

@@ -17,7 +17,7 @@ from prasso_messaging.db.models import (
     User,
     utcnow,
 )
-from prasso_messaging.errors import NotFound, ValidationFailed
+from prasso_messaging.errors import Conflict, NotFound, ValidationFailed
 
 
 def _optional_email(raw: str | None) -> str | None:
@@ -61,12 +61,33 @@ async def create_guest(
     subscribed: bool = True,
     region: str,
 ) -> Guest:
+    """A new guest of the team. Like a CSV import, it needs an email or a phone, and an address
+    the team already has names that guest instead (409): one person, one guest, so one send
+    reaches an address once."""
+    clean_email, clean_phone = _optional_email(email), _optional_phone(phone, region)
+    if clean_email is None and clean_phone is None:
+        raise ValidationFailed("email", "a guest needs an email address or a phone number")
+    for field, column, value in (
+        ("email", Guest.email, clean_email),
+        ("phone", Guest.phone, clean_phone),
+    ):
+        if value is None:
+            continue
+        existing = (
+            await session.execute(
+                select(Guest.id).where(Guest.team_id == team_id, column == value).limit(1)
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            raise Conflict(
+                field, f"guest {existing} already has this {field}", existing_id=existing
+            )
     guest = Guest(
         team_id=team_id,
         first_name=(first_name or "").strip() or None,
         last_name=(last_name or "").strip() or None,
-        email=_optional_email(email),
-        phone=_optional_phone(phone, region),
+        email=clean_email,
+        phone=clean_phone,
         subscribed=subscribed,
     )
     session.add(guest)

@@ -48,6 +48,17 @@ class NotFound(PrassoError):
     """The resource does not exist, or belongs to another team (mapped to HTTP 404)."""
 
 
+class Conflict(PrassoError):
+    """The input repeats a record that exists (mapped to HTTP 409 naming it), e.g. a second
+    guest with an address the team already has."""
+
+    def __init__(self, field: str, message: str, *, existing_id: int) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.existing_id = existing_id
+
+
 class Forbidden(PrassoError):
     """The team may not do this (mapped to HTTP 403), e.g. SMS from an unverified team."""
 

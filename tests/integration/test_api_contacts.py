@@ -61,9 +61,48 @@ async def test_invalid_addresses_are_422_naming_the_field_and_nothing_is_stored(
     assert await count(runtime, User) == 0
 
 
+async def test_a_guest_needs_an_address(client, team, runtime):
+    for body in ({}, {"first_name": "Kay"}, {"first_name": "Kay", "email": "", "phone": " "}):
+        response = await client.post("/api/guests", json=body, headers=team.headers)
+        assert response.status_code == 422, (body, response.text)
+        assert "email" in fields(response)
+    assert await count(runtime, Guest) == 0
+
+
+async def test_a_second_guest_with_a_known_address_is_409_naming_the_first(
+    client, team, other_team, runtime
+):
+    first = await client.post(
+        "/api/guests",
+        json={"email": "Ray@Example.com", "phone": "202-555-0111"},
+        headers=team.headers,
+    )
+    assert first.status_code == 201
+    existing = first.json()["id"]
+    for body, field in (
+        ({"email": "ray@example.com"}, "email"),
+        ({"phone": "+1 (202) 555-0111"}, "phone"),
+    ):
+        again = await client.post("/api/guests", json=body, headers=team.headers)
+        assert again.status_code == 409, again.text
+        assert again.json()["existing_id"] == existing
+        assert field in fields(again)
+        assert f"guest {existing}" in again.text
+    # another team may know the same person
+    elsewhere = await client.post(
+        "/api/guests", json={"email": "ray@example.com"}, headers=other_team.headers
+    )
+    assert elsewhere.status_code == 201
+    assert await count(runtime, Guest) == 2
+
+
 async def test_another_teams_contacts_answer_404(client, team, other_team):
     guest = (
-        await client.post("/api/guests", json={"first_name": "Kay"}, headers=other_team.headers)
+        await client.post(
+            "/api/guests",
+            json={"first_name": "Kay", "email": "kay@example.com"},
+            headers=other_team.headers,
+        )
     ).json()
     user = (await client.post("/api/users", json={"name": "Bo"}, headers=other_team.headers)).json()
     assert (await client.get(f"/api/guests/{guest['id']}", headers=team.headers)).status_code == 404

@@ -19,8 +19,10 @@ from tests.fakes import ScriptedSms
 
 
 async def queue_sms(
-    runtime: Runtime, team_id: int, guests: int = 1, **message: object
+    runtime: Runtime, team_id: int, guests: int = 1, first_phone: int = 0, **message: object
 ) -> tuple[int, list[int]]:
+    """A message to `guests` new guests; phones +120255501NN from `first_phone` (a team holds
+    one guest per address, so a second call for the same team starts after the first's)."""
     async with runtime.database.session() as session:
         ids = [
             (
@@ -28,7 +30,7 @@ async def queue_sms(
                     session,
                     team_id=team_id,
                     first_name=f"G{i}",
-                    phone=f"+120255501{i:02d}",
+                    phone=f"+120255501{first_phone + i:02d}",
                     region="US",
                 )
             ).id

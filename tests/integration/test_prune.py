@@ -45,7 +45,7 @@ async def test_prune_keeps_recent_and_queued_work(runtime, team):
     await age(runtime, Message, 40)
     await age(runtime, OutboxMessage, 40)
     await age(runtime, ConsentEvent, 40)
-    await queue_sms(runtime, team.id, guests=1)  # a new message, still queued
+    await queue_sms(runtime, team.id, guests=1, first_phone=2)  # a new message, queued
     result = await prune(runtime.database, older_than_days=30)
     assert (result.deliveries, result.messages, result.outbox) == (2, 1, 2)
     remaining = await counts(runtime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx
@@ -11,9 +12,12 @@ from prasso_messaging.db.models import Delivery
 from prasso_messaging.runtime import Runtime
 from tests.conftest import TeamAccess
 
+GUEST_NUMBERS = itertools.count(1)
+
 
 async def add_guest(client: httpx.AsyncClient, team: TeamAccess, **fields: object) -> int:
-    body = {"first_name": "Kay", "phone": "+12025550111", "email": "kay@example.com", **fields}
+    n = next(GUEST_NUMBERS)  # a team holds one guest per address
+    body = {"first_name": "Kay", "phone": "+12025550111", "email": f"kay{n}@example.com", **fields}
     response = await client.post("/api/guests", json=body, headers=team.headers)
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
