@@ -31,7 +31,13 @@ from prasso_messaging.db.models import (
     utcnow,
 )
 from prasso_messaging.delivery.job import delivery_job, payload_sql
-from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
+from prasso_messaging.errors import (
+    Forbidden,
+    NotFound,
+    QueueUnavailable,
+    Reason,
+    ValidationFailed,
+)
 from prasso_messaging.queue.base import QueueDriver, TransactionalQueue
 
 MESSAGE_TYPES = ("email", "sms", "push", "inapp")
@@ -79,7 +85,7 @@ class SendResult:
 
 @dataclass
 class _FanOut:
-    """Counts of one send, and the id range of its queued deliveries (for post-commit dispatch)."""
+    """Counts of one send, and the id range of its deliveries (for post-commit dispatch)."""
 
     dispatcher: Dispatcher
     delay: float
@@ -232,7 +238,15 @@ async def send_message(
     if fan_out.queued >= ANALYZE_AFTER_ROWS:
         await _refresh_statistics(database)
     if not isinstance(dispatcher.driver, TransactionalQueue):
-        await _dispatch_committed(database, message, fan_out)
+        try:
+            await _dispatch_committed(database, message, fan_out)
+        except Exception as exc:
+            await _withdraw(database, message.id, fan_out, team_id, idempotency_key)
+            driver = dispatcher.driver
+            raise QueueUnavailable(
+                f"{driver.setting}: the {driver.name} queue did not take the jobs ({exc});"
+                " the send was withdrawn, try again"
+            ) from exc
     if dispatcher.on_dispatch is not None and fan_out.queued:
         dispatcher.on_dispatch()
     return result
@@ -312,6 +326,34 @@ async def _refresh_statistics(database: Database) -> None:
     if database.dialect == "postgresql":
         async with database.autocommit() as conn:
             await conn.execute(text("ANALYZE msg_deliveries, jobs"))
+
+
+async def _withdraw(
+    database: Database,
+    message_id: int,
+    fan_out: _FanOut,
+    team_id: int,
+    idempotency_key: str | None,
+) -> None:
+    """Undo a send whose jobs could not be pushed, so that its caller may simply try again: its
+    deliveries that no worker has taken go (the sweeper would otherwise send them after the
+    caller was told the send failed), and so does its idempotency key (a retry runs anew)."""
+    if fan_out.first_id is None or fan_out.last_id is None:
+        return
+    async with database.connect() as conn:
+        await conn.execute(
+            delete(deliveries_table).where(
+                deliveries_table.c.msg_message_id == message_id,
+                deliveries_table.c.id.between(fan_out.first_id, fan_out.last_id),
+                deliveries_table.c.status.in_(("queued", "skipped")),
+                deliveries_table.c.claimed_until.is_(None),
+            )
+        )
+        if idempotency_key is not None:
+            keys = table(IdempotencyKey)
+            await conn.execute(
+                delete(keys).where(keys.c.team_id == team_id, keys.c.key == idempotency_key)
+            )
 
 
 async def _dispatch_committed(database: Database, message: Message, fan_out: _FanOut) -> None:
@@ -478,7 +520,8 @@ async def _insert_chunk(
         queued_ids = [r.id for r in inserted if r.status == "queued"]
         queued, count = len(queued_ids), len(inserted)
         last_recipient = max((r.recipient_id for r in inserted), default=0)
-        first_id, last_id = min(queued_ids, default=None), max(queued_ids, default=None)
+        all_ids = [r.id for r in inserted]
+        first_id, last_id = min(all_ids, default=None), max(all_ids, default=None)
         if queued_ids and isinstance(driver, TransactionalQueue):
             payloads = select(
                 payload_sql(deliveries_table.c.id, channel=message.type, team_id=message.team_id)

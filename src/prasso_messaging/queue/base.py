@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import Insert, Select
 
+from prasso_messaging.errors import QueueUnavailable
+
 JsonPayload = Mapping[str, Any]
 
 
@@ -51,6 +53,8 @@ class QueueDriver(ABC):
     """
 
     name: str = ""
+    setting: str = "QUEUE_CONNECTION"
+    """The setting that says where the queue lives, named by error lines."""
     transactional: bool = False
 
     @abstractmethod
@@ -96,6 +100,18 @@ class QueueDriver(ABC):
     @abstractmethod
     async def clear(self, queue: str) -> int:
         """Drop every job of the queue; returns how many."""
+
+    async def check(self, queue: str) -> None:
+        """Raise QueueUnavailable, naming `setting`, unless `queue` exists and answers: a start-up
+        check, so a wrong setting stops a process at once instead of failing every poll."""
+        try:
+            await self.size(queue)
+        except Exception as exc:
+            raise QueueUnavailable(f"{self.setting}: {self.describe_failure(queue, exc)}") from exc
+
+    def describe_failure(self, queue: str, exc: Exception) -> str:
+        """Why `queue` cannot be used, in words (drivers that can tell more override)."""
+        return f"cannot reach the {self.name} queue {queue!r} ({exc})"
 
     async def close(self) -> None:
         """Release connections."""
