@@ -38,7 +38,7 @@ from prasso_messaging.errors import (
     Reason,
     ValidationFailed,
 )
-from prasso_messaging.queue.base import QueueDriver, TransactionalQueue
+from prasso_messaging.queue.base import QueueDriver, TransactionalQueue, first_line
 
 MESSAGE_TYPES = ("email", "sms", "push", "inapp")
 STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
@@ -244,8 +244,8 @@ async def send_message(
             await _withdraw(database, message.id, fan_out, team_id, idempotency_key)
             driver = dispatcher.driver
             raise QueueUnavailable(
-                f"{driver.setting}: the {driver.name} queue did not take the jobs ({exc});"
-                " the send was withdrawn, try again"
+                f"{driver.setting}: the {driver.name} queue did not take the jobs"
+                f" ({first_line(exc)}); the send was withdrawn, try again"
             ) from exc
     if dispatcher.on_dispatch is not None and fan_out.queued:
         dispatcher.on_dispatch()

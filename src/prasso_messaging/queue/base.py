@@ -111,7 +111,7 @@ class QueueDriver(ABC):
 
     def describe_failure(self, queue: str, exc: Exception) -> str:
         """Why `queue` cannot be used, in words (drivers that can tell more override)."""
-        return f"cannot reach the {self.name} queue {queue!r} ({exc})"
+        return f"cannot reach the {self.name} queue {queue!r} ({first_line(exc)})"
 
     async def close(self) -> None:
         """Release connections."""
@@ -131,6 +131,12 @@ class TransactionalQueue(QueueDriver):
     async def announce(self, connection: Any, queue: str, *, delay: float) -> None:
         """Tell waiting workers, once the caller's transaction commits, that jobs were added
         to `queue` (after an `insert_from`; `push_many` does it by itself)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line, for error lines and logs (database errors append their SQL)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def encode_payload(payload: JsonPayload) -> str:

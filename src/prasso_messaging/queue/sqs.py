@@ -23,6 +23,7 @@ from prasso_messaging.queue.base import (
     ReservedJob,
     decode_payload,
     encode_payload,
+    first_line,
 )
 
 MAX_DELAY_SECONDS = 900
@@ -73,7 +74,7 @@ class SqsQueue(QueueDriver):
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         if code in _NO_SUCH_QUEUE:
             return f"queue {self.url(queue)} does not exist"
-        return f"cannot reach queue {self.url(queue)} ({exc})"
+        return f"cannot reach queue {self.url(queue)} ({first_line(exc)})"
 
     async def push_many(
         self,

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from prasso_messaging.queue.base import QueueDriver, ReservedJob
+from prasso_messaging.queue.base import QueueDriver, ReservedJob, first_line
 from prasso_messaging.queue.failed import FailedJobStore
 
 log = logging.getLogger(__name__)
@@ -271,10 +271,10 @@ class Worker:
                 log.warning(
                     "reserve failed on %s: %s (retrying with backoff until it works)",
                     self.driver.name,
-                    exc,
+                    first_line(exc),
                 )
             self._reserve_failures += 1
-            self.reserve_error = str(exc) or type(exc).__name__
+            self.reserve_error = first_line(exc)
             return None
         if self.reserve_error is not None:
             log.warning(
