@@ -29,7 +29,13 @@ from prasso_messaging.api import (
     webhooks,
 )
 from prasso_messaging.config import Settings
-from prasso_messaging.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from prasso_messaging.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    QueueUnavailable,
+    ValidationFailed,
+)
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 
@@ -109,6 +115,10 @@ def _forbidden(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "reason": reason}, status_code=403)
 
 
+def _queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
 def create_app(
     settings: Settings, *, runtime: Runtime | None = None, with_worker: bool = False
 ) -> FastAPI:
@@ -145,6 +155,7 @@ def create_app(
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(QueueUnavailable, _queue_unavailable)
     for module in (
         users,
         guests,

@@ -34,6 +34,10 @@ class ConfigError(PrassoError):
     """A setting is missing or malformed; the message is one line naming the variable."""
 
 
+class QueueUnavailable(PrassoError):
+    """The queue is unreachable or missing; one line naming the setting (mapped to HTTP 503)."""
+
+
 class ValidationFailed(PrassoError):
     """Input that breaks a rule; `field` names it (mapped to HTTP 422)."""
 

@@ -31,8 +31,14 @@ from prasso_messaging.db.models import (
     utcnow,
 )
 from prasso_messaging.delivery.job import delivery_job, payload_sql
-from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
-from prasso_messaging.queue.base import QueueDriver, TransactionalQueue
+from prasso_messaging.errors import (
+    Forbidden,
+    NotFound,
+    QueueUnavailable,
+    Reason,
+    ValidationFailed,
+)
+from prasso_messaging.queue.base import QueueDriver, TransactionalQueue, first_line
 from prasso_messaging.teams import get_team
 
 MESSAGE_TYPES = ("email", "sms", "push", "inapp")
@@ -80,7 +86,7 @@ class SendResult:
 
 @dataclass
 class _FanOut:
-    """Counts of one send, and the id range of its queued deliveries (for post-commit dispatch)."""
+    """Counts of one send, and the id range of its deliveries (for post-commit dispatch)."""
 
     dispatcher: Dispatcher
     delay: float
@@ -234,7 +240,15 @@ async def send_message(
     if fan_out.queued >= ANALYZE_AFTER_ROWS:
         await _refresh_statistics(database)
     if not isinstance(dispatcher.driver, TransactionalQueue):
-        await _dispatch_committed(database, message, fan_out)
+        try:
+            await _dispatch_committed(database, message, fan_out)
+        except Exception as exc:
+            await _withdraw(database, message.id, fan_out, team_id, idempotency_key)
+            driver = dispatcher.driver
+            raise QueueUnavailable(
+                f"{driver.setting}: the {driver.name} queue did not take the jobs"
+                f" ({first_line(exc)}); the send was withdrawn, try again"
+            ) from exc
     if dispatcher.on_dispatch is not None and fan_out.queued:
         dispatcher.on_dispatch()
     return result
@@ -272,9 +286,14 @@ async def compose_and_send(
             dispatcher=dispatcher,
         )
     except Exception:
-        async with database.session() as session:  # deliveries carry no FK to cascade from
-            await session.execute(delete(Delivery).where(Delivery.msg_message_id == message.id))
-            await session.delete(await session.get(Message, message.id))
+        async with database.session() as session:
+            # A withdrawn send may keep the deliveries a worker already took: then the message
+            # stays with them (deliveries carry no foreign key to cascade from).
+            kept = await session.scalar(
+                select(func.count()).where(Delivery.msg_message_id == message.id)
+            )
+            if not kept:
+                await session.delete(await session.get(Message, message.id))
         raise
 
 
@@ -314,6 +333,34 @@ async def _refresh_statistics(database: Database) -> None:
     if database.dialect == "postgresql":
         async with database.autocommit() as conn:
             await conn.execute(text("ANALYZE msg_deliveries, jobs"))
+
+
+async def _withdraw(
+    database: Database,
+    message_id: int,
+    fan_out: _FanOut,
+    team_id: int,
+    idempotency_key: str | None,
+) -> None:
+    """Undo a send whose jobs could not be pushed, so that its caller may simply try again: its
+    deliveries that no worker has taken go (the sweeper would otherwise send them after the
+    caller was told the send failed), and so does its idempotency key (a retry runs anew)."""
+    if fan_out.first_id is None or fan_out.last_id is None:
+        return
+    async with database.connect() as conn:
+        await conn.execute(
+            delete(deliveries_table).where(
+                deliveries_table.c.msg_message_id == message_id,
+                deliveries_table.c.id.between(fan_out.first_id, fan_out.last_id),
+                deliveries_table.c.status.in_(("queued", "skipped")),
+                deliveries_table.c.claimed_until.is_(None),
+            )
+        )
+        if idempotency_key is not None:
+            keys = table(IdempotencyKey)
+            await conn.execute(
+                delete(keys).where(keys.c.team_id == team_id, keys.c.key == idempotency_key)
+            )
 
 
 async def _dispatch_committed(database: Database, message: Message, fan_out: _FanOut) -> None:
@@ -480,7 +527,8 @@ async def _insert_chunk(
         queued_ids = [r.id for r in inserted if r.status == "queued"]
         queued, count = len(queued_ids), len(inserted)
         last_recipient = max((r.recipient_id for r in inserted), default=0)
-        first_id, last_id = min(queued_ids, default=None), max(queued_ids, default=None)
+        all_ids = [r.id for r in inserted]
+        first_id, last_id = min(all_ids, default=None), max(all_ids, default=None)
         if queued_ids and isinstance(driver, TransactionalQueue):
             payloads = select(
                 payload_sql(deliveries_table.c.id, channel=message.type, team_id=message.team_id)

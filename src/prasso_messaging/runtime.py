@@ -138,6 +138,7 @@ def build_queue(settings: Settings, database: Database) -> QueueDriver:
 
             return SqsQueue.connect(
                 queue_url=settings.SQS_QUEUE_URL,
+                default_queue=settings.QUEUE_NAME,
                 endpoint_url=settings.AWS_ENDPOINT_URL,
                 region=settings.AWS_DEFAULT_REGION,
                 retry_after=settings.QUEUE_RETRY_AFTER,

@@ -154,3 +154,43 @@ def test_help_lists_the_commands(tmp_path):
     result = Cli(base_env("sqlite:///unused.db", tmp_path), tmp_path).run("--help")
     for command in ("up", "serve", "db", "teams", "tokens", "queue", "send", "outbox"):
         assert command in result.stdout
+
+
+NOT_MIGRATED = "error: DATABASE_URL: the database is not migrated; run `prasso db upgrade`"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("queue", "work", "--stop-when-empty"),
+        ("queue", "status"),
+        ("queue", "status", "--json"),
+        ("queue", "sweep"),
+        ("teams", "create", "Acme"),
+        ("send", "--team", "1", "--type", "sms", "--body", "x", "--all-guests"),
+        ("serve", "--port", "1"),
+    ],
+)
+def test_every_command_on_an_unmigrated_database_says_to_migrate(cli, tmp_path, command):
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = cli.run(*command, check=False, DATABASE_URL=empty, QUEUE_CONNECTION="database")
+    assert result.returncode == 2
+    assert result.stderr.strip() == NOT_MIGRATED  # one line, no traceback
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_database_behind_the_code_says_to_migrate(cli, tmp_path):
+    from prasso_messaging.db.migrate import current_heads, upgrade
+
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    upgrade(older, "0001")
+    result = cli.run("queue", "status", "--json", check=False, DATABASE_URL=older)
+    assert result.returncode == 2
+    [head] = current_heads(older)
+    assert result.stderr.strip() == (
+        "error: DATABASE_URL: the database is at revision 0001, older than the code's"
+        f" {head}; run `prasso db upgrade`"
+    )
+    cli.run("db", "upgrade", DATABASE_URL=older)
+    assert cli.json("queue", "status", DATABASE_URL=older)["connection"] == "database"

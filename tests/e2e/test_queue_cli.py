@@ -14,10 +14,12 @@ import pytest
 from sqlalchemy import delete
 
 from prasso_messaging.channels.sms import SmsChannel
+from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.models import Job, table
 from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.errors import PermanentSendError, Reason
 from prasso_messaging.runtime import Runtime
+from prasso_messaging.teams import create_team
 from tests.conftest import make_settings
 from tests.fakes import ScriptedSms
 from tests.integration.queue.scenario import (
@@ -26,6 +28,13 @@ from tests.integration.queue.scenario import (
     failed_job_count,
     fan_out_sms,
     work_until_settled,
+)
+from tests.integration.queue.servers import (  # noqa: F401 (fixture)
+    SQS_ENV,
+    create_sqs_queue,
+    free_port,
+    sqs_endpoint,
+    unique_name,
 )
 
 PRASSO = str(Path(sys.executable).parent / "prasso")
@@ -150,3 +159,57 @@ async def test_sweep_redispatches_deliveries_that_lost_their_job(
     assert prasso.json("queue", "status")["queues"][0]["ready"] == 1
     prasso("queue", "work", "--stop-when-empty", "--sleep", "0.1")
     assert (await delivery_rows(runtime.database))[delivery_id].status == "sent"
+
+
+def _elsewhere(prasso: Prasso, **env: str) -> Prasso:
+    """The same command on other queue settings, with the default QUEUE_NAME."""
+    base = {k: v for k, v in prasso.env.items() if k != "QUEUE_NAME"}
+    return Prasso({**base, **env}, prasso.cwd)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqs_queue_url_is_used_as_given(
+    runtime: Runtime, prasso: Prasso, request: pytest.FixtureRequest
+) -> None:
+    endpoint: str = request.getfixturevalue("sqs_endpoint")
+    url = create_sqs_queue(endpoint, unique_name("bars"))  # QUEUE_NAME stays `default`
+    sqs = _elsewhere(
+        prasso, QUEUE_CONNECTION="sqs", SQS_QUEUE_URL=url, AWS_ENDPOINT_URL=endpoint, **SQS_ENV
+    )
+    async with runtime.database.session() as session:
+        team = await create_team(session, name="Acme", sms_verified=True, actor="test")
+        guest = await create_guest(session, team_id=team.id, phone="+12025550100", region="US")
+    sent = sqs.json("send", "--team", str(team.id), "--type", "sms", "--body", "Hi", "--guest",
+                    str(guest.id))  # fmt: skip
+    assert sent["queued"] == 1
+    assert sqs.json("queue", "status")["queues"][0]["ready"] == 1
+    assert "1 job(s)" in sqs("queue", "work", "--stop-when-empty", "--sleep", "0.1").stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("queue", "work", "--stop-when-empty"),
+        ("queue", "status", "--json"),
+        ("send", "--team", "1", "--type", "sms", "--body", "x", "--all-guests"),
+        ("serve", "--port", "1"),
+    ],
+)
+@pytest.mark.parametrize("broken", ["sqs-missing", "redis-refused"])
+def test_an_unusable_queue_stops_a_command_in_one_line(
+    prasso: Prasso, request: pytest.FixtureRequest, command: tuple[str, ...], broken: str
+) -> None:
+    if broken == "sqs-missing":
+        endpoint: str = request.getfixturevalue("sqs_endpoint")
+        url = f"{create_sqs_queue(endpoint, unique_name('q')).rpartition('/')[0]}/bars"
+        env = {"QUEUE_CONNECTION": "sqs", "SQS_QUEUE_URL": url, "AWS_ENDPOINT_URL": endpoint}
+        expected = f"error: SQS_QUEUE_URL: queue {url} does not exist"
+    else:
+        url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+        env = {"QUEUE_CONNECTION": "redis", "REDIS_URL": url, "RATE_LIMIT_STORE": "database"}
+        expected = "error: REDIS_URL: cannot reach the redis queue 'default' ("
+    result = _elsewhere(prasso, **env, **SQS_ENV)(*command, ok=False)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no traceback
+    assert result.stderr.startswith(expected)

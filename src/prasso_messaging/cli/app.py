@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
-from prasso_messaging.config import Settings, load_settings
-from prasso_messaging.errors import ConfigError, Forbidden, NotFound, ValidationFailed
+from prasso_messaging.config import Settings, load_settings, redact_url
+from prasso_messaging.errors import (
+    ConfigError,
+    Forbidden,
+    NotFound,
+    QueueUnavailable,
+    ValidationFailed,
+)
 from prasso_messaging.observability import configure_logging
 from prasso_messaging.runtime import Runtime
 
@@ -45,12 +52,18 @@ def settings() -> Settings:
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine on uvloop (about a third less CPU per network round trip than the
     default loop; installed with uvicorn), turning service errors into one-line messages."""
+    with one_line_errors(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_call(coro_fn))
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Service errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(_call(coro_fn))
+        yield
     except ConfigError as exc:
         fail(str(exc), code=2)
-    except (ValidationFailed, NotFound, Forbidden) as exc:
+    except (ValidationFailed, NotFound, Forbidden, QueueUnavailable) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot reach a service: {exc}")
@@ -69,12 +82,34 @@ async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 
 @asynccontextmanager
-async def open_runtime(config: Settings, *, pool_size: int = 5) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    config: Settings, *, pool_size: int = 5, queues: Sequence[str] = ()
+) -> AsyncIterator[Runtime]:
+    """The runtime of one command, checked first (see `check_ready`) against `queues`."""
     runtime = Runtime.build(config, pool_size=pool_size)
     try:
+        await check_ready(runtime, queues)
         yield runtime
     finally:
         await runtime.close()
+
+
+async def check_ready(runtime: Runtime, queues: Sequence[str] = ()) -> None:
+    """Stop a command before it starts, in one line naming the setting, when the database is
+    unreachable or behind the code's migrations, or one of `queues` cannot be used."""
+    from prasso_messaging.db.migrate import schema_behind
+
+    try:
+        async with runtime.database.read() as conn:
+            behind = await conn.run_sync(schema_behind)
+    except (OSError, DBAPIError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        url = redact_url(runtime.settings.DATABASE_URL)
+        raise ConfigError(f"DATABASE_URL: cannot reach {url} ({cause})") from exc
+    if behind:
+        raise ConfigError(f"DATABASE_URL: {behind}; run `prasso db upgrade`")
+    for queue in queues:
+        await runtime.queue.check(queue)
 
 
 def print_json(value: Any) -> None:

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
                 fail("--send-at: expected ISO 8601, e.g. 2026-12-01T09:00:00+00:00")
 
         async def work() -> dict[str, int]:
-            async with open_runtime(config) as runtime:
+            async with open_runtime(config, queues=[config.QUEUE_NAME]) as runtime:
                 result = await messages.compose_and_send(
                     runtime.database,
                     team_id=team,

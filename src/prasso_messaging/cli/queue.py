@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prasso_messaging.cli.app import open_runtime, print_json, run, settings
+from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
 from prasso_messaging.errors import ValidationFailed
 from prasso_messaging.failures import (
     QueueStatus,
@@ -65,7 +65,9 @@ def work(
     )
 
     async def loop() -> int:
-        async with open_runtime(config, pool_size=worker_pool_size(concurrency)) as runtime:
+        async with open_runtime(
+            config, pool_size=worker_pool_size(concurrency), queues=[options.queue]
+        ) as runtime:
             worker = runtime.make_worker(options)
             worker.install_signal_handlers()
             dispatcher = runtime.dispatcher()
@@ -77,7 +79,13 @@ def work(
                 every=sweep_interval,
                 grace=config.QUEUE_RETRY_AFTER,
             )
-            return await worker.run()
+            processed = await worker.run()
+            if worker.reserve_error is not None:
+                fail(
+                    f"{runtime.queue.setting}: stopped after {processed} job(s) while reserving"
+                    f" failed ({worker.reserve_error})"
+                )
+            return processed
 
     processed = run(loop)
     typer.echo(f"worker stopped after {processed} job(s)", err=True)
@@ -98,7 +106,7 @@ def status(
     config = settings()
 
     async def load() -> QueueStatus:
-        async with open_runtime(config) as runtime:
+        async with open_runtime(config, queues=queue or [config.QUEUE_NAME]) as runtime:
             return await queue_status(runtime.database, runtime.dispatcher(), queues=queue or [])
 
     report = run(load)
@@ -175,7 +183,7 @@ def retry(
 
     async def go() -> list[int]:
         chosen = _ids(ids, allow_all=True)
-        async with open_runtime(config) as runtime:
+        async with open_runtime(config, queues=[config.QUEUE_NAME]) as runtime:
             return await retry_failed(runtime.database, runtime.dispatcher(), ids=chosen)
 
     retried = run(go)
@@ -229,7 +237,7 @@ def sweep(
     config = settings()
 
     async def go() -> tuple[int, bool]:
-        async with open_runtime(config) as runtime:
+        async with open_runtime(config, queues=[queue or config.QUEUE_NAME]) as runtime:
             dispatcher = runtime.dispatcher()
             dispatcher.queue = queue or config.QUEUE_NAME
             grace = config.QUEUE_RETRY_AFTER if older_than is None else older_than

@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 
 import typer
 
-from prasso_messaging.cli.app import fail, open_runtime, run, settings
+from prasso_messaging.cli.app import (
+    check_ready,
+    fail,
+    one_line_errors,
+    open_runtime,
+    run,
+    settings,
+)
 from prasso_messaging.config import Settings, redact_url
 
 if TYPE_CHECKING:
@@ -71,16 +78,18 @@ def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None
 
     async def main() -> None:
         runtime = Runtime.build(config)
-        app = create_app(config, runtime=runtime, with_worker=with_worker)
-        server = _Server(
-            uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
-        )
         try:
+            await check_ready(runtime, [config.QUEUE_NAME])
+            app = create_app(config, runtime=runtime, with_worker=with_worker)
+            server = _Server(
+                uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
+            )
             await server.serve()
         finally:
             await runtime.close()
 
-    asyncio.run(main())
+    with one_line_errors():
+        asyncio.run(main())
 
 
 def register(app: typer.Typer) -> None:

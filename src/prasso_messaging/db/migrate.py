@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import Connection
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -26,3 +27,25 @@ def current_heads(database_url: str) -> set[str]:
     from alembic.script import ScriptDirectory
 
     return set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+
+
+def schema_behind(connection: Connection) -> str | None:
+    """Why the schema is behind the code's head, or None when it is not (a start-up check).
+
+    A revision the code does not know is a newer schema (an older process during a rolling
+    deploy) and passes."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    if not current:
+        return "the database is not migrated"
+    heads = set(script.get_heads())
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current == heads or not current <= known:
+        return None
+    return (
+        f"the database is at revision {', '.join(sorted(current))},"
+        f" older than the code's {', '.join(sorted(heads))}"
+    )

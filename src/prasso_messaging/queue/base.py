@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import Insert, Select
 
+from prasso_messaging.errors import QueueUnavailable
+
 JsonPayload = Mapping[str, Any]
 
 
@@ -51,6 +53,8 @@ class QueueDriver(ABC):
     """
 
     name: str = ""
+    setting: str = "QUEUE_CONNECTION"
+    """The setting that says where the queue lives, named by error lines."""
     transactional: bool = False
 
     @abstractmethod
@@ -97,6 +101,18 @@ class QueueDriver(ABC):
     async def clear(self, queue: str) -> int:
         """Drop every job of the queue; returns how many."""
 
+    async def check(self, queue: str) -> None:
+        """Raise QueueUnavailable, naming `setting`, unless `queue` exists and answers: a start-up
+        check, so a wrong setting stops a process at once instead of failing every poll."""
+        try:
+            await self.size(queue)
+        except Exception as exc:
+            raise QueueUnavailable(f"{self.setting}: {self.describe_failure(queue, exc)}") from exc
+
+    def describe_failure(self, queue: str, exc: Exception) -> str:
+        """Why `queue` cannot be used, in words (drivers that can tell more override)."""
+        return f"cannot reach the {self.name} queue {queue!r} ({first_line(exc)})"
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -115,6 +131,12 @@ class TransactionalQueue(QueueDriver):
     async def announce(self, connection: Any, queue: str, *, delay: float) -> None:
         """Tell waiting workers, once the caller's transaction commits, that jobs were added
         to `queue` (after an `insert_from`; `push_many` does it by itself)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line, for error lines and logs (database errors append their SQL)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def encode_payload(payload: JsonPayload) -> str:

@@ -93,6 +93,7 @@ class _Connection:
 
 class BeanstalkdQueue(QueueDriver):
     name = "beanstalkd"
+    setting = "BEANSTALKD_HOST"
 
     def __init__(self, *, host: str, port: int, retry_after: float) -> None:
         self.ttr = max(1, math.ceil(retry_after))

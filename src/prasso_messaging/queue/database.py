@@ -59,6 +59,7 @@ WHERE jobs.id = r.id AND jobs.reservation = :token
 
 class DatabaseQueue(TransactionalQueue):
     name = "database"
+    setting = "DATABASE_URL"
 
     def __init__(self, database: Database, *, retry_after: float) -> None:
         self.database = database

@@ -95,6 +95,7 @@ return 0
 
 class RedisQueue(QueueDriver):
     name = "redis"
+    setting = "REDIS_URL"
 
     def __init__(
         self, client: Redis, *, retry_after: float, prefix: str = "prasso:queues:"

@@ -4,7 +4,8 @@ A reservation is SQS's visibility timeout, set to `retry_after` on every receive
 worker died reappears by itself. Sends, receives and deletes go in batches of ten (the SQS limit).
 SQS delays a message by at most 900 s: a longer delay is sent as 900 s with the real due time in a
 message attribute, and a worker that receives it early hides it again until it is due. Standard
-queues promise no order. Queue names map to URLs beside `SQS_QUEUE_URL` (same account and region).
+queues promise no order. `SQS_QUEUE_URL` is the queue `QUEUE_NAME` names, whatever its last path
+segment; other queue names map to URLs beside it (same account and region).
 """
 
 from __future__ import annotations
@@ -22,37 +23,58 @@ from prasso_messaging.queue.base import (
     ReservedJob,
     decode_payload,
     encode_payload,
+    first_line,
 )
 
 MAX_DELAY_SECONDS = 900
 MAX_VISIBILITY_SECONDS = 43_200
 BATCH = 10
 _DUE_AT = "prasso_due_at"
+_NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 class SqsQueue(QueueDriver):
     name = "sqs"
+    setting = "SQS_QUEUE_URL"
 
-    def __init__(self, client: Any, *, queue_url: str, retry_after: float) -> None:
+    def __init__(
+        self, client: Any, *, queue_url: str, default_queue: str, retry_after: float
+    ) -> None:
         self.client = client
         self.queue_url = queue_url
+        self.default_queue = default_queue
         self.retry_after = retry_after
 
     @classmethod
     def connect(
-        cls, *, queue_url: str, endpoint_url: str, region: str, retry_after: float
+        cls,
+        *,
+        queue_url: str,
+        default_queue: str,
+        endpoint_url: str,
+        region: str,
+        retry_after: float,
     ) -> SqsQueue:
         import boto3
 
         client = boto3.session.Session().client(
             "sqs", endpoint_url=endpoint_url or None, region_name=region
         )
-        return cls(client, queue_url=queue_url, retry_after=retry_after)
+        return cls(
+            client, queue_url=queue_url, default_queue=default_queue, retry_after=retry_after
+        )
 
     def url(self, queue: str) -> str:
-        """`SQS_QUEUE_URL` names the default queue; other queues live beside it."""
-        base, _, default = self.queue_url.rstrip("/").rpartition("/")
-        return self.queue_url if queue == default else f"{base}/{queue}"
+        """`SQS_QUEUE_URL` as given for the default queue (`QUEUE_NAME`); others live beside it."""
+        if queue == self.default_queue:
+            return self.queue_url
+        return f"{self.queue_url.rstrip('/').rpartition('/')[0]}/{queue}"
+
+    def describe_failure(self, queue: str, exc: Exception) -> str:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in _NO_SUCH_QUEUE:
+            return f"queue {self.url(queue)} does not exist"
+        return f"cannot reach queue {self.url(queue)} ({first_line(exc)})"
 
     async def push_many(
         self,

@@ -7,8 +7,10 @@ nothing of what a job means: the handler (the delivery pipeline) is given to it.
 
 Flags mean what Laravel's `queue:work` flags mean. SIGTERM and SIGINT stop reserving; the jobs in
 hand are finished before `run` returns (a second signal stops at once and releases them). A
-broker that fails mid-run never kills the worker: unsettled jobs come back after their
-reservation expires, and the delivery rows make a late duplicate harmless. Idle workers sleep
+broker that fails mid-run never kills the worker: it reserves again with a growing backoff (one
+log line per failure streak, and `--stop-when-empty` does not take a failure for an empty queue),
+unsettled jobs come back after their reservation expires, and the delivery rows make a late
+duplicate harmless. Idle workers sleep
 `--sleep` seconds between polls, or are woken at once when the driver reports a push (PostgreSQL
 `NOTIFY`) or work is queued in the same process.
 """
@@ -24,12 +26,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from prasso_messaging.queue.base import QueueDriver, ReservedJob
+from prasso_messaging.queue.base import QueueDriver, ReservedJob, first_line
 from prasso_messaging.queue.failed import FailedJobStore
 
 log = logging.getLogger(__name__)
 
 RELEASE_AFTER_CRASH_SECONDS = 5.0
+MAX_RESERVE_BACKOFF_SECONDS = 30.0
 MIN_WINDOW = 20
 
 
@@ -103,6 +106,9 @@ class Worker:
         self._aborting = asyncio.Event()
         self._signal = asyncio.Event()  # new work, freed room, or a stop
         self._periodic: list[_Periodic] = []
+        self._reserve_failures = 0
+        self.reserve_error: str | None = None
+        """The error of the current streak of failed reserves; None while reserving works."""
 
     def stop(self) -> None:
         """Stop reserving; the jobs in hand are settled first. Called twice: abandon them."""
@@ -150,7 +156,9 @@ class Worker:
                     await self._wait()
                     continue
                 jobs = await self._reserve(free)
-                if jobs:
+                if jobs is None:
+                    await self._wait(self._reserve_backoff())
+                elif jobs:
                     self._start(jobs)
                 elif self.options.stop_when_empty and not self._in_hand:
                     break
@@ -254,19 +262,41 @@ class Worker:
                 except Exception:
                     log.exception("periodic task failed")
 
-    async def _reserve(self, limit: int) -> list[ReservedJob]:
+    async def _reserve(self, limit: int) -> list[ReservedJob] | None:
+        """Reserved jobs, or None when the broker failed (kept alive, it tries again later)."""
         try:
-            return await self.driver.reserve(self.options.queue, limit=limit)
-        except Exception as exc:  # broker down: keep the worker alive and try again
-            log.warning("reserve failed on %s: %s", self.driver.name, exc)
-            return []
+            jobs = await self.driver.reserve(self.options.queue, limit=limit)
+        except Exception as exc:
+            if self.reserve_error is None:
+                log.warning(
+                    "reserve failed on %s: %s (retrying with backoff until it works)",
+                    self.driver.name,
+                    first_line(exc),
+                )
+            self._reserve_failures += 1
+            self.reserve_error = first_line(exc)
+            return None
+        if self.reserve_error is not None:
+            log.warning(
+                "reserve works again on %s after %d failure(s)",
+                self.driver.name,
+                self._reserve_failures,
+            )
+            self._reserve_failures, self.reserve_error = 0, None
+        return jobs
+
+    def _reserve_backoff(self) -> float:
+        """Seconds before reserving again after failures: `--sleep` doubled per failure, capped."""
+        factor = 2.0 ** min(self._reserve_failures, 16)
+        return min(MAX_RESERVE_BACKOFF_SECONDS, max(self.options.sleep, 0.01) * factor)
 
     def _limits_reached(self, started: float) -> bool:
         if self.options.max_jobs and self._reserved >= self.options.max_jobs:
             return True
         return bool(self.options.max_time and self.clock() - started >= self.options.max_time)
 
-    async def _wait(self) -> None:
-        """Until new work, freed room or a stop, at most `--sleep` seconds."""
+    async def _wait(self, seconds: float | None = None) -> None:
+        """Until new work, freed room or a stop, at most `seconds` (by default `--sleep`)."""
+        timeout = self.options.sleep if seconds is None else seconds
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._signal.wait(), timeout=self.options.sleep or 0.01)
+            await asyncio.wait_for(self._signal.wait(), timeout=timeout or 0.01)

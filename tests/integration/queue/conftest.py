@@ -102,6 +102,7 @@ async def make_queue(
 
             driver = SqsQueue.connect(
                 queue_url=target.sqs_url,
+                default_queue=queue_name,
                 endpoint_url=target.sqs_endpoint,
                 region="us-east-1",
                 retry_after=retry_after,
