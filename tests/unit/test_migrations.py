@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, inspect
 
-from prasso_messaging.db.migrate import current_heads, upgrade
+from prasso_messaging.db.migrate import alembic_config, current_heads, known_revisions, upgrade
 from prasso_messaging.db.models import Base
 
 
 def test_single_head():
     assert len(current_heads("sqlite:///unused.db")) == 1
+
+
+def test_the_file_names_give_alembics_revisions_and_head():
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite:///unused.db"))
+    walked = [revision.revision for revision in script.walk_revisions()]
+    assert known_revisions() == sorted(walked)
+    assert known_revisions()[-1] == script.get_current_head()
 
 
 def test_upgrade_twice_creates_every_table(tmp_path):
