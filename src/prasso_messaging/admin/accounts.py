@@ -5,9 +5,9 @@ locked even the right password is refused, so guessing costs at most a handful o
 window. Unknown emails cost the same argon2 work as known ones, so timing tells nothing.
 
 Argon2 runs in a small pool of its own threads, never on the event loop: a hash costs a fifth of
-a second of CPU and 64 MiB, so a burst of logins on the loop stalled every other request (issue
-10). The pool is bounded, so such a burst queues there and takes neither the loop's default
-executor nor more than half of the cores.
+a second of CPU and 64 MiB, so a burst of logins on the loop stalled every other request. The
+pool is bounded, so such a burst queues there and takes neither the loop's default executor nor
+more than half of the cores.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ class LoginOutcome:
     admin: AdminUser | None
     refusal: str = ""
     locked_until: datetime | None = None
+
+
+_WRONG = LoginOutcome(None, "wrong email or password")
 
 
 async def hash_password(password: str) -> str:
@@ -142,7 +145,6 @@ async def authenticate(database: Database, attempt: LoginAttempt) -> LoginOutcom
     The password is checked between two short transactions, not inside one: a login waiting for
     the password pool holds no pooled connection (and on SQLite no write lock) meanwhile.
     """
-    wrong = LoginOutcome(None, "wrong email or password")
     email = attempt.email.strip().lower()
     async with database.session() as session:
         stored = (
@@ -154,9 +156,10 @@ async def authenticate(database: Database, attempt: LoginAttempt) -> LoginOutcom
         ).one_or_none()
     if stored is None:
         await _password_matches(None, attempt.password)
-        return wrong
-    if stored.locked_until is not None and stored.locked_until > utcnow():
-        return _locked(stored.locked_until, utcnow())
+        return _WRONG
+    now = utcnow()
+    if stored.locked_until is not None and stored.locked_until > now:
+        return _locked(stored.locked_until, now)
     matches = await _password_matches(stored.password_hash, attempt.password)
     rehashed = None
     if matches and _hasher.check_needs_rehash(stored.password_hash):
@@ -168,7 +171,7 @@ async def authenticate(database: Database, attempt: LoginAttempt) -> LoginOutcom
             )
         ).scalar_one_or_none()
         if admin is None:  # deleted meanwhile
-            return wrong
+            return _WRONG
         return await _record_login(session, admin, matches, rehashed, stored.password_hash)
 
 
@@ -192,7 +195,7 @@ async def _record_login(
             await session.flush()
             return _locked(admin.locked_until, now)
         await session.flush()
-        return LoginOutcome(None, "wrong email or password")
+        return _WRONG
     if rehashed is not None:
         admin.password_hash = rehashed
     admin.failed_logins = 0
