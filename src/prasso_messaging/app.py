@@ -120,9 +120,15 @@ def _queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings, *, runtime: Runtime | None = None, with_worker: bool = False
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    with_worker: bool = False,
+    listen_host: str | None = None,
 ) -> FastAPI:
-    """Build the app; it owns (and closes) a Runtime unless one is passed in."""
+    """Build the app; it owns (and closes) a Runtime unless one is passed in. `listen_host` is
+    the address the server binds (None: not known), which decides whether `/metrics` may go
+    without `METRICS_TOKEN`."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -150,6 +156,7 @@ def create_app(
     )
     if runtime is not None:
         app.state.runtime = runtime
+    app.state.listen_host = listen_host
     app.add_middleware(BodySizeLimit, max_bytes=settings.API_MAX_BODY_BYTES)
     app.add_exception_handler(ValidationFailed, _validation_error)
     app.add_exception_handler(NotFound, _not_found)

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     VAR_DIR: Path = Path("./var")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     API_MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+    API_RATE_LIMIT: int = Field(default=3000, ge=0)  # requests per API token per minute; 0: off
+    # bearer token for /metrics; empty: open on a loopback listener, refused on any other
+    METRICS_TOKEN: str = ""
 
     DATABASE_URL: str = "sqlite:///./var/prasso.db"
 
@@ -120,6 +123,13 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http(s) URL (got {value!r})")
         return value.rstrip("/")
+
+    @field_validator("METRICS_TOKEN")
+    @classmethod
+    def _check_metrics_token(cls, value: str) -> str:
+        if value and (len(value) < 16 or not all("!" <= c <= "~" for c in value)):
+            raise ValueError("expected at least 16 visible ASCII characters (no spaces), or empty")
+        return value
 
     @field_validator("MESSAGING_DEFAULT_REGION")
     @classmethod

@@ -58,8 +58,7 @@ async def login(
     session = read_session(request, runtime)
     await check_csrf(request, session)
     assert session is not None
-    async with runtime.database.session() as db:
-        outcome = await accounts.authenticate(db, accounts.LoginAttempt(email, password))
+    outcome = await accounts.authenticate(runtime.database, accounts.LoginAttempt(email, password))
     if outcome.admin is None:
         return render(
             request,

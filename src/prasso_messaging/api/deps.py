@@ -1,21 +1,27 @@
-"""Request dependencies: the database, the runtime, and the team behind the bearer token."""
+"""Request dependencies: the runtime, and the team behind the bearer token.
+
+Each authenticated request also counts against its token's `API_RATE_LIMIT` per minute, in the
+pacing store, so every web process shares the count; unauthenticated requests are not counted.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Team
 from prasso_messaging.runtime import Runtime
-from prasso_messaging.teams import team_for_token
+from prasso_messaging.teams import hash_token, team_for_token
 
 MAX_ID = 2**63 - 1  # BIGINT: a larger id can exist nowhere, so it is a 422, never a 500
 
 ResourceId = Annotated[int, Path(ge=1, le=MAX_ID)]
 """A path id, bounded so every backend can look it up."""
+
+RATE_WINDOW_SECONDS = 60.0
 
 bearer = HTTPBearer(auto_error=False, description="A team API token from `prasso tokens create`")
 
@@ -28,15 +34,9 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_database(runtime: RuntimeDep) -> Database:
-    return runtime.database
-
-
-DatabaseDep = Annotated[Database, Depends(get_database)]
-
-
 async def current_team(
-    database: DatabaseDep,
+    runtime: RuntimeDep,
+    response: Response,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Team:
     unauthorized = HTTPException(
@@ -46,11 +46,35 @@ async def current_team(
     )
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized
-    async with database.session() as session:
+    async with runtime.database.session() as session:
         team = await team_for_token(session, credentials.credentials)
     if team is None:
         raise unauthorized
+    await _count_request(runtime, response, credentials.credentials)
     return team
+
+
+async def _count_request(runtime: Runtime, response: Response, token: str) -> None:
+    """429 with `Retry-After` (seconds to the window's end) past the token's limit; the
+    `X-RateLimit-*` headers on every counted answer that FastAPI builds."""
+    limit = runtime.settings.API_RATE_LIMIT
+    store = runtime.pipeline.limits.pacer
+    if limit == 0 or store is None:
+        return
+    counted = await store.count_event(f"api-token:{hash_token(token)}", RATE_WINDOW_SECONDS)
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, limit - counted.count)),
+    }
+    if counted.count > limit:
+        retry_after = max(1, math.ceil(counted.resets_in))
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"API_RATE_LIMIT: at most {limit} requests per minute per token;"
+            f" retry after {retry_after} s",
+            headers={**headers, "Retry-After": str(retry_after)},
+        )
+    response.headers.update(headers)
 
 
 CurrentTeam = Annotated[Team, Depends(current_team)]

@@ -1,15 +1,64 @@
-"""`/health` (readiness of database and queue) and `/metrics` (Prometheus text)."""
+"""`/health` (readiness of database and queue) and `/metrics` (Prometheus text).
+
+`/metrics` tells per-channel counts, so it wants `METRICS_TOKEN` as a bearer token. Without one
+it is open only on a server listening on loopback (what `prasso serve` does by default), where
+only this machine can ask; on any other listener it answers 403 until the token is set.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import ipaddress
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select, text
 
 from prasso_messaging.api.deps import RuntimeDep
 from prasso_messaging.db.models import Delivery
 
 router = APIRouter(tags=["health"])
+
+metrics_bearer = HTTPBearer(
+    auto_error=False, scheme_name="MetricsToken", description="The METRICS_TOKEN setting"
+)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a server listening on `host` takes connections from this machine only (None, a
+    listener not known, and a wildcard such as 0.0.0.0 do not)."""
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def metrics_access(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(metrics_bearer)],
+) -> None:
+    """401 without the right METRICS_TOKEN (compared in constant time); with none set, 403
+    unless the server listens on loopback: no credential could open it, so not a 401."""
+    expected = runtime.settings.METRICS_TOKEN
+    if not expected:
+        if is_loopback(request.app.state.listen_host):
+            return
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="/metrics is closed: set METRICS_TOKEN to read it from this listener",
+        )
+    given = credentials.credentials if credentials is not None else ""
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="the METRICS_TOKEN is required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 @router.get("/health")
@@ -31,7 +80,7 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(metrics_access)])
 async def metrics(runtime: RuntimeDep) -> str:
     async with runtime.database.engine.connect() as conn:
         rows = await conn.execute(

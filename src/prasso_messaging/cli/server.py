@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from prasso_messaging.config import Settings, redact_url
 
 if TYPE_CHECKING:
     from prasso_messaging.demo import DemoAccess
+
+log = logging.getLogger(__name__)
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -57,8 +60,16 @@ def _default_bind(config: Settings) -> tuple[str, int]:
 def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
+    from prasso_messaging.api.health import is_loopback
     from prasso_messaging.app import create_app
     from prasso_messaging.runtime import Runtime
+
+    if not config.METRICS_TOKEN and not is_loopback(host):
+        log.warning(
+            "METRICS_TOKEN is empty and the server listens on %s: /metrics answers 403 until it"
+            " is set",
+            host,
+        )
 
     class _Server(uvicorn.Server):
         """uvicorn's server, minus re-raising SIGINT/SIGTERM after a clean shutdown (exit 0)."""
@@ -80,7 +91,7 @@ def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None
         runtime = Runtime.build(config)
         try:
             await check_ready(runtime, [config.QUEUE_NAME])
-            app = create_app(config, runtime=runtime, with_worker=with_worker)
+            app = create_app(config, runtime=runtime, with_worker=with_worker, listen_host=host)
             server = _Server(
                 uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
             )

@@ -5,6 +5,9 @@ slot `n - limit` plus the interval (and a small guard), so no sliding window of 
 seconds ever holds more than `limit` sends. Only the last `limit` slots matter, kept in a ring,
 so a slot costs O(1) whatever the rate. Every driver keeps the same ring; they differ only in
 where it lives (the database, Redis, or this process's memory for tests).
+
+The same stores also count events in fixed windows (`Pacer.count_event`): the API's per-token
+request limit is shared by every web process that way.
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ class Slot:
     wait: float
     at: float
     round_trip: float = 0.0
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    """One event counted: `count` events so far in the key's window, this one included; the
+    window ends `resets_in` seconds from now (on the store's clock)."""
+
+    count: int
+    resets_in: float
 
 
 def next_slot(previous: float | None, now: float, blocked_until: float, rate: Rate) -> float:
@@ -131,6 +143,13 @@ class Pacer(ABC):
     @abstractmethod
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
         """Hand out no slot for `seconds` (a provider's 429 with Retry-After)."""
+
+    @abstractmethod
+    async def count_event(self, key: str, window: float) -> WindowCount:
+        """Count one event under `key` in a fixed window of `window` seconds, opened by the
+        first event after the previous window ended; one atomic step, so racing processes
+        each get a different count. Counter keys share the namespace of pacing keys: callers
+        prefix theirs (`api-token:...`)."""
 
     async def close(self) -> None:
         """Release connections."""

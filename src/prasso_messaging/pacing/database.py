@@ -4,6 +4,9 @@ On PostgreSQL one call of the `prasso_take_pacing_slots` function (migration 000
 row, reads the server clock and the ring positions it needs, and writes the slots it grants: one
 round trip per key and chunk, whatever the rate. SQLite serializes writers with `BEGIN
 IMMEDIATE`, so the same ring is kept by a few plain statements in one transaction.
+
+Event counters (`count_event`) live in `msg_pacing_keys` rows of their own: `issued` is the count
+and `blocked_until` the end of the window, both moved by one upsert.
 """
 
 from __future__ import annotations
@@ -14,13 +17,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, Integer, delete, func, literal, literal_column, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    case,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.db.engine import Database, dialect_insert
 from prasso_messaging.db.models import PacingKey, PacingSlot, table, utcnow
-from prasso_messaging.pacing.base import Pacer, Rate, Slot, take_from_ring
+from prasso_messaging.pacing.base import Pacer, Rate, Slot, WindowCount, take_from_ring
 
 slots = table(PacingSlot)
 pacing_keys = table(PacingKey)
@@ -135,6 +148,28 @@ class DatabasePacer(Pacer):
                 .where(pacing_keys.c.key == key)
                 .values(blocked_until=max(state.blocked_until, state.now + seconds))
             )
+
+    async def count_event(self, key: str, window: float) -> WindowCount:
+        """One upsert: a new window when the stored one has ended, else one more in it."""
+        async with self.database.autocommit() as conn:
+            if conn.dialect.name == "postgresql":
+                now: Any = literal_column("extract(epoch FROM statement_timestamp())::float8")
+            else:  # SQLite: read under the write lock (`BEGIN IMMEDIATE`), from the shared clock
+                now = literal(utcnow().timestamp(), Float)
+            ends = literal(float(window), Float) + now
+            open_window = pacing_keys.c.blocked_until > now
+            insert = dialect_insert(conn)(pacing_keys).values(
+                key=key, ring_size=0, issued=1, blocked_until=ends
+            )
+            upsert = insert.on_conflict_do_update(
+                index_elements=[pacing_keys.c.key],
+                set_={
+                    "issued": case((open_window, pacing_keys.c.issued + 1), else_=1),
+                    "blocked_until": case((open_window, pacing_keys.c.blocked_until), else_=ends),
+                },
+            ).returning(pacing_keys.c.issued, pacing_keys.c.blocked_until - now)
+            count, resets_in = (await conn.execute(upsert)).one()
+        return WindowCount(int(count), float(resets_in))
 
     async def _locked_state(self, conn: AsyncConnection, key: str, rate: Rate) -> _KeyState:
         """Lock the key's row (creating it the first time) and read the shared clock."""

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prasso_messaging.pacing.base import Pacer, Rate, Slot, take_from_ring
+from prasso_messaging.pacing.base import Pacer, Rate, Slot, WindowCount, take_from_ring
 
 
 @dataclass
@@ -23,6 +23,7 @@ class MemoryPacer(Pacer):
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.keys: dict[str, _Key] = {}
+        self.windows: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
 
     def _key(self, key: str, rate: Rate) -> _Key:
         state = self.keys.get(key)
@@ -63,3 +64,11 @@ class MemoryPacer(Pacer):
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
         state = self._key(key, rate)
         state.blocked_until = max(state.blocked_until, self.clock() + seconds)
+
+    async def count_event(self, key: str, window: float) -> WindowCount:
+        now = self.clock()
+        count, ends = self.windows.get(key, (0, 0.0))
+        if ends <= now:
+            count, ends = 0, now + window
+        self.windows[key] = (count + 1, ends)
+        return WindowCount(count + 1, ends - now)

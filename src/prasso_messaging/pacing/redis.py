@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prasso_messaging.pacing.base import Pacer, Rate, Slot
+from prasso_messaging.pacing.base import Pacer, Rate, Slot, WindowCount
 
 # KEYS: the key's state hash, its ring hash;
 # ARGV: limit, spacing, max_wait, block seconds, count, tolerance, stagger.
@@ -76,6 +76,18 @@ end
 return answers
 """
 
+# KEYS: the counter; ARGV: the window in milliseconds. Answers the count and the window's
+# remaining milliseconds; the key expires when its window ends.
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  ttl = tonumber(ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return {count, ttl}
+"""
+
 
 class RedisPacer(Pacer):
     def __init__(self, url: str, *, prefix: str = "prasso:pacing:") -> None:
@@ -88,6 +100,7 @@ class RedisPacer(Pacer):
         self.client: Any = connect(url)
         self.prefix = prefix
         self.script: Any = self.client.register_script(_ACQUIRE)
+        self.count_script: Any = self.client.register_script(_COUNT)
 
     async def acquire_many(
         self,
@@ -114,6 +127,12 @@ class RedisPacer(Pacer):
     async def block(self, key: str, rate: Rate, seconds: float) -> None:
         block = max(seconds, 1e-3)
         await self._run(key, rate, max_wait=0.0, block=block, count=0, tolerance=0.0)
+
+    async def count_event(self, key: str, window: float) -> WindowCount:
+        count, ttl = await self.count_script(
+            keys=[f"{self.prefix}{{{key}}}:count"], args=[max(1, round(window * 1000))]
+        )
+        return WindowCount(int(count), int(ttl) / 1000)
 
     async def _run(
         self,
