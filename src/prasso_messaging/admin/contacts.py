@@ -17,7 +17,7 @@ from fastapi.responses import Response
 
 from prasso_messaging import consent, contacts, guest_import
 from prasso_messaging.admin import queries
-from prasso_messaging.admin.web import Admin, AdminContext, see_other
+from prasso_messaging.admin.web import Admin, AdminContext, PageCursor, see_other
 from prasso_messaging.api.deps import ResourceId
 from prasso_messaging.errors import NotFound, ValidationFailed
 
@@ -92,7 +92,7 @@ async def _page(
 
 @router.get("/admin/contacts")
 async def contacts_page(
-    admin: Admin, q: str = "", after: int | None = None, import_id: str = ""
+    admin: Admin, q: str = "", after: PageCursor = None, import_id: str = ""
 ) -> Response:
     return await _page(admin, q=q[:100], after=after, import_id=import_id)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from prasso_messaging import consent, contacts
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
     ChannelChoice,
     ConsentChange,
@@ -21,7 +22,7 @@ from prasso_messaging.db.models import Guest
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 from prasso_messaging.runtime import Runtime
 
-router = APIRouter(prefix="/api/guests", tags=["guests"])
+router = APIRouter(prefix="/api/guests", tags=["guests"], dependencies=[checked_input])
 
 
 class ConsentEventPublic(Public):

@@ -15,9 +15,10 @@ from fastapi.responses import HTMLResponse
 from prasso_messaging import consent
 from prasso_messaging import unsubscribe as links
 from prasso_messaging.api.deps import RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.errors import NotFound
 
-router = APIRouter(tags=["unsubscribe"])
+router = APIRouter(tags=["unsubscribe"], dependencies=[checked_input])
 
 PAGE = """<!doctype html>
 <html lang="en">

@@ -6,9 +6,10 @@ from fastapi import APIRouter, status
 
 from prasso_messaging import contacts
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import UserCreate, UserPublic
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = APIRouter(prefix="/api/users", tags=["users"], dependencies=[checked_input])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
