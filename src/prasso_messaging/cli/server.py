@@ -20,6 +20,9 @@ from prasso_messaging.cli.app import fail, open_runtime, run, settings
 from prasso_messaging.config import Settings, redact_url
 
 if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
     from prasso_messaging.demo import DemoAccess
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -47,6 +50,17 @@ def _default_bind(config: Settings) -> tuple[str, int]:
     return "127.0.0.1", parts.port or 8000
 
 
+def server_config(app: FastAPI, config: Settings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for `app`, with access lines that carry no query string or token."""
+    import uvicorn
+
+    from prasso_messaging.observability import redact_access_log
+
+    server = uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
+    redact_access_log()
+    return server
+
+
 def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
@@ -72,9 +86,7 @@ def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None
     async def main() -> None:
         runtime = Runtime.build(config)
         app = create_app(config, runtime=runtime, with_worker=with_worker)
-        server = _Server(
-            uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
-        )
+        server = _Server(server_config(app, config, host, port))
         try:
             await server.serve()
         finally:
