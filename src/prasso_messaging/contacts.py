@@ -20,8 +20,10 @@ from prasso_messaging.db.models import (
 from prasso_messaging.errors import NotFound, ValidationFailed
 
 
-def _optional_email(raw: str | None) -> str | None:
-    return normalize_email(raw) if raw and raw.strip() else None
+def _optional_email(raw: str | None, allow_special_use: bool) -> str | None:
+    if not raw or not raw.strip():
+        return None
+    return normalize_email(raw, allow_special_use=allow_special_use)
 
 
 def _optional_phone(raw: str | None, region: str) -> str | None:
@@ -36,13 +38,14 @@ async def create_user(
     email: str | None = None,
     phone: str | None = None,
     region: str,
+    allow_special_use: bool = False,
 ) -> User:
     if not name.strip():
         raise ValidationFailed("name", "must not be empty")
     user = User(
         team_id=team_id,
         name=name.strip(),
-        email=_optional_email(email),
+        email=_optional_email(email, allow_special_use),
         phone=_optional_phone(phone, region),
     )
     session.add(user)
@@ -60,12 +63,13 @@ async def create_guest(
     phone: str | None = None,
     subscribed: bool = True,
     region: str,
+    allow_special_use: bool = False,
 ) -> Guest:
     guest = Guest(
         team_id=team_id,
         first_name=(first_name or "").strip() or None,
         last_name=(last_name or "").strip() or None,
-        email=_optional_email(email),
+        email=_optional_email(email, allow_special_use),
         phone=_optional_phone(phone, region),
         subscribed=subscribed,
     )

@@ -68,11 +68,16 @@ def check_new_password(password: str) -> str:
 
 
 async def create_admin_user(
-    session: AsyncSession, *, team_id: int, email: str, password: str
+    session: AsyncSession,
+    *,
+    team_id: int,
+    email: str,
+    password: str,
+    allow_special_use: bool = False,
 ) -> AdminUser:
     """A new admin of `team_id`; the email is unique across teams (it is the login)."""
     await get_team(session, team_id)
-    address = normalize_email(email)
+    address = normalize_email(email, allow_special_use=allow_special_use)
     check_new_password(password)
     taken = await session.execute(select(AdminUser.id).where(AdminUser.email == address))
     if taken.first() is not None:

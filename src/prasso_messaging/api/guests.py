@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from prasso_messaging import consent, contacts
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
@@ -69,6 +70,7 @@ async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep
             phone=body.phone,
             subscribed=body.subscribed,
             region=runtime.settings.MESSAGING_DEFAULT_REGION,
+            allow_special_use=special_use_allowed(runtime.settings),
         )
     return _public(guest, [])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from prasso_messaging import contacts
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import UserCreate, UserPublic
@@ -22,6 +23,7 @@ async def create_user(body: UserCreate, team: CurrentTeam, runtime: RuntimeDep) 
             email=body.email,
             phone=body.phone,
             region=runtime.settings.MESSAGING_DEFAULT_REGION,
+            allow_special_use=special_use_allowed(runtime.settings),
         )
     return UserPublic.model_validate(user)
 
