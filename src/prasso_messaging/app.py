@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prasso_messaging.admin import build_router as build_admin_router
 from prasso_messaging.admin import static_files as admin_static_files
+from prasso_messaging.admin.web import refused_page
 from prasso_messaging.api import (
     consents,
     do_not_contact,
@@ -92,12 +94,42 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+def _printable(text: str) -> str:
+    """Text any encoder accepts: a message may quote the lone surrogate it refuses."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ValidationFailed)
     return JSONResponse(
-        {"detail": [{"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}]},
+        {
+            "detail": [
+                {
+                    "loc": [exc.location, exc.field],
+                    "msg": _printable(exc.message),
+                    "type": "value_error",
+                }
+            ]
+        },
         status_code=422,
     )
+
+
+def _request_invalid(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 without echoing the input: NaN or a lone surrogate cannot be encoded back
+    (that was a 500), and a 64 KiB value need not travel twice. Admin pages get an HTML page."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": [part if isinstance(part, int) else _printable(str(part)) for part in e["loc"]],
+            "msg": _printable(str(e["msg"])),
+            "type": str(e["type"]),
+        }
+        for e in exc.errors()
+    ]
+    if request.url.path.startswith("/admin"):
+        return refused_page(request, errors)
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -158,6 +190,7 @@ def create_app(
         app.state.runtime = runtime
     app.state.listen_host = listen_host
     app.add_middleware(BodySizeLimit, max_bytes=settings.API_MAX_BODY_BYTES)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(ValidationFailed, _validation_error)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Forbidden, _forbidden)

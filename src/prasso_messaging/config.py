@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
     )
 
-    APP_ENV: Literal["development", "production", "testing"] = "development"
+    APP_ENV: Literal["development", "local", "production", "testing"] = "development"
     APP_URL: str = "http://127.0.0.1:8000"
     APP_KEY: str = ""
     VAR_DIR: Path = Path("./var")

@@ -20,8 +20,10 @@ from prasso_messaging.db.models import (
 from prasso_messaging.errors import Conflict, NotFound, ValidationFailed
 
 
-def _optional_email(raw: str | None) -> str | None:
-    return normalize_email(raw) if raw and raw.strip() else None
+def _optional_email(raw: str | None, allow_special_use: bool) -> str | None:
+    if not raw or not raw.strip():
+        return None
+    return normalize_email(raw, allow_special_use=allow_special_use)
 
 
 def _optional_phone(raw: str | None, region: str) -> str | None:
@@ -36,13 +38,14 @@ async def create_user(
     email: str | None = None,
     phone: str | None = None,
     region: str,
+    allow_special_use: bool = False,
 ) -> User:
     if not name.strip():
         raise ValidationFailed("name", "must not be empty")
     user = User(
         team_id=team_id,
         name=name.strip(),
-        email=_optional_email(email),
+        email=_optional_email(email, allow_special_use),
         phone=_optional_phone(phone, region),
     )
     session.add(user)
@@ -60,11 +63,13 @@ async def create_guest(
     phone: str | None = None,
     subscribed: bool = True,
     region: str,
+    allow_special_use: bool = False,
 ) -> Guest:
     """A new guest of the team. Like a CSV import, it needs an email or a phone, and an address
     the team already has names that guest instead (409): one person, one guest, so one send
     reaches an address once."""
-    clean_email, clean_phone = _optional_email(email), _optional_phone(phone, region)
+    clean_email = _optional_email(email, allow_special_use)
+    clean_phone = _optional_phone(phone, region)
     if clean_email is None and clean_phone is None:
         raise ValidationFailed("email", "a guest needs an email address or a phone number")
     for field, column, value in (

@@ -107,7 +107,7 @@ def _subscribed(raw: str) -> bool:
     raise ValidationFailed("subscribed", f"expected true or false (got {raw!r})")
 
 
-def _clean(record: dict[str, str], region: str) -> dict[str, Any]:
+def _clean(record: dict[str, str], region: str, allow_special_use: bool) -> dict[str, Any]:
     email = (record.get("email") or "").strip()
     phone = (record.get("phone") or "").strip()
     if not email and not phone:
@@ -115,7 +115,7 @@ def _clean(record: dict[str, str], region: str) -> dict[str, Any]:
     return {
         "first_name": (record.get("first_name") or "").strip()[:255] or None,
         "last_name": (record.get("last_name") or "").strip()[:255] or None,
-        "email": normalize_email(email) if email else None,
+        "email": normalize_email(email, allow_special_use=allow_special_use) if email else None,
         "phone": normalize_phone(phone, region=region) if phone else None,
         "subscribed": _subscribed(record.get("subscribed") or ""),
     }
@@ -132,6 +132,7 @@ async def import_guests(
     team_id: int,
     rows: CsvRows,
     region: str,
+    allow_special_use: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> ImportResult:
     """Create the team's guests from parsed CSV rows; see the module docstring for the rules."""
@@ -143,7 +144,7 @@ async def import_guests(
         cleaned: list[tuple[int, dict[str, Any]]] = []
         for line, record in chunk:
             try:
-                cleaned.append((line, _clean(record, region)))
+                cleaned.append((line, _clean(record, region, allow_special_use)))
             except ValidationFailed as exc:
                 result.reject(line, str(exc))
         async with database.connect() as conn:

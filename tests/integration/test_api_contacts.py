@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 from sqlalchemy import func, select
 
+from prasso_messaging.app import create_app
 from prasso_messaging.db.models import ConsentEvent, DoNotContact, Guest, OptOut, User
+from prasso_messaging.runtime import Runtime
+from tests.conftest import make_settings
 
 
 async def count(runtime, model) -> int:
@@ -207,3 +211,29 @@ async def test_do_not_contact_add_list_remove(client, team, other_team, runtime)
     )
     assert bad.status_code == 422
     assert await count(runtime, DoNotContact) == 1
+
+
+async def test_guests_on_reserved_domains_are_refused_unless_app_env_allows(
+    client, team, database_url, tmp_path
+):
+    refused = await client.post(
+        "/api/guests", json={"email": "kay@acme.test"}, headers=team.headers
+    )
+    assert refused.status_code == 422
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["body", "email"] and "APP_ENV" in error["msg"]
+
+    settings = make_settings(database_url, tmp_path, APP_ENV="testing")
+    runtime = Runtime.build(settings, pool_size=1)
+    transport = httpx.ASGITransport(app=create_app(settings, runtime=runtime))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as dev:
+            for path, body in (
+                ("/api/guests", {"email": "kay@acme.test"}),
+                ("/api/users", {"name": "Dev", "email": "dev@box.local"}),
+            ):
+                created = await dev.post(path, json=body, headers=team.headers)
+                assert created.status_code == 201, created.text
+                assert created.json()["email"] == body["email"]
+    finally:
+        await runtime.close()

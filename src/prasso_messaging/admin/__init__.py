@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.staticfiles import StaticFiles
 
 from prasso_messaging.admin import (
@@ -17,13 +17,15 @@ from prasso_messaging.admin import (
     outbox,
     team,
 )
+from prasso_messaging.api.input_rules import check_request_input
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def build_router() -> APIRouter:
-    """Every admin page, kept out of the OpenAPI schema (the API is documented there)."""
-    router = APIRouter(include_in_schema=False)
+    """Every admin page, kept out of the OpenAPI schema (the API is documented there), and
+    refusing NUL or lone surrogates in any query or form field (a 422 page naming it)."""
+    router = APIRouter(include_in_schema=False, dependencies=[Depends(check_request_input)])
     for module in (login, dashboard, compose, messages, failed_jobs, team, contacts, outbox):
         router.include_router(module.router)
     return router

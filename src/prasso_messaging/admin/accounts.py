@@ -95,13 +95,18 @@ def check_new_password(password: str) -> str:
 
 
 async def create_admin_user(
-    session: AsyncSession, *, team_id: int, email: str, password: str
+    session: AsyncSession,
+    *,
+    team_id: int,
+    email: str,
+    password: str,
+    allow_special_use: bool = False,
 ) -> AdminUser:
     """A new admin of `team_id`; the email is unique across teams (it is the login)."""
     check_new_password(password)
     password_hash = await hash_password(password)  # before the first query: no connection held
     await get_team(session, team_id)
-    address = normalize_email(email)
+    address = normalize_email(email, allow_special_use=allow_special_use)
     taken = await session.execute(select(AdminUser.id).where(AdminUser.email == address))
     if taken.first() is not None:
         raise ValidationFailed("email", f"an admin user {address} already exists")

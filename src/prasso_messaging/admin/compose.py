@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging import contacts, messages
 from prasso_messaging.admin import queries
-from prasso_messaging.admin.web import Admin, AdminContext, see_other
+from prasso_messaging.admin.web import Admin, AdminContext, FormIds, see_other
 from prasso_messaging.db.models import Guest, TeamSettings, User
 from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
 from prasso_messaging.rendering import TokenValues, append_sms_footer, count_segments, render_tokens
@@ -68,8 +68,8 @@ async def preview(
     type: Annotated[str, Form()] = "sms",
     subject: Annotated[str, Form()] = "",
     body: Annotated[str, Form()] = "",
-    user_ids: Annotated[list[int] | None, Form()] = None,
-    guest_ids: Annotated[list[int] | None, Form()] = None,
+    user_ids: FormIds = None,
+    guest_ids: FormIds = None,
 ) -> Response:
     """The body as a sample recipient will read it, and for SMS its encoding and segments."""
     body = body[: messages.MAX_BODY_LENGTH]
@@ -118,8 +118,8 @@ async def send(
     type: Annotated[str, Form()] = "",
     subject: Annotated[str, Form()] = "",
     body: Annotated[str, Form()] = "",
-    user_ids: Annotated[list[int] | None, Form()] = None,
-    guest_ids: Annotated[list[int] | None, Form()] = None,
+    user_ids: FormIds = None,
+    guest_ids: FormIds = None,
     all_guests: Annotated[bool, Form()] = False,
     transactional: Annotated[bool, Form()] = False,
     send_at: Annotated[str, Form(max_length=40)] = "",

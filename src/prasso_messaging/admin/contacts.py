@@ -16,8 +16,9 @@ from fastapi import APIRouter, Form, UploadFile
 from fastapi.responses import Response
 
 from prasso_messaging import consent, contacts, guest_import
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.admin import queries
-from prasso_messaging.admin.web import Admin, AdminContext, see_other
+from prasso_messaging.admin.web import Admin, AdminContext, PageCursor, see_other
 from prasso_messaging.api.deps import ResourceId
 from prasso_messaging.errors import NotFound, ValidationFailed
 
@@ -92,7 +93,7 @@ async def _page(
 
 @router.get("/admin/contacts")
 async def contacts_page(
-    admin: Admin, q: str = "", after: int | None = None, import_id: str = ""
+    admin: Admin, q: str = "", after: PageCursor = None, import_id: str = ""
 ) -> Response:
     return await _page(admin, q=q[:100], after=after, import_id=import_id)
 
@@ -196,6 +197,7 @@ async def start_import(admin: Admin, file: UploadFile) -> Response:
                 team_id=admin.team.id,
                 rows=rows,
                 region=admin.runtime.settings.MESSAGING_DEFAULT_REGION,
+                allow_special_use=special_use_allowed(admin.runtime.settings),
                 on_progress=report,
             )
         except Exception as exc:  # shown on the page instead of vanishing with the task

@@ -7,14 +7,13 @@ team, so another team's failures never show here and cannot be retried or forgot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter
 from fastapi.responses import Response
 from sqlalchemy import select
 
 from prasso_messaging import failures
-from prasso_messaging.admin.web import Admin, AdminContext, see_other
+from prasso_messaging.admin.web import Admin, AdminContext, FormIds, see_other
 from prasso_messaging.db.models import Delivery, table
 from prasso_messaging.errors import NotFound
 from prasso_messaging.runtime import Runtime
@@ -69,7 +68,7 @@ async def failed_jobs_page(
 
 
 @router.post("/admin/failed-jobs/retry")
-async def retry(admin: Admin, ids: Annotated[list[int] | None, Form()] = None) -> Response:
+async def retry(admin: Admin, ids: FormIds = None) -> Response:
     try:
         done = await failures.retry_failed(
             admin.runtime.database,
@@ -83,7 +82,7 @@ async def retry(admin: Admin, ids: Annotated[list[int] | None, Form()] = None) -
 
 
 @router.post("/admin/failed-jobs/forget")
-async def forget(admin: Admin, ids: Annotated[list[int] | None, Form()] = None) -> Response:
+async def forget(admin: Admin, ids: FormIds = None) -> Response:
     try:
         done = await failures.forget_failed(
             admin.runtime.database, ids=ids or [], team_id=admin.team.id

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from prasso_messaging import messages
 from prasso_messaging.admin import queries
-from prasso_messaging.admin.web import Admin
+from prasso_messaging.admin.web import Admin, PageCursor
 from prasso_messaging.api.deps import ResourceId
 from prasso_messaging.db.models import Message
 from prasso_messaging.errors import NotFound
@@ -16,7 +16,7 @@ router = APIRouter()
 
 
 @router.get("/admin/messages")
-async def message_list(admin: Admin, before: int | None = None) -> Response:
+async def message_list(admin: Admin, before: PageCursor = None) -> Response:
     async with admin.runtime.database.session() as session:
         rows = await queries.message_rows(session, team_id=admin.team.id, before_id=before)
     older = rows[-1].message.id if len(rows) == queries.PAGE_SIZE else None
@@ -37,7 +37,7 @@ async def message_page(
     message_id: ResourceId,
     status: str = "",
     reason: str = "",
-    after: int | None = None,
+    after: PageCursor = None,
 ) -> Response:
     try:
         message, counts = await _counts(admin, message_id)

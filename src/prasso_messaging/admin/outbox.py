@@ -6,14 +6,14 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from prasso_messaging.admin import queries
-from prasso_messaging.admin.web import Admin
+from prasso_messaging.admin.web import Admin, PageCursor
 from prasso_messaging.api.deps import ResourceId
 
 router = APIRouter()
 
 
 @router.get("/admin/outbox")
-async def outbox_page(admin: Admin, channel: str = "", before: int | None = None) -> Response:
+async def outbox_page(admin: Admin, channel: str = "", before: PageCursor = None) -> Response:
     channel = channel if channel in ("email", "sms") else ""
     async with admin.runtime.database.session() as session:
         rows = await queries.outbox_rows(

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import jinja2
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from pydantic import Field
 
 from prasso_messaging.addresses import mask_phone
-from prasso_messaging.api.deps import RuntimeDep
+from prasso_messaging.api.deps import MAX_ID, RuntimeDep
 from prasso_messaging.db.models import AdminUser, Team
 from prasso_messaging.runtime import Runtime
 
@@ -51,6 +52,12 @@ templates = jinja2.Environment(
 )
 templates.filters["time"] = _format_time
 templates.filters["mask_phone"] = mask_phone
+
+PageCursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+"""A list page's `after` / `before` id, bounded so every backend can compare it."""
+
+FormIds = Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None, Form()]
+"""Ids picked in a form (recipients, failed jobs), bounded like `PageCursor`."""
 
 
 @dataclass
@@ -129,6 +136,11 @@ def render(
     if session is not None and runtime is not None:
         write_session(response, runtime, session)
     return response
+
+
+def refused_page(request: Request, errors: list[dict[str, Any]]) -> HTMLResponse:
+    """422: the page again with what was refused and why, each error naming its field."""
+    return render(request, "refused.html", {"errors": errors, "csrf_token": ""}, status_code=422)
 
 
 async def _submitted_token(request: Request) -> str:

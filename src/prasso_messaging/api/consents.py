@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 
 from prasso_messaging import consent
 from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import Strict
 
-router = APIRouter(prefix="/api/consents", tags=["consents"])
+router = APIRouter(prefix="/api/consents", tags=["consents"], dependencies=[checked_input])
 
 
 class OptInCreate(Strict):

@@ -9,11 +9,14 @@ from sqlalchemy import select
 
 from prasso_messaging import consent
 from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import DoNotContactEntry, DoNotContactPublic, Page
 from prasso_messaging.db.models import DoNotContact
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 
-router = APIRouter(prefix="/api/do-not-contact", tags=["do-not-contact"])
+router = APIRouter(
+    prefix="/api/do-not-contact", tags=["do-not-contact"], dependencies=[checked_input]
+)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from prasso_messaging import consent, contacts
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
     ChannelChoice,
     ConsentChange,
@@ -21,7 +23,7 @@ from prasso_messaging.db.models import Guest
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 from prasso_messaging.runtime import Runtime
 
-router = APIRouter(prefix="/api/guests", tags=["guests"])
+router = APIRouter(prefix="/api/guests", tags=["guests"], dependencies=[checked_input])
 
 
 class ConsentEventPublic(Public):
@@ -68,6 +70,7 @@ async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep
             phone=body.phone,
             subscribed=body.subscribed,
             region=runtime.settings.MESSAGING_DEFAULT_REGION,
+            allow_special_use=special_use_allowed(runtime.settings),
         )
     return _public(guest, [])
 

@@ -15,12 +15,15 @@ from pydantic import AwareDatetime
 from prasso_messaging import inbound
 from prasso_messaging.addresses import normalize_phone
 from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import Page, Public
 from prasso_messaging.db.models import InboundMessage
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 from prasso_messaging.runtime import Runtime
 
-router = APIRouter(prefix="/api/inbound-messages", tags=["inbound messages"])
+router = APIRouter(
+    prefix="/api/inbound-messages", tags=["inbound messages"], dependencies=[checked_input]
+)
 
 EXPORT_CHUNK = 1000
 CSV_COLUMNS = (

@@ -10,10 +10,11 @@ from pydantic import BaseModel
 
 from prasso_messaging import contacts, inbox
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import Page
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 
-router = APIRouter(tags=["inbox"])
+router = APIRouter(tags=["inbox"], dependencies=[checked_input])
 
 
 class InboxItemPublic(BaseModel):

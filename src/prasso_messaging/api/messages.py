@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, status
 
 from prasso_messaging import messages
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
     DeliveryPublic,
     MessageCreate,
@@ -19,7 +20,7 @@ from prasso_messaging.api.schemas import (
 )
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], dependencies=[checked_input])
 
 
 @router.post("/api/messages", status_code=status.HTTP_201_CREATED)

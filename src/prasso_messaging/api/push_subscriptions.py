@@ -10,9 +10,10 @@ from pydantic import Field
 
 from prasso_messaging import contacts, push_subscriptions
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import Public, Strict
 
-router = APIRouter(tags=["push"])
+router = APIRouter(tags=["push"], dependencies=[checked_input])
 
 
 class PushKeys(Strict):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from prasso_messaging.api.input_rules import unstorable
 
 T = TypeVar("T")
 BodyId = Annotated[int, Field(ge=1, le=2**63 - 1)]
@@ -13,9 +16,18 @@ AddressChannel = Literal["email", "sms"]
 
 
 class Strict(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is a 422 instead of being ignored."""
+    """Request bodies refuse unknown fields, so a typo is a 422 instead of being ignored, and
+    values no database or JSON encoder can hold (NUL, lone surrogates, NaN), so they never 500."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        problem = unstorable(value)
+        if problem is not None:
+            raise PydanticCustomError("unstorable", problem)
+        return value
 
 
 class Public(BaseModel):

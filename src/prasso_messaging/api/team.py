@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 
 from prasso_messaging import teams
 from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import Public, Strict
 from prasso_messaging.db.models import TeamSettings
 
-router = APIRouter(prefix="/api/team", tags=["team"])
+router = APIRouter(prefix="/api/team", tags=["team"], dependencies=[checked_input])
 
 
 class TeamSettingsUpdate(Strict):

@@ -15,9 +15,10 @@ from fastapi.responses import HTMLResponse
 from prasso_messaging import consent
 from prasso_messaging import unsubscribe as links
 from prasso_messaging.api.deps import RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.errors import NotFound
 
-router = APIRouter(tags=["unsubscribe"])
+router = APIRouter(tags=["unsubscribe"], dependencies=[checked_input])
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -53,13 +54,13 @@ async def confirm_page(token: str, runtime: RuntimeDep) -> HTMLResponse:
     try:
         target = links.UnsubscribeLinks.from_settings(runtime.settings).read(token)
         async with runtime.database.session() as session:
-            team = await links.team_name(session, target)
+            resolved = await links.resolve(session, target)
     except NotFound:
         return _invalid()
     return _page(
         "Unsubscribe",
-        f"<p>Stop emails from <strong>{html.escape(team)}</strong> to "
-        f"<strong>{html.escape(target.address)}</strong>?</p>"
+        f"<p>Stop emails from <strong>{html.escape(resolved.team_name)}</strong> to "
+        f"<strong>{html.escape(resolved.address)}</strong>?</p>"
         f'<form method="post" action="/unsubscribe/{html.escape(token, quote=True)}">'
         '<button type="submit">Unsubscribe</button></form>',
     )
@@ -78,13 +79,13 @@ async def unsubscribe(token: str, request: Request, runtime: RuntimeDep) -> HTML
     try:
         target = links.UnsubscribeLinks.from_settings(runtime.settings).read(token)
         async with runtime.database.session() as session:
-            team = await links.team_name(session, target)
-            await links.unsubscribe(session, target=target, origin=origin)
+            resolved = await links.resolve(session, target)
+            await links.unsubscribe(session, target=resolved, origin=origin)
     except NotFound:
         return _invalid()
     return _page(
         "You are unsubscribed",
-        f"<p>{html.escape(target.address)} will get no more emails from "
-        f"<strong>{html.escape(team)}</strong>. Messages you asked for, such as receipts, "
-        "still arrive.</p>",
+        f"<p>{html.escape(resolved.address)} will get no more emails from "
+        f"<strong>{html.escape(resolved.team_name)}</strong>. Messages you asked for, "
+        "such as receipts, still arrive.</p>",
     )

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 
 from prasso_messaging import inbound, receipts
 from prasso_messaging.api.deps import MAX_ID, RuntimeDep
+from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.errors import ConfigError
 
-router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"], dependencies=[checked_input])
 
 TWIML_TYPE = "application/xml"
 

@@ -22,8 +22,8 @@ from prasso_messaging.rendering import (
     text_to_html,
 )
 
-UnsubscribeLinks = Callable[[int, str], str]
-"""(team id, email address) → the signed unsubscribe URL of that address for that team."""
+UnsubscribeLinks = Callable[[int, Recipient], str]
+"""(team id, recipient) → the signed unsubscribe URL of that recipient for that team."""
 
 
 class EmailChannel(Channel):
@@ -57,7 +57,7 @@ class EmailChannel(Channel):
         headers = {"Message-ID": f"<{uuid.uuid4()}@{domain}>"}
         link = None
         if not outgoing.transactional and self.unsubscribe_url is not None and to:
-            link = self.unsubscribe_url(team.id, to)
+            link = self.unsubscribe_url(team.id, outgoing.recipient)
             headers["List-Unsubscribe"] = f"<{link}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return Email(

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.cli.app import open_runtime, print_json, run, settings
 
 admin_app = typer.Typer(help="Admin web page logins.", no_args_is_help=True)
@@ -39,7 +40,11 @@ def create_user(
             from prasso_messaging.admin import accounts
 
             admin = await accounts.create_admin_user(
-                session, team_id=team, email=email, password=password
+                session,
+                team_id=team,
+                email=email,
+                password=password,
+                allow_special_use=special_use_allowed(config),
             )
             return {"id": admin.id, "email": admin.email, "team_id": admin.team_id}
 

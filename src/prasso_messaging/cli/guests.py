@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from prasso_messaging import guest_import
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.cli.app import fail, is_terminal, open_runtime, print_json, run, settings
 from prasso_messaging.errors import ValidationFailed
 
@@ -43,6 +44,7 @@ def import_csv(
                     team_id=team,
                     rows=rows,
                     region=config.MESSAGING_DEFAULT_REGION,
+                    allow_special_use=special_use_allowed(config),
                 )
             columns = (
                 TextColumn("importing"),
@@ -57,6 +59,7 @@ def import_csv(
                     team_id=team,
                     rows=rows,
                     region=config.MESSAGING_DEFAULT_REGION,
+                    allow_special_use=special_use_allowed(config),
                     on_progress=lambda done, _total: progress.update(task, completed=done),
                 )
 

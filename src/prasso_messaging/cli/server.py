@@ -28,6 +28,9 @@ from prasso_messaging.cli.app import (
 from prasso_messaging.config import Settings, redact_url
 
 if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
     from prasso_messaging.demo import DemoAccess
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,17 @@ def db_upgrade() -> None:
 def _default_bind(config: Settings) -> tuple[str, int]:
     parts = urlsplit(config.APP_URL)
     return "127.0.0.1", parts.port or 8000
+
+
+def server_config(app: FastAPI, config: Settings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for `app`, with access lines that carry no query string or token."""
+    import uvicorn
+
+    from prasso_messaging.observability import redact_access_log
+
+    server = uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
+    redact_access_log()
+    return server
 
 
 def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
@@ -92,9 +106,7 @@ def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None
         try:
             await check_ready(runtime, [config.QUEUE_NAME])
             app = create_app(config, runtime=runtime, with_worker=with_worker, listen_host=host)
-            server = _Server(
-                uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
-            )
+            server = _Server(server_config(app, config, host, port))
             await server.serve()
         finally:
             await runtime.close()
