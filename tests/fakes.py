@@ -3,6 +3,9 @@
 `worker_main` runs the real CLI in a subprocess after applying knobs read from the environment:
 - PRASSO_TEST_SEND_DELAY: up to this many seconds per `log` SMS send, spread by delivery id so the
   sends of one batch finish one after another (a worker can then be stopped mid-batch).
+- PRASSO_TEST_SLOT_LOG: a file to which every pacing slot granted is appended, as its time (unix
+  seconds, on the pacing store's clock) and the tolerance it was taken with: what the store
+  promised, to check apart from when a loaded machine got round to each send.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import os
 from collections.abc import Iterable
 
+from prasso_messaging.pacing.base import Pacer, Rate, Slot
 from prasso_messaging.providers.base import Accepted, Sms, SmsProvider
 
 
@@ -37,6 +41,8 @@ class ScriptedSms(SmsProvider):
 
 def worker_main() -> None:
     from prasso_messaging.cli import main
+    from prasso_messaging.pacing.database import DatabasePacer
+    from prasso_messaging.pacing.redis import RedisPacer
     from prasso_messaging.providers.log import OutboxSms
 
     delay = float(os.environ.get("PRASSO_TEST_SEND_DELAY") or 0)
@@ -48,4 +54,23 @@ def worker_main() -> None:
             return await real_send(self, sms)
 
         OutboxSms.send = slow_send  # type: ignore[method-assign]
+    slot_log = os.environ.get("PRASSO_TEST_SLOT_LOG")
+    if slot_log:
+        log_slots(DatabasePacer, slot_log)
+        log_slots(RedisPacer, slot_log)
     main()
+
+
+def log_slots(pacer: type[Pacer], path: str) -> None:
+    real_acquire = pacer.acquire_many
+
+    async def acquire_many(
+        self: Pacer, key: str, rate: Rate, count: int, *, max_wait: float, tolerance: float = 0.0
+    ) -> list[Slot]:
+        slots = await real_acquire(self, key, rate, count, max_wait=max_wait, tolerance=tolerance)
+        lines = "".join(f"{s.at!r} {tolerance!r}\n" for s in slots if s.granted)
+        with open(path, "a") as log:  # one write per call: appends from processes never interleave
+            log.write(lines)
+        return slots
+
+    pacer.acquire_many = acquire_many  # type: ignore[method-assign]

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from prasso_messaging.runtime import Runtime
 from tests.conftest import make_settings
+from tests.e2e.conftest import KNOBBED, REPO, importable_tests
 from tests.integration.queue.scenario import (
     QUIET_LIMITS,
     delivery_rows,
@@ -34,8 +34,6 @@ from tests.integration.queue.servers import (  # noqa: F401 (fixtures)
     unique_name,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = "from tests.fakes import worker_main; worker_main()"
 DRIVERS = [
     pytest.param("database", "sqlite", id="database-sqlite"),
     pytest.param("database", "postgresql", id="database-postgresql"),
@@ -58,7 +56,7 @@ class Workers:
     def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker-{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-c", WORKER, "queue", "work", "--sleep", "0.1", *args],
+            [*KNOBBED, "queue", "work", "--sleep", "0.1", *args],
             env={**self.env, **env},
             cwd=REPO,
             stdout=log,
@@ -88,8 +86,7 @@ def env(
 ) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "QUEUE_"))}
     return {
-        **base,
-        "PYTHONPATH": str(REPO),
+        **importable_tests(base),
         "DATABASE_URL": database_url,
         "VAR_DIR": str(tmp_path / "var"),
         "APP_KEY": "e2e-key-" + "x" * 32,
