@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+
+from prasso_messaging.db.engine import Database
 
 PRASSO = str(Path(sys.executable).parent / "prasso")
+REPO = Path(__file__).resolve().parents[2]
+KNOBBED = [sys.executable, "-c", "from tests.fakes import worker_main; worker_main()"]
+"""`prasso` with the test knobs of `tests.fakes.worker_main`."""
+
+
+def importable_tests(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this checkout's `tests` package (for `KNOBBED`) and sources importable."""
+    paths = [str(REPO), str(REPO / "src"), env.get("PYTHONPATH", "")]
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
 class Cli:
@@ -42,10 +56,11 @@ class Cli:
     def json(self, *args: str, **env: str) -> Any:
         return json.loads(self.run(*args, "--json", **env).stdout)
 
-    def spawn(self, *args: str, **env: str) -> subprocess.Popen[str]:
+    def spawn(self, *args: str, knobs: bool = False, **env: str) -> subprocess.Popen[str]:
+        """`prasso *args` in the background; with `knobs`, env may set those of `KNOBBED`."""
         return subprocess.Popen(
-            [PRASSO, *args],
-            env={**self.env, **env},
+            [*KNOBBED, *args] if knobs else [PRASSO, *args],
+            env=importable_tests({**self.env, **env}) if knobs else {**self.env, **env},
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -67,6 +82,31 @@ def base_env(database_url: str, tmp_path: Path) -> dict[str, str]:
         LOG_LEVEL="WARNING",
     )
     return env
+
+
+async def other_connections(database_url: str) -> int:
+    database = Database.from_url(database_url, pool_size=1)
+    try:
+        async with database.connect() as conn:
+            count = await conn.execute(
+                text(
+                    "SELECT count(DISTINCT client_port) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return int(count.scalar_one())
+    finally:
+        await database.dispose()
+
+
+def wait_until_polling(database_url: str, workers: list[subprocess.Popen[str]]) -> None:
+    """Until every worker has polled the queue (PostgreSQL): each then keeps its pooled
+    connection open, so they all race for work queued from now on."""
+    deadline = time.monotonic() + 60
+    while asyncio.run(other_connections(database_url)) < len(workers):
+        assert all(w.poll() is None for w in workers), "a worker exited at start"
+        assert time.monotonic() < deadline, "the workers did not start within 60 s"
+        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -154,6 +154,9 @@ async def test_sweep_redispatches_deliveries_that_lost_their_job(
     async with runtime.database.connect() as conn:
         await conn.execute(delete(table(Job)))
 
+    # The default grace is QUEUE_RETRY_AFTER; an hour keeps "not late enough yet" true however long
+    # the subprocess takes to start (the fixture's 2 s did not, on a loaded machine).
+    prasso.env["QUEUE_RETRY_AFTER"] = "3600"
     assert "re-dispatched 0" in prasso("queue", "sweep").stdout  # not late enough yet
     assert "re-dispatched 1" in prasso("queue", "sweep", "--older-than", "0").stdout
     assert prasso.json("queue", "status")["queues"][0]["ready"] == 1

@@ -98,9 +98,12 @@ async def test_a_slow_job_never_holds_back_the_others(failed: FailedJobStore) ->
     queue, handler = await filled(300), Handler(held=frozenset({"1"}))
     loop = worker(queue, handler, failed, concurrency=5, stop_when_empty=True)
     task = asyncio.create_task(loop.run())
-    while len(queue.acked) < 299:
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(queue.acked) < 299 and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
-    assert "1" not in queue.acked  # still held, yet 299 others were reserved and settled
+    assert (
+        len(queue.acked) == 299 and "1" not in queue.acked
+    )  # still held, yet 299 others were reserved and settled
     handler.hold.set()
     assert await task == 300
 
@@ -123,9 +126,19 @@ async def test_max_time_stops_reserving_and_finishes_the_jobs_in_hand(
 
 async def test_a_push_wakes_an_idle_worker_at_once(failed: FailedJobStore) -> None:
     queue, handler = MemoryQueue(), Handler()
+    found_empty = asyncio.Event()
+    reserve = queue.reserve
+
+    async def noting_reserve(name: str, *, limit: int) -> list[ReservedJob]:
+        jobs = await reserve(name, limit=limit)
+        if not jobs:
+            found_empty.set()
+        return jobs
+
+    queue.reserve = noting_reserve  # type: ignore[method-assign]
     loop = worker(queue, handler, failed, sleep=3600)  # polling alone would wait an hour
     task = asyncio.create_task(loop.run())
-    await asyncio.sleep(0)  # let it find the queue empty and go to sleep
+    await asyncio.wait_for(found_empty.wait(), 30)  # it found the queue empty: now it sleeps
     await queue.push("default", {"n": 1})
     await asyncio.wait_for(handler.started.wait(), 30)
     loop.stop()

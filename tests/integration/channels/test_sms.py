@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from prasso_messaging import receipts
 from prasso_messaging.db.models import ConsentEvent, Delivery, OptOut, utcnow
 from prasso_messaging.errors import TransientSendError
 from prasso_messaging.providers.base import Sms
@@ -189,7 +191,7 @@ async def test_webhooks_refuse_a_wrong_signature(client, team, runtime, http_pee
         assert (await session.execute(select(OptOut))).first() is None
 
 
-async def test_a_receipt_that_outruns_our_record_waits_for_it(client, team, runtime):
+async def test_a_receipt_that_outruns_our_record_waits_for_it(client, team, runtime, monkeypatch):
     """Twilio answered and already reports `delivered`, but the worker's write of `sent` has
     not landed yet: the callback names the delivery, waits for the record, then applies."""
     kay = await create(client, team, "/api/guests", phone=KAY)
@@ -197,16 +199,32 @@ async def test_a_receipt_that_outruns_our_record_waits_for_it(client, team, runt
     (delivery,) = await deliveries_of(client, team, message_id)
     assert delivery["status"] == "queued"
 
+    # The receipt's wait runs on a clock that stands still, and its pause between looks ends
+    # only once the record has landed: the callback surely found no record first, and however
+    # slow the machine, its wait never runs out.
+    found_queued, recorded = asyncio.Event(), asyncio.Event()
+
+    async def pause(seconds: float) -> None:
+        found_queued.set()
+        await recorded.wait()
+
+    still = SimpleNamespace(time=lambda: 0.0)
+    monkeypatch.setattr(
+        receipts, "asyncio", SimpleNamespace(sleep=pause, get_running_loop=lambda: still)
+    )
+
     async def the_worker_records_late() -> None:
-        await asyncio.sleep(0.3)
+        await found_queued.wait()
         async with runtime.database.session() as session:
             row = await session.get(Delivery, delivery["id"])
             row.status, row.provider_message_id, row.sent_at = "sent", "SMlate", utcnow()
+        recorded.set()
 
     path = f"/webhooks/twilio/status?delivery={delivery['id']}"
     params = {"MessageSid": "SMlate", "MessageStatus": "delivered"}
     recording = asyncio.create_task(the_worker_records_late())
-    response = await twilio_post(client, path, params)
+    response = await asyncio.wait_for(twilio_post(client, path, params), 60)
+    assert found_queued.is_set()  # it found no record, and waited for it
     await recording
     assert response.status_code == 204
     (delivery,) = await deliveries_of(client, team, message_id)
