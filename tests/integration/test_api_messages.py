@@ -325,3 +325,22 @@ async def test_health_and_openapi(client):
     assert health.status_code == 200 and health.json()["database"] == "ok"
     spec = (await client.get("/openapi.json")).json()
     assert "/api/messages/send" in spec["paths"]
+
+
+async def test_booleans_and_ids_are_strict(client, team, runtime):
+    guest = await add_guest(client, team)
+    cases = [
+        ("/api/messages", {"type": "sms", "body": "x", "transactional": "yes"}, "transactional"),
+        ("/api/messages", {"type": "sms", "body": "x", "transactional": 1}, "transactional"),
+        ("/api/guests", {"email": "lee@example.com", "subscribed": "false"}, "subscribed"),
+        ("/api/messages/send", {"message_id": "1", "guest_ids": [guest]}, "message_id"),
+        ("/api/messages/send", {"message_id": 1, "guest_ids": [str(guest)]}, "guest_ids"),
+        ("/api/messages/send", {"message_id": 1, "all_guests": "true"}, "all_guests"),
+        ("/api/messages/send", {"message_id": 1, "guest_ids": [1.5]}, "guest_ids"),
+    ]
+    for path, body, field in cases:
+        response = await client.post(path, json=body, headers=team.headers)
+        assert response.status_code == 422, (body, response.text)
+        assert field in [str(part) for item in response.json()["detail"] for part in item["loc"]]
+    async with runtime.database.session() as session:
+        assert (await session.execute(select(func.count()).select_from(Message))).scalar() == 0

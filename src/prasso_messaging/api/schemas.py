@@ -17,9 +17,11 @@ AddressChannel = Literal["email", "sms"]
 
 class Strict(BaseModel):
     """Request bodies refuse unknown fields, so a typo is a 422 instead of being ignored, and
-    values no database or JSON encoder can hold (NUL, lone surrogates, NaN), so they never 500."""
+    values no database or JSON encoder can hold (NUL, lone surrogates, NaN), so they never 500.
+    Types are strict: `"yes"` is not a boolean nor `"5"` an id (a loose `"transactional":
+    "yes"` once bypassed the frequency cap); times stay ISO strings (`strict=False` on them)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -127,7 +129,7 @@ class SendCreate(Strict):
     user_ids: list[BodyId] = Field(default_factory=list, max_length=1_000_000)
     guest_ids: list[BodyId] = Field(default_factory=list, max_length=1_000_000)
     all_guests: bool = False
-    send_at: AwareDatetime | None = None
+    send_at: AwareDatetime | None = Field(default=None, strict=False)
 
 
 class SendAccepted(BaseModel):
