@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prasso_messaging.admin import build_router as build_admin_router
@@ -213,4 +213,10 @@ def create_app(
         app.include_router(module.router)
     app.include_router(build_admin_router())
     app.mount("/admin/static", admin_static_files(), name="admin-static")
+    app.add_api_route("/", _to_admin, include_in_schema=False)
     return app
+
+
+async def _to_admin() -> RedirectResponse:
+    """A browser opened at the server's root lands on the admin pages (its login)."""
+    return RedirectResponse("/admin", status_code=307)

@@ -27,6 +27,12 @@ async def test_pages_need_a_login(client):
     assert poll.status_code == 401 and poll.headers["hx-redirect"] == "/admin/login"
 
 
+async def test_the_root_leads_to_the_admin_pages(client):
+    response = await client.get("/")
+    assert response.status_code == 307
+    assert response.headers["location"] == "/admin"
+
+
 async def test_password_is_stored_as_an_argon2_hash(runtime, team):
     await make_admin(runtime, team.id, "Owner@Acme.Example.com")
     async with runtime.database.session() as session:
