@@ -46,7 +46,7 @@ async def second_queue(driver: QueueDriver, name: str) -> str:
 
 async def reserve_all(driver: QueueDriver, queue: str, *, expected: int) -> list[ReservedJob]:
     jobs: list[ReservedJob] = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while len(jobs) < expected and time.monotonic() < deadline:
         jobs.extend(await driver.reserve(queue, limit=expected - len(jobs)))
     return jobs
@@ -70,12 +70,14 @@ async def test_push_reserve_ack(make_queue: MakeQueue, queue_name: str) -> None:
 
 async def test_delayed_push_waits(make_queue: MakeQueue, queue_name: str) -> None:
     queue = make_queue()
-    await queue.push(queue_name, {"n": 1}, delay=1)
+    await queue.push(queue_name, {"n": 0}, delay=3600)  # surely still waiting at the end
     assert await queue.size(queue_name) == QueueSize(0, 1, 0)
     assert await queue.reserve(queue_name, limit=10) == []
+    await queue.push(queue_name, {"n": 1}, delay=1)
 
-    jobs = await reserve_within(queue, queue_name, seconds=5)
+    jobs = await reserve_within(queue, queue_name, seconds=60)
     assert [j.payload for j in jobs] == [{"n": 1}]
+    await queue.clear(queue_name)  # servers outlive the test
 
 
 async def test_reserve_in_batches(make_queue: MakeQueue, queue_name: str) -> None:
@@ -99,16 +101,20 @@ async def test_release_with_delay_counts_the_attempt(
     make_queue: MakeQueue, queue_name: str
 ) -> None:
     queue = make_queue()
-    await queue.push(queue_name, {"n": 1})
-    [job] = await queue.reserve(queue_name, limit=1)
+    await queue.push_many(queue_name, [{"n": 0}, {"n": 1}])
+    late, soon = sorted(
+        await reserve_all(queue, queue_name, expected=2), key=lambda j: j.payload["n"]
+    )
 
-    await queue.release(job, delay=1)
+    await queue.release(late, delay=3600)  # surely still waiting at the end
     assert await queue.reserve(queue_name, limit=1) == []
-    [again] = await reserve_within(queue, queue_name, seconds=5, limit=1)
+    await queue.release(soon, delay=1)
+    [again] = await reserve_within(queue, queue_name, seconds=60, limit=1)
     assert again.payload == {"n": 1}
     assert again.attempts == 2
     await queue.ack([again])
-    assert (await queue.size(queue_name)).total == 0
+    assert (await queue.size(queue_name)).total == 1  # only the late one
+    await queue.clear(queue_name)  # servers outlive the test
 
 
 async def test_release_without_delay_is_ready_again(make_queue: MakeQueue, queue_name: str) -> None:
@@ -116,7 +122,7 @@ async def test_release_without_delay_is_ready_again(make_queue: MakeQueue, queue
     await queue.push(queue_name, {"n": 1})
     [job] = await queue.reserve(queue_name, limit=1)
     await queue.release(job, delay=0)
-    [again] = await reserve_within(queue, queue_name, seconds=3, limit=1)
+    [again] = await reserve_within(queue, queue_name, seconds=60, limit=1)
     assert again.payload == {"n": 1}
 
 
@@ -129,7 +135,7 @@ async def test_reservation_expires_after_retry_after(
     [held] = await stuck.reserve(queue_name, limit=1)
     assert await survivor.reserve(queue_name, limit=1) == []
 
-    [recovered] = await reserve_within(survivor, queue_name, seconds=6, limit=1, busy_holder=stuck)
+    [recovered] = await reserve_within(survivor, queue_name, seconds=60, limit=1, busy_holder=stuck)
     assert recovered.payload == {"n": 1}
     assert recovered.attempts == 2
 
@@ -149,7 +155,7 @@ async def test_dead_worker_jobs_come_back(
     held = await reserve_all(dead, queue_name, expected=3)
     assert len(held) == 3
     await dead.close()
-    recovered = await reserve_all_within(survivor, queue_name, expected=3, seconds=8)
+    recovered = await reserve_all_within(survivor, queue_name, expected=3, seconds=60)
     assert sorted(j.payload["n"] for j in recovered) == [0, 1, 2]
 
 
