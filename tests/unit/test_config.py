@@ -45,6 +45,12 @@ def test_defaults_match_the_spec(monkeypatch):
         ("REDIS_URL", "http://localhost"),
         ("APP_URL", "localhost:8000"),
         ("QUEUE_RETRY_AFTER", "-1"),
+        ("API_RATE_LIMIT", "-1"),
+        ("API_RATE_LIMIT", "many"),
+        ("API_RATE_LIMIT", "1.5"),
+        ("METRICS_TOKEN", "short"),
+        ("METRICS_TOKEN", "a token with spaces in it"),
+        ("METRICS_TOKEN", "jeton-métrique-très-long"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name, value, monkeypatch):
