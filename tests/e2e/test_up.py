@@ -112,3 +112,20 @@ def test_make_run_passes_host_and_port(args, expected):
     )  # fmt: skip
     command = result.stdout.strip().splitlines()[-1].split("/")[-1]
     assert " ".join(command.split()) == expected
+
+
+@pytest.mark.parametrize("command", ["up", "serve"])
+def test_a_busy_port_is_one_line_before_any_banner(tmp_path, command):
+    env = base_env("sqlite:///./var/prasso.db", tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = Cli(env, tmp_path).run(command, "--port", str(port), check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use; choose another with --port"
+        " (make run PORT=8150) or stop what listens there"
+    ]
+    assert not (tmp_path / "var" / "prasso.db").exists()  # nothing migrated or seeded

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
@@ -58,6 +60,22 @@ def db_upgrade() -> None:
 def _default_bind(config: Settings) -> tuple[str, int]:
     parts = urlsplit(config.APP_URL)
     return "127.0.0.1", parts.port or 8000
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Stop in one line, before any banner, when the address is taken (another `prasso up`, a
+    dev server), naming it and how to pick another, rather than after start-up in a traceback."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(
+                    f"port {port} on {host} is in use; choose another with --port"
+                    f" (make run PORT=8150) or stop what listens there"
+                )
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def server_config(app: FastAPI, config: Settings, host: str, port: int) -> uvicorn.Config:
@@ -125,7 +143,9 @@ def register(app: typer.Typer) -> None:
         """Serve the API (and admin pages)."""
         config = settings()
         default_host, default_port = _default_bind(config)
-        _serve(config, host or default_host, port or default_port, with_worker=with_worker)
+        bind_host, bind_port = host or default_host, port or default_port
+        _check_port_free(bind_host, bind_port)
+        _serve(config, bind_host, bind_port, with_worker=with_worker)
 
     @app.command("up")
     def up(
@@ -134,6 +154,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Migrate, seed a demo team when empty, and serve with an in-process worker."""
         config = settings()
+        default_host, default_port = _default_bind(config)
+        bind_host, bind_port = host or default_host, port or default_port
+        _check_port_free(bind_host, bind_port)
         migrate(config)
 
         from prasso_messaging.demo import seed_demo
@@ -143,8 +166,6 @@ def register(app: typer.Typer) -> None:
                 return await seed_demo(runtime)
 
         demo = run(seed)
-        default_host, default_port = _default_bind(config)
-        bind_host, bind_port = host or default_host, port or default_port
         url = f"http://{bind_host}:{bind_port}"
         typer.echo(f"Prasso Messaging: {url}  (API docs: {url}/docs)")
         if demo.admin_email and demo.admin_password:
