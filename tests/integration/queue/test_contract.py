@@ -215,11 +215,20 @@ async def test_fifo_order_where_guaranteed(
     await queue.ack(jobs)
 
 
-async def test_two_workers_never_hold_the_same_job(make_queue: MakeQueue, queue_name: str) -> None:
+async def test_two_workers_never_hold_the_same_job(
+    make_queue: MakeQueue, queue_name: str, driver_name: str
+) -> None:
     first, second = make_queue(), make_queue()
     await first.push_many(queue_name, [{"n": i} for i in range(40)])
     batches = await asyncio.gather(
         *(w.reserve(queue_name, limit=10) for w in (first, second, first, second))
     )
+    if driver_name == "sqs":
+        # SQS standard queues deliver at least once: two concurrent receives may both get one
+        # message. A batch still holds each job once, and the delivery's claim makes a second
+        # copy harmless (test_two_workers_send_each_delivery_exactly_once[sqs] in tests/e2e).
+        for batch in batches:
+            assert len({j.payload["n"] for j in batch}) == len(batch)
+        return
     held = [j.payload["n"] for batch in batches for j in batch]
     assert len(held) == len(set(held))
