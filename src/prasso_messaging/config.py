@@ -33,10 +33,13 @@ class Settings(BaseSettings):
     APP_KEY: str = ""
     VAR_DIR: Path = Path("./var")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"  # json: one object per line
     API_MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
     API_RATE_LIMIT: int = Field(default=3000, ge=0)  # requests per API token per minute; 0: off
     # bearer token for /metrics; empty: open on a loopback listener, refused on any other
     METRICS_TOKEN: str = ""
+    # this host's processes' metric files, summed by /metrics; empty: VAR_DIR/metrics
+    PROMETHEUS_MULTIPROC_DIR: Path | None = None
 
     DATABASE_URL: str = "sqlite:///./var/prasso.db"
 
@@ -155,6 +158,10 @@ class Settings(BaseSettings):
     def max_attempts(self) -> int:
         """One first attempt plus one per backoff step."""
         return len(self.MESSAGING_RETRY_BACKOFF) + 1
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.PROMETHEUS_MULTIPROC_DIR or self.VAR_DIR / "metrics"
 
     @property
     def is_sqlite(self) -> bool:
