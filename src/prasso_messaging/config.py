@@ -96,6 +96,11 @@ class Settings(BaseSettings):
             return numbers
         return value
 
+    @field_validator("PROMETHEUS_MULTIPROC_DIR", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

@@ -100,12 +100,14 @@ def loggable_path(path: str) -> str:
 
 class AccessLogRedactor(logging.Filter):
     """Rewrites uvicorn's access line `'%s - "%s %s HTTP/%s" %d'`: its path argument becomes
-    `loggable_path(path)`, so neither query strings nor tokens reach the log."""
+    `loggable_path(path)`, so neither query strings nor tokens reach the log; names its event
+    `http_request`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
             record.args = (args[0], args[1], loggable_path(args[2]), args[3], args[4])
+        record.event = "http_request"
         return True
 
 
