@@ -64,7 +64,8 @@ def test_a_bad_value_is_one_line_naming_the_variable(name, value, monkeypatch):
     assert "\n" not in message
 
 
-def test_metrics_files_live_under_var_unless_a_directory_is_given(tmp_path):
+def test_metrics_files_live_under_var_unless_a_directory_is_given(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # a runtime of this process
     assert settings(VAR_DIR=tmp_path).metrics_dir == tmp_path / "metrics"
     assert (
         settings(VAR_DIR=tmp_path, PROMETHEUS_MULTIPROC_DIR="").metrics_dir == tmp_path / "metrics"
