@@ -116,8 +116,8 @@ async def exposition(
     `prasso_live_workers` per queue."""
     failed_by_queue = await failed.count_by_queue()
     workers = list(await live_workers()) if live_workers is not None else None
-    names = list(dict.fromkeys([queue_name, *sorted(failed_by_queue), *sorted(workers or [])]))
-    sizes = {name: await queue.size(name) for name in names}
+    worked = list(dict.fromkeys([queue_name, *sorted(workers or [])]))  # queues known to exist
+    sizes = {name: await queue.size(name) for name in worked}
     oldest = await oldest_due_age(database)
 
     depth = GaugeMetricFamily(
@@ -137,14 +137,14 @@ async def exposition(
     )
     age.add_metric([queue_name], oldest or 0.0)
     failures = GaugeMetricFamily("prasso_failed_jobs", "Rows in failed_jobs.", labels=["queue"])
-    for name in names:
+    for name in dict.fromkeys([*worked, *sorted(failed_by_queue)]):
         failures.add_metric([name], failed_by_queue.get(name, 0))
     gauges: list[Metric] = [depth, age, failures]
     if workers is not None:
         live = GaugeMetricFamily(
             "prasso_live_workers", "Workers seen in the last minute.", labels=["queue"]
         )
-        for name in names:
+        for name in worked:
             live.add_metric([name], workers.count(name))
         gauges.append(live)
 

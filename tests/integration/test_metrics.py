@@ -14,6 +14,7 @@ from prasso_messaging.db.models import Delivery, Guest, utcnow
 from prasso_messaging.errors import PermanentSendError, Reason
 from prasso_messaging.messages import SendRequest, create_message, send_message
 from prasso_messaging.metrics import exposition
+from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.runtime import Runtime
 from tests.conftest import TeamAccess, drain
 from tests.fakes import ScriptedSms
@@ -165,3 +166,15 @@ async def test_live_workers_are_exported_per_queue_when_the_registry_is_given(
         ).decode()
     )
     assert not any(name == "prasso_live_workers" for name, _ in without)
+
+
+async def test_failed_jobs_of_any_queue_are_counted_without_sizing_it(runtime: Runtime) -> None:
+    """A queue left with failed jobs may no longer exist (SQS): only its failed jobs are read."""
+    job = ReservedJob("1", "gone", {"job": "ProcessMsgDelivery", "delivery_id": 1}, 1)
+    await runtime.failed.record(connection="database", job=job, exception="provider_rejected")
+    samples, _ = await scrape(runtime)
+    assert value(samples, "prasso_failed_jobs", queue="gone") == 1
+    assert value(samples, "prasso_failed_jobs", queue="default") == 0
+    assert not any(
+        name == "prasso_queue_depth" and ("queue", "gone") in labels for name, labels in samples
+    )
