@@ -25,6 +25,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from prasso_messaging.backlog import oldest_due_age
+from prasso_messaging.errors import ConfigError
 
 if TYPE_CHECKING:
     from prasso_messaging.db.engine import Database
@@ -65,10 +66,18 @@ _latencies: dict[tuple[str, str], Histogram] = {}
 
 def use_directory(directory: Path) -> Path:
     """Keep this process's metrics in `directory` (created if missing) and return the directory
-    in use. The first call of a process decides: values already written stay in their file."""
+    in use. The first call of a process decides: values already written stay in their file.
+    Raises ConfigError, naming the setting, when the directory cannot be written."""
     global _directory
     if _directory is None:
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"PROMETHEUS_MULTIPROC_DIR: cannot create {directory} ({exc.strerror or exc})"
+            ) from exc
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR: {directory} is not writable")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # where prometheus_client looks
         if not getattr(values.ValueClass, "_multiprocess", False):
             # chosen when prometheus_client was imported, from the environment of that moment

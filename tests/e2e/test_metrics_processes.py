@@ -65,3 +65,12 @@ def test_serve_sums_the_counters_of_two_worker_processes(cli, database_url, tmp_
     latency = {"provider": "sms_log", "outcome": "sent"}
     assert value(samples, "prasso_provider_latency_seconds_count", **latency) == RECIPIENTS
     assert value(samples, "prasso_queue_depth", queue="default", state="ready") == 0
+
+
+def test_a_metrics_directory_that_cannot_be_made_is_one_line_naming_the_setting(cli, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    result = cli.run("queue", "status", check=False, PROMETHEUS_MULTIPROC_DIR=str(blocked / "m"))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: PROMETHEUS_MULTIPROC_DIR: cannot create "), line
