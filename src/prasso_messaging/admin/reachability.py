@@ -1,0 +1,86 @@
+"""Who a send on a channel would skip, and why, shown before sending.
+
+The compose page's picker and preview ask the worker's own rule, `compliance.decide`, with the
+channel's address and recipient kinds and the opt-out and do-not-contact flags of
+`queries.listed_addresses`; for push they also ask what the push channel checks at send time (its
+VAPID keys, the user's subscriptions). The team's SMS verification is shown once on the page, not
+next to every person, so each person is judged as if the team were verified.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prasso_messaging.admin import queries
+from prasso_messaging.channels.base import Channel
+from prasso_messaging.channels.push import PushChannel
+from prasso_messaging.compliance import decide
+from prasso_messaging.db.models import Team, utcnow
+from prasso_messaging.domain import Outgoing, Recipient, TeamProfile
+from prasso_messaging.errors import Reason
+
+_MISSING = {"email": "no email address", "sms": "no phone number", "push": "no push subscription"}
+_INVALID = {"email": "invalid email address", "sms": "invalid phone number"}
+_CHANNEL_WORDS = {"email": "email", "sms": "SMS", "push": "push", "inapp": "in-app"}
+
+
+def _why(reason: Reason | None, channel: str) -> str:
+    word = _CHANNEL_WORDS.get(channel, channel)
+    labels = {
+        Reason.MISSING_ADDRESS: _MISSING.get(channel, "no address"),
+        Reason.INVALID_ADDRESS: _INVALID.get(channel, "invalid address"),
+        Reason.CHANNEL_UNSUPPORTED: f"{word} reaches users only",
+        Reason.DO_NOT_CONTACT: "on the do-not-contact list",
+        Reason.OPTED_OUT: f"opted out of {word}",
+        Reason.GUEST_UNSUBSCRIBED: "unsubscribed (transactional messages only)",
+        Reason.PUSH_NOT_CONFIGURED: "push is not configured (no VAPID keys)",
+    }
+    return labels.get(reason, str(reason)) if reason is not None else ""
+
+
+async def flag_skipped(
+    session: AsyncSession,
+    *,
+    team: Team,
+    channels: dict[str, Channel],
+    channel: str,
+    transactional: bool,
+    recipients: list[queries.Recipient],
+) -> None:
+    """Set `skipped_because` on each recipient a send on `channel` would skip today."""
+    sender = channels.get(channel)
+    if sender is None or not recipients:
+        return
+    profile = TeamProfile(team.id, team.name, True, None, None, None, None, None, None)
+    people = {
+        (r.kind, r.id): Recipient(r.kind, r.id, None, None, r.name, r.email, r.phone, r.subscribed)
+        for r in recipients
+    }
+    addresses = {key: sender.address(person) for key, person in people.items()}
+    listed = await queries.listed_addresses(
+        session, team_id=team.id, addresses=[a for a in addresses.values() if a]
+    )
+    with_push: set[int] = set()
+    if isinstance(sender, PushChannel):
+        with_push = await queries.users_with_push(
+            session, user_ids=[r.id for r in recipients if r.kind == "user"]
+        )
+    now = utcnow()
+    for r in recipients:
+        key = (r.kind, r.id)
+        address = addresses[key]
+        decision = decide(
+            Outgoing(0, channel, None, "", transactional, people[key], profile),
+            address=address,
+            recipient_kinds=sender.recipient_kinds,
+            opted_out=(channel, address or "") in listed.opted_out,
+            do_not_contact=(channel, address or "") in listed.do_not_contact,
+            now=now,
+        )
+        reason = decision.reason
+        if reason is None and isinstance(sender, PushChannel):
+            if sender.provider is None:
+                reason = Reason.PUSH_NOT_CONFIGURED
+            elif r.id not in with_push:
+                reason = Reason.MISSING_ADDRESS
+        r.skipped_because = _why(reason, channel)
