@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from prasso_messaging.admin import (
@@ -20,6 +21,7 @@ from prasso_messaging.admin import (
 from prasso_messaging.api.input_rules import check_request_input
 
 STATIC_DIR = Path(__file__).parent / "static"
+FAVICON = "/admin/static/favicon.svg"
 
 
 def build_router() -> APIRouter:
@@ -28,7 +30,13 @@ def build_router() -> APIRouter:
     router = APIRouter(include_in_schema=False, dependencies=[Depends(check_request_input)])
     for module in (login, dashboard, compose, messages, failed_jobs, team, contacts, outbox):
         router.include_router(module.router)
+    router.add_api_route("/favicon.ico", _favicon, methods=["GET", "HEAD"])
     return router
+
+
+async def _favicon() -> RedirectResponse:
+    """Browsers ask for `/favicon.ico` wherever a page forgets to link its icon: the same SVG."""
+    return RedirectResponse(FAVICON, status_code=307)
 
 
 def static_files() -> StaticFiles:

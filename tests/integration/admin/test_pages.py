@@ -322,3 +322,36 @@ async def test_compose_can_schedule_a_send(admin, runtime):
     page = await admin.client.get(response.headers["location"])
     assert "Scheduled for 2030-01-01 09:00:00 UTC" in page.text
     assert 'hx-trigger="every 10s"' in page.text
+
+
+async def test_an_sms_in_the_outbox_shows_its_sender_or_that_it_had_none(admin, runtime):
+    guest = await add_guest(runtime, admin.team.id)
+    await admin.post("/admin/compose", type="sms", body="First", guest_ids=str(guest.id))
+    await drain(runtime)
+    listing = await admin.client.get("/admin/outbox?channel=sms")
+    assert "no sender number" in listing.text and 'href="/admin/team"' in listing.text
+    saved = await admin.post("/admin/team", sms_from_number="(202) 555-0199")
+    assert saved.status_code == 303
+    await admin.post("/admin/compose", type="sms", body="Second", guest_ids=str(guest.id))
+    await drain(runtime)
+    listing = await admin.client.get("/admin/outbox?channel=sms")
+    newest = re.search(r'<td class="sender">(.*?)</td>', listing.text, re.S)
+    assert newest and newest.group(1).strip() == "+12025550199"
+    item_id = re.search(r'href="/admin/outbox/(\d+)"', listing.text).group(1)  # type: ignore[union-attr]
+    item = await admin.client.get(f"/admin/outbox/{item_id}")
+    assert re.search(r'<dd id="sender">\+12025550199</dd>', item.text)
+
+
+async def test_the_favicon_is_linked_and_favicon_ico_leads_to_it(client):
+    login = await client.get("/admin/login")
+    assert '<link rel="icon" href="/admin/static/favicon.svg"' in login.text
+    icon = await client.get("/favicon.ico", follow_redirects=True)
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.startswith("<svg")
+
+
+async def test_without_vapid_keys_the_picker_says_push_is_not_configured(admin, runtime):
+    async with runtime.database.session() as session:
+        await contacts.create_user(session, team_id=admin.team.id, name="Ada", region="US")
+    options = await admin.client.get("/admin/compose/recipients", params={"type": "push"})
+    assert "skipped: push is not configured (no VAPID keys)" in options.text
