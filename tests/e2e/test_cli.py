@@ -80,7 +80,12 @@ def test_teams_tokens_send_work_outbox(cli, database_url):
         "Hi {{FirstName}}",
         "--all-guests",
     )
-    assert sent == {"message_id": sent["message_id"], "queued": 3, "skipped": 0}
+    assert sent == {
+        "message_id": sent["message_id"],
+        "queued": 3,
+        "skipped": 0,
+        "skipped_reasons": {},
+    }
     worker = cli.run("queue", "work", "--stop-when-empty")
     assert "3 job(s)" in worker.stderr
     outbox = cli.json("outbox", "--channel", "sms")

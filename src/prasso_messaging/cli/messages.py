@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
             except ValueError:
                 fail("--send-at: expected ISO 8601, e.g. 2026-12-01T09:00:00+00:00")
 
-        async def work() -> dict[str, int]:
+        async def work() -> dict[str, Any]:
             async with open_runtime(config, queues=[config.QUEUE_NAME]) as runtime:
                 result = await messages.compose_and_send(
                     runtime.database,
@@ -60,9 +60,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(result)
         else:
+            reasons = ", ".join(f"{n} {code}" for code, n in result["skipped_reasons"].items())
             typer.echo(
                 f"message {result['message_id']}: {result['queued']} queued,"
-                f" {result['skipped']} skipped"
+                f" {result['skipped']} skipped" + (f" ({reasons})" if reasons else "")
             )
 
     @app.command("outbox")
