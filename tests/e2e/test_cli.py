@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -77,7 +80,12 @@ def test_teams_tokens_send_work_outbox(cli, database_url):
         "Hi {{FirstName}}",
         "--all-guests",
     )
-    assert sent == {"message_id": sent["message_id"], "queued": 3, "skipped": 0}
+    assert sent == {
+        "message_id": sent["message_id"],
+        "queued": 3,
+        "skipped": 0,
+        "skipped_reasons": {},
+    }
     worker = cli.run("queue", "work", "--stop-when-empty")
     assert "3 job(s)" in worker.stderr
     outbox = cli.json("outbox", "--channel", "sms")
@@ -154,6 +162,64 @@ def test_help_lists_the_commands(tmp_path):
     result = Cli(base_env("sqlite:///unused.db", tmp_path), tmp_path).run("--help")
     for command in ("up", "serve", "db", "teams", "tokens", "queue", "send", "outbox"):
         assert command in result.stdout
+
+
+MODULES_AT_EXIT = """
+import atexit, json, sys
+listing = sys.argv.pop(1)
+sys.argv[0] = "prasso"
+atexit.register(lambda: open(listing, "w").write(json.dumps(sorted(sys.modules))))
+from prasso_messaging.cli import main
+main()
+"""
+"""`prasso ARGS...` that writes, as it exits, every module it imported to the file `argv[1]`."""
+
+WEB_STACK = ("fastapi", "starlette", "uvicorn", "jinja2", "prasso_messaging.admin")
+
+
+def imported_by(cli: Cli, *args: str) -> set[str]:
+    """Modules (and packages) imported by a successful `prasso *args`."""
+    listing = cli.cwd / "modules.json"
+    result = subprocess.run(
+        [sys.executable, "-c", MODULES_AT_EXIT, str(listing), *args],
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(listing.read_text()))
+
+
+def loaded(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return [p for p in packages if any(m == p or m.startswith(f"{p}.") for m in modules)]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("teams", "--help"), ("queue", "work", "--help"), ("up", "--help")],
+)
+def test_help_imports_no_database_web_stack_or_service(tmp_path, args):
+    cli = Cli(base_env("sqlite:///unused.db", tmp_path), tmp_path)
+    modules = imported_by(cli, *args)
+    heavy = ("sqlalchemy", "httpx", "pydantic_settings", *WEB_STACK, "prasso_messaging.runtime")
+    assert loaded(modules, heavy) == []
+    ours = {m for m in modules if m.startswith("prasso_messaging.")}
+    assert {m for m in ours if not m.startswith("prasso_messaging.cli")} == {
+        "prasso_messaging.errors"
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    "command",
+    [("teams", "create", "Acme"), ("queue", "status"), ("queue", "work", "--stop-when-empty")],
+)
+def test_database_commands_import_no_web_stack(cli, command):
+    modules = imported_by(cli, *command)
+    assert "prasso_messaging.runtime" in modules
+    assert loaded(modules, WEB_STACK) == []
 
 
 NOT_MIGRATED = "error: DATABASE_URL: the database is not migrated; run `prasso db upgrade`"

@@ -135,7 +135,13 @@ class SendCreate(Strict):
 class SendAccepted(BaseModel):
     message_id: int
     queued: int
-    skipped: int
+    skipped: int = Field(description="Deliveries skipped at once (counted in skipped_reasons).")
+    skipped_reasons: dict[str, int] = Field(
+        default_factory=dict,
+        description="Skipped deliveries by reason code: what compliance refuses before any "
+        "send (opted_out, do_not_contact, missing_address, guest_unsubscribed, "
+        "channel_unsupported) and a second recipient with one address (duplicate_address).",
+    )
 
 
 class DeliveryPublic(Public):
