@@ -2,9 +2,10 @@
 
 The compose page's picker and preview ask the worker's own rule, `compliance.decide`, with the
 channel's address and recipient kinds and the opt-out and do-not-contact flags of
-`queries.listed_addresses`; for push they also ask what the push channel checks at send time (its
-VAPID keys, the user's subscriptions). The team's SMS verification is shown once on the page, not
-next to every person, so each person is judged as if the team were verified.
+`queries.listed_addresses`, and show its words (the ones a skipped delivery records); for push
+they also ask what the push channel checks at send time (its VAPID keys, the user's
+subscriptions). The team's SMS verification is shown once on the page, not next to every person,
+so each person is judged as if the team were verified.
 """
 
 from __future__ import annotations
@@ -17,25 +18,9 @@ from prasso_messaging.channels.push import PushChannel
 from prasso_messaging.compliance import decide
 from prasso_messaging.db.models import Team, utcnow
 from prasso_messaging.domain import Outgoing, Recipient, TeamProfile
-from prasso_messaging.errors import Reason
 
-_MISSING = {"email": "no email address", "sms": "no phone number", "push": "no push subscription"}
-_INVALID = {"email": "invalid email address", "sms": "invalid phone number"}
-_CHANNEL_WORDS = {"email": "email", "sms": "SMS", "push": "push", "inapp": "in-app"}
-
-
-def _why(reason: Reason | None, channel: str) -> str:
-    word = _CHANNEL_WORDS.get(channel, channel)
-    labels = {
-        Reason.MISSING_ADDRESS: _MISSING.get(channel, "no address"),
-        Reason.INVALID_ADDRESS: _INVALID.get(channel, "invalid address"),
-        Reason.CHANNEL_UNSUPPORTED: f"{word} reaches users only",
-        Reason.DO_NOT_CONTACT: "on the do-not-contact list",
-        Reason.OPTED_OUT: f"opted out of {word}",
-        Reason.GUEST_UNSUBSCRIBED: "unsubscribed (transactional messages only)",
-        Reason.PUSH_NOT_CONFIGURED: "push is not configured (no VAPID keys)",
-    }
-    return labels.get(reason, str(reason)) if reason is not None else ""
+PUSH_NOT_CONFIGURED = "push is not configured: no VAPID keys are set"
+NO_PUSH_SUBSCRIPTION = "the user has no push subscription"
 
 
 async def flag_skipped(
@@ -77,10 +62,10 @@ async def flag_skipped(
             do_not_contact=(channel, address or "") in listed.do_not_contact,
             now=now,
         )
-        reason = decision.reason
-        if reason is None and isinstance(sender, PushChannel):
+        why = decision.detail
+        if decision.action == "send" and isinstance(sender, PushChannel):
             if sender.provider is None:
-                reason = Reason.PUSH_NOT_CONFIGURED
+                why = PUSH_NOT_CONFIGURED
             elif r.id not in with_push:
-                reason = Reason.MISSING_ADDRESS
-        r.skipped_because = _why(reason, channel)
+                why = NO_PUSH_SUBSCRIPTION
+        r.skipped_because = why

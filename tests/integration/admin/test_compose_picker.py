@@ -102,31 +102,32 @@ async def picker(admin: LoggedIn, type: str, transactional: bool = False) -> dic
 async def test_the_picker_marks_whom_each_channel_would_skip_and_why(admin, runtime):
     await people(runtime, admin.team.id)
     assert await picker(admin, "sms") == {
-        "Ada Email": "no phone number",
+        "Ada Email": "the user has no sms address",
         "Bo Phone": "",
-        "Kay": "opted out of SMS",
-        "Lee": "no phone number",
-        "Max": "on the do-not-contact list",
-        "Una": "unsubscribed (transactional messages only)",
+        "Kay": "the recipient opted out of sms",
+        "Lee": "the guest has no sms address",
+        "Max": "sms address is on the do-not-contact list",
+        "Una": "the guest is not subscribed",
     }
     transactional_sms = await picker(admin, "sms", transactional=True)
-    assert transactional_sms["Una"] == "" and transactional_sms["Kay"] == "opted out of SMS"
+    assert transactional_sms["Una"] == ""  # receipts reach an unsubscribed guest
+    assert transactional_sms["Kay"] == "the recipient opted out of sms"  # STOP binds them too
     assert await picker(admin, "email") == {
         "Ada Email": "",
-        "Bo Phone": "no email address",
-        "Kay": "opted out of email",
+        "Bo Phone": "the user has no email address",
+        "Kay": "the recipient opted out of email",
         "Lee": "",
-        "Max": "no email address",
-        "Una": "unsubscribed (transactional messages only)",
+        "Max": "the guest has no email address",
+        "Una": "the guest is not subscribed",
     }
     assert (await picker(admin, "email", transactional=True))["Kay"] == ""  # receipts still go
     push = await picker(admin, "push")
-    assert push["Ada Email"] == "no push subscription" and push["Bo Phone"] == ""
+    assert push["Ada Email"] == "the user has no push subscription" and push["Bo Phone"] == ""
     assert push["Kay"] == "push reaches users only"
     inapp = await picker(admin, "inapp")
-    assert inapp["Ada Email"] == "" and inapp["Lee"] == "in-app reaches users only"
+    assert inapp["Ada Email"] == "" and inapp["Lee"] == "inapp reaches users only"
     page = await admin.client.get("/admin/compose")
-    assert skip_notes(page.text)["Lee"] == "no phone number"  # SMS is the form's first type
+    assert skip_notes(page.text)["Lee"] == "the guest has no sms address"  # SMS comes first
 
 
 async def test_the_preview_names_its_reader_or_says_it_uses_sample_values(admin, runtime):
@@ -144,7 +145,7 @@ async def test_the_preview_names_its_reader_or_says_it_uses_sample_values(admin,
     assert "Preview for <strong>Lee</strong>, the first picked recipient" in guest_first.text
     assert "Hi Lee" in guest_first.text
     assert "1 picked recipient will be skipped on SMS" in guest_first.text
-    assert "Lee: no phone number" in guest_first.text
+    assert "Lee: the guest has no sms address" in guest_first.text
     user_first = await admin.client.post(
         "/admin/compose/preview",
         data={
@@ -158,7 +159,8 @@ async def test_the_preview_names_its_reader_or_says_it_uses_sample_values(admin,
     )
     assert "Preview for <strong>Bo Phone</strong>" in user_first.text
     assert "For Bo Phone" in user_first.text and "Hi Bo" in user_first.text
-    assert "Bo Phone: no email address" in user_first.text and "Lee:" not in user_first.text
+    assert "Bo Phone: the user has no email address" in user_first.text
+    assert "Lee:" not in user_first.text
 
 
 async def test_another_teams_guest_is_neither_offered_nor_previewed(admin, runtime, other_team):
