@@ -9,6 +9,7 @@ from prasso_messaging.cli.messages import register as register_messages
 from prasso_messaging.cli.prune import register as register_prune
 from prasso_messaging.cli.push import push_app
 from prasso_messaging.cli.queue import queue_app
+from prasso_messaging.cli.queue_restart import register as register_queue_restart
 from prasso_messaging.cli.server import db_app
 from prasso_messaging.cli.server import register as register_server
 from prasso_messaging.cli.teams import teams_app, tokens_app
@@ -18,6 +19,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(guests_app, name="guests")
 app.add_typer(teams_app, name="teams")
 app.add_typer(tokens_app, name="tokens")
+register_queue_restart(queue_app)
 app.add_typer(queue_app, name="queue")
 app.add_typer(push_app, name="push")
 register_server(app)

@@ -480,6 +480,27 @@ class FailedJob(Base):
     failed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class QueueWorker(Base):
+    """A running worker, seen by `prasso queue status`, `/health` and `prasso doctor`.
+
+    Inserted when the worker starts, updated at each heartbeat (its jobs counted in memory until
+    then), deleted on a clean exit; `prasso queue restart` sets `restart_requested_at`.
+    """
+
+    __tablename__ = "queue_workers"
+    __table_args__ = (Index(None, "last_seen_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(100))
+    driver: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column()
+    last_seen_at: Mapped[datetime] = mapped_column()
+    jobs_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    restart_requested_at: Mapped[datetime | None] = mapped_column()
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for bulk statements."""
     return cast(Table, model.__table__)
