@@ -8,16 +8,14 @@ import typer
 
 from prasso_messaging.cli.app import print_json, settings
 
-config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective settings.", no_args_is_help=True)
 
 
 @config_app.command("show")
 def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
 ) -> None:
-    """Every setting's effective value and its source (environment, .env, default); tokens,
-    passwords and keys show only that they are set (and a long one's last two characters),
-    URLs without their password."""
+    """Every setting's value and source (environment, .env, default), secrets masked."""
     from prasso_messaging.config import describe_settings
 
     views = describe_settings(settings())

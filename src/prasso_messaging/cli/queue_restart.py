@@ -10,9 +10,8 @@ from prasso_messaging.cli.app import open_runtime, run, settings
 def register(queue_app: typer.Typer) -> None:
     @queue_app.command("restart")
     def restart() -> None:
-        """Have every running worker finish the jobs in hand and exit, as after a deploy or a
-        settings change: a supervisor (systemd, Kubernetes) starts them again with the new ones.
-        `prasso serve --with-worker` and `prasso up` exit too."""
+        """Have every worker, on every host, finish the jobs in hand and exit, for a
+        supervisor to start it again with new code or settings."""
         from prasso_messaging.queue.workers import HEARTBEAT_SECONDS
 
         config = settings()
