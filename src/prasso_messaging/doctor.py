@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +33,7 @@ NAMED = 5
 """Teams and workers named on a line, at most."""
 
 Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
+VERDICTS: tuple[Verdict, ...] = ("FAIL", "WARN", "OK", "SKIP")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,12 @@ async def diagnose(settings: Settings) -> list[Check]:
         ]
     finally:
         await database.dispose()
+
+
+def summary(checks: list[Check]) -> str:
+    """How many checks got each verdict, worst first: `1 FAIL, 2 WARN, 5 OK`."""
+    counts = Counter(check.verdict for check in checks)
+    return ", ".join(f"{counts[verdict]} {verdict}" for verdict in VERDICTS if counts[verdict])
 
 
 async def _guarded(name: str, check: Awaitable[Check]) -> Check:

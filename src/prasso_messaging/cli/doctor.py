@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated
 
 import typer
 
 from prasso_messaging.cli.app import print_json, run, settings
-
-VERDICTS = ("FAIL", "WARN", "OK", "SKIP")
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +16,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check the database, queue, workers, mail, SMS, push, teams and recent failures:
         one line each with the fix, exit 1 on any FAIL (nothing is sent)."""
-        from prasso_messaging.doctor import diagnose
+        from prasso_messaging.doctor import diagnose, summary
 
         config = settings()
         checks = run(lambda: diagnose(config))
@@ -28,7 +25,6 @@ def register(app: typer.Typer) -> None:
         else:
             for check in checks:
                 typer.echo(check.line())
-            verdicts = Counter(check.verdict for check in checks)
-            typer.echo(", ".join(f"{verdicts[v]} {v}" for v in VERDICTS if verdicts[v]))
+            typer.echo(summary(checks))
         if any(check.verdict == "FAIL" for check in checks):
             raise typer.Exit(1)
