@@ -329,7 +329,7 @@ async def _teams(database: Database) -> Check:
     async with database.session() as session:
         count, teams = await not_verified_for_sms(session, limit=NAMED)
     if not count:
-        return Check("teams", "OK", "every team is verified for SMS")
+        return Check("teams", "OK", "no team is waiting for SMS verification")
     named = ", ".join(f"#{t.id} {t.name} ({t.sms_verification_status})" for t in teams)
     more = f" and {count - len(teams)} more" if count > len(teams) else ""
     return Check(
