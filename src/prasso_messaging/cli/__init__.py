@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prasso_messaging.cli.admin import admin_app
 from prasso_messaging.cli.app import app
+from prasso_messaging.cli.deliveries import register as register_deliveries
 from prasso_messaging.cli.guests import guests_app
 from prasso_messaging.cli.messages import register as register_messages
 from prasso_messaging.cli.prune import register as register_prune
@@ -22,6 +23,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(push_app, name="push")
 register_server(app)
 register_messages(app)
+register_deliveries(app)
 register_prune(app)
 
 
