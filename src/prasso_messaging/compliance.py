@@ -160,25 +160,52 @@ def decide(
     """
     recipient = outgoing.recipient
     channel = outgoing.channel
+
+    def blocked(reason: Reason) -> Decision:
+        return skip(reason, skip_detail(reason, channel=channel, kind=recipient.kind))
+
     if recipient.kind not in recipient_kinds:
-        return skip(Reason.CHANNEL_UNSUPPORTED, f"{channel} reaches users only")
+        return blocked(Reason.CHANNEL_UNSUPPORTED)
     if not address:
-        return skip(Reason.MISSING_ADDRESS, f"the {recipient.kind} has no {channel} address")
+        return blocked(Reason.MISSING_ADDRESS)
     if not _address_is_valid(channel, address):
-        return skip(Reason.INVALID_ADDRESS, f"the {recipient.kind}'s {channel} address is invalid")
+        return blocked(Reason.INVALID_ADDRESS)
     if do_not_contact:
-        return skip(Reason.DO_NOT_CONTACT, f"{channel} address is on the do-not-contact list")
+        return blocked(Reason.DO_NOT_CONTACT)
     if channel == "sms" and not outgoing.team.sms_verified:
-        return skip(Reason.TEAM_NOT_VERIFIED, "the team is not verified for SMS")
-    if opted_out and (channel == "sms" or not outgoing.transactional):
-        return skip(Reason.OPTED_OUT, f"the recipient opted out of {channel}")
+        return blocked(Reason.TEAM_NOT_VERIFIED)
+    if opted_out and opt_out_applies(channel, transactional=outgoing.transactional):
+        return blocked(Reason.OPTED_OUT)
     if recipient.kind == "guest" and not recipient.subscribed and not outgoing.transactional:
-        return skip(Reason.GUEST_UNSUBSCRIBED, "the guest is not subscribed")
+        return blocked(Reason.GUEST_UNSUBSCRIBED)
     if channel == "sms" and quiet_hours is not None and not outgoing.transactional:
         until = quiet_until(address, now, quiet_hours)
         if until is not None:
             return Decision("defer", detail="quiet hours", not_before=until)
     return SEND
+
+
+def opt_out_applies(channel: str, *, transactional: bool) -> bool:
+    """An SMS opt-out (STOP) blocks everything; elsewhere transactional messages still go."""
+    return channel == "sms" or not transactional
+
+
+_DETAILS = {
+    Reason.CHANNEL_UNSUPPORTED: "{channel} reaches users only",
+    Reason.MISSING_ADDRESS: "the {kind} has no {channel} address",
+    Reason.INVALID_ADDRESS: "the {kind}'s {channel} address is invalid",
+    Reason.DO_NOT_CONTACT: "{channel} address is on the do-not-contact list",
+    Reason.TEAM_NOT_VERIFIED: "the team is not verified for SMS",
+    Reason.OPTED_OUT: "the recipient opted out of {channel}",
+    Reason.GUEST_UNSUBSCRIBED: "the guest is not subscribed",
+    Reason.DUPLICATE_ADDRESS: "another recipient of this send has the same {channel} address",
+}
+
+
+def skip_detail(reason: Reason, *, channel: str, kind: str) -> str:
+    """The words after a skip's reason code, shared by the worker and the fan-out's up-front
+    skips so that one reason always reads the same."""
+    return _DETAILS[reason].format(channel=channel, kind=kind)
 
 
 def counts_toward_cap(outgoing: Outgoing, *, transactional_bypass: bool) -> bool:

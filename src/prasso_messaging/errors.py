@@ -24,6 +24,7 @@ class Reason(StrEnum):
     SUBSCRIPTION_EXPIRED = "subscription_expired"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     INVALID_MESSAGE = "invalid_message"
+    DUPLICATE_ADDRESS = "duplicate_address"
 
 
 class PrassoError(Exception):

@@ -10,21 +10,42 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, case, delete, func, insert, literal, null, select, text
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    String,
+    case,
+    cast,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from prasso_messaging.compliance import opt_out_applies, skip_detail
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
     Delivery,
+    DoNotContact,
     Guest,
     IdempotencyKey,
     Message,
+    OptOut,
     Team,
     User,
     table,
@@ -45,6 +66,7 @@ MESSAGE_TYPES = ("email", "sms", "push", "inapp")
 STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
 SUBJECT_CHANNELS = ("email", "push", "inapp")
 USER_ONLY_CHANNELS = ("push", "inapp")
+ADDRESS_CHANNELS = ("email", "sms")  # where two recipients may share an address
 MAX_SUBJECT_LENGTH = 255
 MAX_BODY_LENGTH = 100_000
 MAX_SMS_BODY_LENGTH = 1600
@@ -76,12 +98,20 @@ class SendRequest:
 
 @dataclass(frozen=True)
 class SendResult:
+    """A send's answer: deliveries queued, and those skipped at once with their reasons."""
+
     message_id: int
     queued: int
     skipped: int
+    skipped_reasons: Mapping[str, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, int]:
-        return {"message_id": self.message_id, "queued": self.queued, "skipped": self.skipped}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "queued": self.queued,
+            "skipped": self.skipped,
+            "skipped_reasons": dict(sorted(self.skipped_reasons.items())),
+        }
 
 
 @dataclass
@@ -91,9 +121,10 @@ class _FanOut:
     dispatcher: Dispatcher
     delay: float
     queued: int = 0
-    skipped: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
     first_id: int | None = None
     last_id: int | None = None
+    seen: set[str] = field(default_factory=set)  # addresses taken by earlier recipients
 
 
 def _has_control_characters(value: str) -> bool:
@@ -220,7 +251,9 @@ async def send_message(
             delay = max(0.0, (send_at - utcnow()).total_seconds()) if send_at else 0.0
             fan_out = _FanOut(dispatcher, delay)
             await _fan_out(conn, message, request, send_at, team_id, fan_out)
-            result = SendResult(message.id, fan_out.queued, fan_out.skipped)
+            result = SendResult(
+                message.id, fan_out.queued, fan_out.skipped.total(), fan_out.skipped
+            )
             if idempotency_key is not None:
                 key_row = (
                     await session.execute(
@@ -407,33 +440,63 @@ async def _fan_out(
     result: _FanOut,
 ) -> None:
     """Deliveries (and, with a transactional driver, their jobs) written by the database from
-    a SELECT of the recipients, a chunk per statement: nothing per row passes through Python."""
+    a SELECT of the recipients, a chunk per statement: nothing per row passes through Python
+    but, for recipients listed by id, their addresses (to find the same address twice)."""
     if request.user_ids:
-        for chunk in _chunks(request.user_ids):
-            recipients = _recipients(User, team_id).where(table(User).c.id.in_(chunk))
-            inserted = await _insert_chunk(conn, message, "user", recipients, send_at, result)
-            await _check_all_found(conn, User, team_id, chunk, inserted, "user_ids")
+        await _fan_out_listed(conn, message, User, request.user_ids, send_at, team_id, result)
     if request.all_guests:
+        guests = table(Guest)
         after = 0
         while True:
-            guests = table(Guest)
             recipients = (
                 _recipients(Guest, team_id)
                 .where(guests.c.id > after)
                 .order_by(guests.c.id)
                 .limit(ALL_GUESTS_CHUNK)
             )
-            inserted = await _insert_chunk(conn, message, "guest", recipients, send_at, result)
+            inserted = await _insert_chunk(
+                conn,
+                message,
+                "guest",
+                recipients,
+                send_at,
+                result,
+                duplicate=lambda r: _earlier_guest_has(message, team_id, r, result.seen),
+            )
             if inserted.count < ALL_GUESTS_CHUNK:
                 break
             after = inserted.last_recipient
     elif request.guest_ids:
-        for chunk in _chunks(request.guest_ids):
-            recipients = _recipients(Guest, team_id).where(table(Guest).c.id.in_(chunk))
-            inserted = await _insert_chunk(conn, message, "guest", recipients, send_at, result)
-            await _check_all_found(conn, Guest, team_id, chunk, inserted, "guest_ids")
+        await _fan_out_listed(conn, message, Guest, request.guest_ids, send_at, team_id, result)
     if result.queued and isinstance(result.dispatcher.driver, TransactionalQueue):
         await result.dispatcher.driver.announce(conn, result.dispatcher.queue, delay=result.delay)
+
+
+async def _fan_out_listed(
+    conn: AsyncConnection,
+    message: Message,
+    model: type[User] | type[Guest],
+    ids: Sequence[int],
+    send_at: datetime | None,
+    team_id: int,
+    result: _FanOut,
+) -> None:
+    recipient_type = "user" if model is User else "guest"
+    field_name = f"{recipient_type}_ids"
+    source = table(model)
+    for chunk in _chunks(ids):
+        recipients = _recipients(model, team_id).where(source.c.id.in_(chunk))
+        duplicates = await _listed_duplicates(conn, message, model, team_id, chunk, result.seen)
+        inserted = await _insert_chunk(
+            conn,
+            message,
+            recipient_type,
+            recipients,
+            send_at,
+            result,
+            duplicate=_one_of(duplicates) if duplicates else None,
+        )
+        await _check_all_found(conn, model, team_id, chunk, inserted, field_name)
 
 
 def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
@@ -444,7 +507,75 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
 
 def _recipients(model: type[User] | type[Guest], team_id: int) -> Select[Any]:
     source = table(model)
-    return select(source.c.id, source.c.email, source.c.phone).where(source.c.team_id == team_id)
+    subscribed = source.c.subscribed if model is Guest else true()
+    return select(
+        source.c.id, source.c.email, source.c.phone, subscribed.label("subscribed")
+    ).where(source.c.team_id == team_id)
+
+
+def _address(channel: str, recipients: Any) -> Any:
+    """The address a channel's opt-outs and do-not-contact entries are kept under."""
+    if channel == "email":
+        return recipients.c.email
+    if channel == "sms":
+        return recipients.c.phone
+    return literal("user:") + cast(recipients.c.id, String)
+
+
+def _takes_address(message: Message, recipient_type: str, subscribed: bool) -> bool:
+    """Whether a recipient with an address would be sent to, as far as the guest row tells:
+    an unsubscribed guest gets no marketing message, so it leaves its address to the next."""
+    return recipient_type == "user" or subscribed or message.is_transactional
+
+
+async def _listed_duplicates(
+    conn: AsyncConnection,
+    message: Message,
+    model: type[User] | type[Guest],
+    team_id: int,
+    chunk: list[int],
+    seen: set[str],
+) -> list[int]:
+    """Ids of a chunk whose address an earlier recipient of the send took, in the order given;
+    the addresses this chunk takes are added to `seen`. Email and SMS only (the other channels
+    reach a user, and ids are already unique)."""
+    if message.type not in ADDRESS_CHANNELS:
+        return []
+    listed = _recipients(model, team_id).where(table(model).c.id.in_(chunk)).subquery("r")
+    rows = (
+        await conn.execute(select(listed.c.id, _address(message.type, listed), listed.c.subscribed))
+    ).all()
+    position = {recipient_id: i for i, recipient_id in enumerate(chunk)}
+    recipient_type = "user" if model is User else "guest"
+    duplicates = []
+    for recipient_id, address, subscribed in sorted(rows, key=lambda row: position[row[0]]):
+        if address is None:
+            continue
+        if address in seen:
+            duplicates.append(recipient_id)
+        elif _takes_address(message, recipient_type, bool(subscribed)):
+            seen.add(address)
+    return duplicates
+
+
+def _one_of(ids: list[int]) -> Callable[[Any], Any]:
+    return lambda recipients: recipients.c.id.in_(ids)
+
+
+def _earlier_guest_has(message: Message, team_id: int, recipients: Any, seen: set[str]) -> Any:
+    """All guests: a guest whose address an older guest (or a user of the send) takes. One
+    index probe per recipient on the team's addresses, across every chunk of the fan-out."""
+    if message.type not in ADDRESS_CHANNELS:
+        return None
+    earlier = table(Guest).alias("earlier")
+    address = _address(message.type, recipients)
+    taken = exists().where(
+        earlier.c.team_id == team_id,
+        _address(message.type, earlier) == address,
+        earlier.c.id < recipients.c.id,
+        *(() if message.is_transactional else (earlier.c.subscribed == true(),)),
+    )
+    return or_(taken, address.in_(sorted(seen))) if seen else taken
 
 
 @dataclass(frozen=True)
@@ -453,23 +584,51 @@ class _Inserted:
     last_recipient: int
 
 
-def _up_front_skip(message: Message, recipient_type: str, recipients: Any) -> tuple[Any, Any]:
-    """Reason and error of a delivery known to be unsendable when it is written (the worker
-    checks the rest): a channel that cannot reach this kind of recipient, or no address."""
+def _up_front_skips(
+    message: Message, recipient_type: str, recipients: Any, duplicate: Any
+) -> list[tuple[Any, Reason]]:
+    """The skips known when a delivery is written, in the order the worker checks them: a
+    channel that cannot reach this kind of recipient, no address, the do-not-contact list, an
+    opt-out, an unsubscribed guest, an address another recipient of the send takes. The worker
+    checks again before sending (state changes while a delivery waits)."""
     if message.type in USER_ONLY_CHANNELS and recipient_type != "user":
-        reason = Reason.CHANNEL_UNSUPPORTED
-        detail = f"{message.type} reaches users only"
-        return literal(reason.value), literal(f"{reason}: {detail}")
-    column = {"email": recipients.c.email, "sms": recipients.c.phone}.get(message.type)
-    if column is None:
-        return null(), null()
-    what = "email address" if message.type == "email" else "phone number"
-    reason = Reason.MISSING_ADDRESS
-    error = f"{reason}: the {recipient_type} has no {what}"
-    return (
-        case((column.is_(None), literal(reason.value)), else_=null()),
-        case((column.is_(None), literal(error)), else_=null()),
-    )
+        return [(true(), Reason.CHANNEL_UNSUPPORTED)]
+    address = _address(message.type, recipients)
+
+    def listed(model: Any) -> Any:
+        entries = table(model)
+        return exists().where(
+            entries.c.team_id == message.team_id,
+            entries.c.channel == message.type,
+            entries.c.address == address,
+        )
+
+    rules: list[tuple[Any, Reason]] = [
+        (address.is_(None), Reason.MISSING_ADDRESS),
+        (listed(DoNotContact), Reason.DO_NOT_CONTACT),
+    ]
+    if opt_out_applies(message.type, transactional=message.is_transactional):
+        rules.append((listed(OptOut), Reason.OPTED_OUT))
+    if recipient_type == "guest" and not message.is_transactional:
+        rules.append((recipients.c.subscribed == false(), Reason.GUEST_UNSUBSCRIBED))
+    if duplicate is not None:
+        rules.append((duplicate, Reason.DUPLICATE_ADDRESS))
+    return rules
+
+
+def _skip_columns(
+    message: Message, recipient_type: str, rules: list[tuple[Any, Reason]]
+) -> tuple[Any, Any]:
+    """The `reason` and `error` columns of the rules: the first that holds, else NULL."""
+    reasons = [(condition, literal(reason.value)) for condition, reason in rules]
+    errors = [
+        (
+            condition,
+            literal(f"{reason}: {skip_detail(reason, channel=message.type, kind=recipient_type)}"),
+        )
+        for condition, reason in rules
+    ]
+    return case(*reasons, else_=null()), case(*errors, else_=null())
 
 
 async def _insert_chunk(
@@ -479,10 +638,15 @@ async def _insert_chunk(
     recipients: Select[Any],
     send_at: datetime | None,
     result: _FanOut,
+    *,
+    duplicate: Callable[[Any], Any] | None,
 ) -> _Inserted:
     now = utcnow()
     source = recipients.subquery("r")
-    reason, error = _up_front_skip(message, recipient_type, source)
+    rules = _up_front_skips(
+        message, recipient_type, source, duplicate(source) if duplicate else None
+    )
+    reason, error = _skip_columns(message, recipient_type, rules)
     status = case((reason.is_(None), literal("queued")), else_=literal("skipped"))
     columns = {
         "team_id": literal(message.team_id, type_=BigInteger),
@@ -502,10 +666,14 @@ async def _insert_chunk(
         insert(deliveries_table)
         .from_select(list(columns), select(*columns.values()).select_from(source))
         .returning(
-            deliveries_table.c.id, deliveries_table.c.status, deliveries_table.c.recipient_id
+            deliveries_table.c.id,
+            deliveries_table.c.status,
+            deliveries_table.c.recipient_id,
+            deliveries_table.c.reason,
         )
     )
     driver = result.dispatcher.driver
+    possible = [rule_reason.value for _, rule_reason in rules]
     if conn.dialect.name == "postgresql":
         rows = written.cte("d")
         summary = select(
@@ -514,6 +682,7 @@ async def _insert_chunk(
             func.coalesce(func.max(rows.c.recipient_id), 0),
             func.min(rows.c.id),
             func.max(rows.c.id),
+            *(func.count().filter(rows.c.reason == value) for value in possible),
         )
         if isinstance(driver, TransactionalQueue):
             payloads = select(
@@ -521,7 +690,10 @@ async def _insert_chunk(
             ).where(rows.c.status == "queued")
             jobs = driver.insert_from(result.dispatcher.queue, payloads, delay=result.delay)
             summary = summary.add_cte(jobs.cte("j"))
-        queued, count, last_recipient, first_id, last_id = (await conn.execute(summary)).one()
+        queued, count, last_recipient, first_id, last_id, *by_reason = (
+            await conn.execute(summary)
+        ).one()
+        result.skipped.update({value: n for value, n in zip(possible, by_reason, strict=True) if n})
     else:  # SQLite: no INSERT inside WITH; its single writer makes the id range this chunk's
         inserted = (await conn.execute(written)).all()
         queued_ids = [r.id for r in inserted if r.status == "queued"]
@@ -529,6 +701,7 @@ async def _insert_chunk(
         last_recipient = max((r.recipient_id for r in inserted), default=0)
         all_ids = [r.id for r in inserted]
         first_id, last_id = min(all_ids, default=None), max(all_ids, default=None)
+        result.skipped.update(r.reason for r in inserted if r.reason is not None)
         if queued_ids and isinstance(driver, TransactionalQueue):
             payloads = select(
                 payload_sql(deliveries_table.c.id, channel=message.type, team_id=message.team_id)
@@ -540,7 +713,6 @@ async def _insert_chunk(
                 driver.insert_from(result.dispatcher.queue, payloads, delay=result.delay)
             )
     result.queued += queued
-    result.skipped += count - queued
     if queued and first_id is not None and last_id is not None:
         result.first_id = first_id if result.first_id is None else min(result.first_id, first_id)
         result.last_id = last_id if result.last_id is None else max(result.last_id, last_id)
@@ -570,37 +742,3 @@ async def _check_all_found(
     shown = ", ".join(str(i) for i in missing[:10])
     more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     raise ValidationFailed(field_name, f"unknown ids: {shown}{more}")
-
-
-async def list_deliveries(
-    session: AsyncSession,
-    *,
-    team_id: int,
-    message_id: int,
-    status: str | None = None,
-    after_id: int | None = None,
-    limit: int,
-) -> list[Delivery]:
-    await get_message(session, team_id=team_id, message_id=message_id)
-    query = select(Delivery).where(Delivery.msg_message_id == message_id)
-    if status:
-        if status not in STATUSES:
-            raise ValidationFailed(
-                "status", f"must be one of: {', '.join(STATUSES)}", location="query"
-            )
-        query = query.where(Delivery.status == status)
-    if after_id is not None:
-        query = query.where(Delivery.id > after_id)
-    rows = await session.execute(query.order_by(Delivery.id).limit(limit))
-    return list(rows.scalars().all())
-
-
-async def get_delivery(session: AsyncSession, *, team_id: int, delivery_id: int) -> Delivery:
-    delivery = (
-        await session.execute(
-            select(Delivery).where(Delivery.id == delivery_id, Delivery.team_id == team_id)
-        )
-    ).scalar_one_or_none()
-    if delivery is None:
-        raise NotFound(f"delivery {delivery_id} not found")
-    return delivery

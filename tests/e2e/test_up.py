@@ -63,7 +63,12 @@ def test_the_readme_tour_works(up):
             json={"message_id": message_id, "guest_ids": [guest.json()["id"]], "user_ids": [1, 2]},
         )
         assert sent.status_code == 202
-        assert sent.json() == {"message_id": message_id, "queued": 3, "skipped": 0}
+        assert sent.json() == {
+            "message_id": message_id,
+            "queued": 3,
+            "skipped": 0,
+            "skipped_reasons": {},
+        }
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             counts = api.get(f"/api/messages/{message_id}").json()["deliveries"]

@@ -118,7 +118,12 @@ async def test_send_fans_out_and_the_worker_sends_every_delivery(client, team, r
         headers=team.headers,
     )
     assert response.status_code == 202
-    assert response.json() == {"message_id": message_id, "queued": 4, "skipped": 1}
+    assert response.json() == {
+        "message_id": message_id,
+        "queued": 4,
+        "skipped": 1,
+        "skipped_reasons": {"missing_address": 1},
+    }
     assert await count(runtime, Job) == 4
 
     await drain(runtime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prasso_messaging.cli.admin import admin_app
 from prasso_messaging.cli.app import app
 from prasso_messaging.cli.config_show import config_app
+from prasso_messaging.cli.deliveries import register as register_deliveries
 from prasso_messaging.cli.doctor import register as register_doctor
 from prasso_messaging.cli.guests import guests_app
 from prasso_messaging.cli.messages import register as register_messages
@@ -27,6 +28,7 @@ app.add_typer(push_app, name="push")
 app.add_typer(config_app, name="config")
 register_server(app)
 register_messages(app)
+register_deliveries(app)
 register_prune(app)
 register_doctor(app)
 

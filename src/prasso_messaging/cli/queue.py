@@ -10,17 +10,6 @@ from rich.table import Table
 
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
 from prasso_messaging.errors import ValidationFailed
-from prasso_messaging.failures import (
-    QueueStatus,
-    flush_failed,
-    forget_failed,
-    list_failed,
-    queue_status,
-    retry_failed,
-)
-from prasso_messaging.queue.worker import WorkerOptions
-from prasso_messaging.sweeper import sweep as sweep_orphans
-from prasso_messaging.sweeper import sweep_periodically
 
 MAX_WORKER_POOL = 16
 
@@ -52,6 +41,9 @@ def work(
     ] = 60,
 ) -> None:
     """Process delivery jobs until stopped (SIGTERM/SIGINT finish the jobs in hand first)."""
+    from prasso_messaging.queue.worker import WorkerOptions
+    from prasso_messaging.sweeper import sweep_periodically
+
     config = settings()
     options = WorkerOptions(
         queue=queue or config.QUEUE_NAME,
@@ -104,6 +96,8 @@ def status(
 ) -> None:
     """Jobs per queue (ready, delayed, reserved, failed), deliveries by status, live workers and
     how long the first due delivery has waited."""
+    from prasso_messaging.failures import QueueStatus, queue_status
+
     config = settings()
 
     async def load() -> QueueStatus:
@@ -141,6 +135,8 @@ def failed(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """Failed jobs, oldest first."""
+    from prasso_messaging.failures import list_failed
+
     config = settings()
 
     async def load() -> list[dict[str, object]]:
@@ -187,6 +183,8 @@ def retry(
     ],
 ) -> None:
     """Queue failed jobs again: each delivery goes back to `queued` with its attempts reset."""
+    from prasso_messaging.failures import retry_failed
+
     config = settings()
 
     async def go() -> list[int]:
@@ -205,6 +203,8 @@ def forget(
     ids: Annotated[list[str], typer.Argument(help="Failed job id(s).", metavar="ID...")],
 ) -> None:
     """Delete failed jobs without retrying them."""
+    from prasso_messaging.failures import forget_failed
+
     config = settings()
 
     async def go() -> list[int]:
@@ -220,6 +220,8 @@ def forget(
 @queue_app.command("flush")
 def flush() -> None:
     """Delete every failed job."""
+    from prasso_messaging.failures import flush_failed
+
     config = settings()
 
     async def go() -> int:
@@ -242,6 +244,8 @@ def sweep(
     ] = None,
 ) -> None:
     """Re-dispatch deliveries left `queued` with no live job (say, the broker lost its data)."""
+    from prasso_messaging.sweeper import sweep as sweep_orphans
+
     config = settings()
 
     async def go() -> tuple[int, bool]:

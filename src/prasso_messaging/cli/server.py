@@ -27,12 +27,12 @@ from prasso_messaging.cli.app import (
     run,
     settings,
 )
-from prasso_messaging.config import Settings, redact_url
 
 if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+    from prasso_messaging.config import Settings
     from prasso_messaging.demo import DemoAccess
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
 
 def migrate(config: Settings) -> None:
+    from prasso_messaging.config import redact_url
     from prasso_messaging.db.migrate import upgrade
 
     try:
@@ -52,6 +53,8 @@ def migrate(config: Settings) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (safe to run twice)."""
+    from prasso_messaging.config import redact_url
+
     config = settings()
     migrate(config)
     typer.echo(f"database at {redact_url(config.DATABASE_URL)} is up to date")

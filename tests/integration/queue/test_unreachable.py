@@ -166,7 +166,12 @@ async def test_a_send_whose_push_fails_answers_503_and_leaves_nothing(
         runtime.queue = MemoryQueue()  # the broker is back: the same request simply works
         accepted = await client.post("/api/messages/send", json=body, headers=headers)
     assert accepted.status_code == 202, accepted.text
-    assert accepted.json() == {"message_id": message.id, "queued": 3, "skipped": 1}
+    assert accepted.json() == {
+        "message_id": message.id,
+        "queued": 3,
+        "skipped": 1,
+        "skipped_reasons": {"missing_address": 1},
+    }
     assert (await runtime.queue.size("default")).ready == 3
 
 
