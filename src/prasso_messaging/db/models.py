@@ -360,6 +360,13 @@ class Delivery(Timestamps, Base):
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
+        Index(  # recent failures (`GET /api/deliveries?status=failed`): rows only once failed
+            "ix_msg_deliveries_failed",
+            "team_id",
+            "id",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
