@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -157,10 +157,12 @@ def create_app(
     runtime: Runtime | None = None,
     with_worker: bool = False,
     listen_host: str | None = None,
+    on_worker_restart: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the app; it owns (and closes) a Runtime unless one is passed in. `listen_host` is
     the address the server binds (None: not known), which decides whether `/metrics` may go
-    without `METRICS_TOKEN`."""
+    without `METRICS_TOKEN`. `on_worker_restart` is called when the in-process worker stopped
+    for `prasso queue restart` (the server then exits, to be started again with new code)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -171,6 +173,14 @@ def create_app(
         if with_worker:
             worker = app.state.runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
             worker_task = asyncio.create_task(worker.run())
+            if on_worker_restart is not None:
+                restarted = worker
+
+                def worker_done(_: asyncio.Task[Any]) -> None:
+                    if restarted.restart_requested:
+                        on_worker_restart()
+
+                worker_task.add_done_callback(worker_done)
         try:
             yield
         finally:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import Delivery
 from tests.e2e.conftest import Cli, base_env
 
 
@@ -260,3 +262,61 @@ def test_a_database_behind_the_code_says_to_migrate(cli, tmp_path):
     )
     cli.run("db", "upgrade", DATABASE_URL=older)
     assert cli.json("queue", "status", DATABASE_URL=older)["connection"] == "database"
+
+
+def test_deliveries_lists_recent_failures_across_teams(cli, database_url):
+    first = cli.json("teams", "create", "Acme")["id"]
+    second = cli.json("teams", "create", "Globex")["id"]
+    now = datetime.now(UTC)
+
+    def delivery(team: int, status: str, age: timedelta, reason: str | None = None) -> Delivery:
+        return Delivery(
+            team_id=team,
+            msg_message_id=1,
+            recipient_type="guest",
+            recipient_id=1,
+            channel="sms",
+            status=status,
+            reason=reason,
+            error=f"{reason}: the provider said no" if reason else None,
+            attempts=1,
+            created_at=now - age,
+            updated_at=now - age,
+        )
+
+    async def seed() -> list[int]:
+        database = Database.from_url(database_url, pool_size=1)
+        try:
+            async with database.session() as session:
+                rows = [
+                    delivery(first, "failed", timedelta(hours=2), "provider_rejected"),
+                    delivery(first, "failed", timedelta(minutes=5), "provider_rejected"),
+                    delivery(first, "sent", timedelta(minutes=5)),
+                    delivery(second, "failed", timedelta(minutes=1), "retries_exhausted"),
+                ]
+                session.add_all(rows)
+                await session.flush()
+                return [row.id for row in rows]
+        finally:
+            await database.dispose()
+
+    old, recent, _, other_team = asyncio.run(seed())
+
+    found = cli.json("deliveries", "--status", "failed", "--since", "1h")
+    assert [item["id"] for item in found] == [other_team, recent]
+    assert {item["team_id"] for item in found} == {first, second}
+    assert found[1]["reason"] == "provider_rejected"
+    mine = cli.json("deliveries", "--status", "failed", "--team", str(first))
+    assert [item["id"] for item in mine] == [recent, old]
+    text_lines = cli.run("deliveries", "--status", "failed", "--since", "1h").stdout.splitlines()
+    assert len(text_lines) == 2 and "retries_exhausted: the provider said no" in text_lines[0]
+
+    for args, named in (
+        (["--since", "yesterday"], "--since"),
+        (["--status", "lost"], "status"),
+        (["--team", "999"], "999"),
+    ):
+        refused = cli.run("deliveries", *args, check=False)
+        assert refused.returncode == 1, refused
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], lines

@@ -94,7 +94,8 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Jobs per queue (ready, delayed, reserved, failed) and deliveries by status."""
+    """Jobs per queue (ready, delayed, reserved, failed), deliveries by status, live workers and
+    how long the first due delivery has waited."""
     from prasso_messaging.failures import QueueStatus, queue_status
 
     config = settings()
@@ -117,9 +118,16 @@ def status(
     deliveries = Table("status", "deliveries", title="deliveries")
     for name, count in report.deliveries.items():
         deliveries.add_row(name, str(count))
+    workers = Table("host", "pid", "queue", "jobs done", "last seen", title="live workers")
+    for worker in report.workers:
+        seen = worker.last_seen_at.isoformat(timespec="seconds")
+        workers.add_row(worker.host, str(worker.pid), worker.queue, str(worker.jobs_done), seen)
+    age = report.oldest_queued_age_seconds
     console = _console()
     console.print(queues)
     console.print(deliveries)
+    console.print(workers if report.workers else "live workers: none seen in the last minute")
+    console.print(f"oldest due delivery: {'none' if age is None else f'waiting {age:.0f} s'}")
 
 
 @queue_app.command("failed")

@@ -126,7 +126,18 @@ def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None
         runtime = Runtime.build(config)
         try:
             await check_ready(runtime, [config.QUEUE_NAME])
-            app = create_app(config, runtime=runtime, with_worker=with_worker, listen_host=host)
+
+            def exit_after_restart() -> None:
+                log.warning("the in-process worker stopped for a restart; shutting down")
+                server.should_exit = True
+
+            app = create_app(
+                config,
+                runtime=runtime,
+                with_worker=with_worker,
+                listen_host=host,
+                on_worker_restart=exit_after_restart,
+            )
             server = _Server(server_config(app, config, host, port))
             await server.serve()
         finally:
