@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prasso_messaging.admin import build_router as build_admin_router
-from prasso_messaging.admin import static_files as admin_static_files
+from prasso_messaging.admin.site import build_router as build_admin_router
+from prasso_messaging.admin.site import static_files as admin_static_files
 from prasso_messaging.admin.web import refused_page
 from prasso_messaging.api import (
     consents,

@@ -179,13 +179,14 @@ main()
 WEB_STACK = ("fastapi", "starlette", "uvicorn", "jinja2", "prasso_messaging.admin")
 
 
-def imported_by(cli: Cli, *args: str) -> set[str]:
+def imported_by(cli: Cli, *args: str, input: str | None = None) -> set[str]:
     """Modules (and packages) imported by a successful `prasso *args`."""
     listing = cli.cwd / "modules.json"
     result = subprocess.run(
         [sys.executable, "-c", MODULES_AT_EXIT, str(listing), *args],
         env=cli.env,
         cwd=cli.cwd,
+        input=input,
         capture_output=True,
         text=True,
         timeout=60,
@@ -222,6 +223,19 @@ def test_database_commands_import_no_web_stack(cli, command):
     modules = imported_by(cli, *command)
     assert "prasso_messaging.runtime" in modules
     assert loaded(modules, WEB_STACK) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_creating_an_admin_user_imports_no_web_stack(cli):
+    team = cli.json("teams", "create", "Acme")["id"]
+    args = ("admin", "create-user", "owner@example.com", "--team", str(team))
+    modules = imported_by(cli, *args, input="a long enough password\n")
+    assert "prasso_messaging.admin.accounts" in modules  # the admin package, not its pages
+    pages = {m for m in modules if m.startswith("prasso_messaging.admin.")} - {
+        "prasso_messaging.admin.accounts"
+    }
+    assert pages == set()
+    assert loaded(modules, WEB_STACK[:-1]) == []
 
 
 NOT_MIGRATED = "error: DATABASE_URL: the database is not migrated; run `prasso db upgrade`"
