@@ -508,6 +508,18 @@ class QueueWorker(Base):
     restart_requested_at: Mapped[datetime | None] = mapped_column()
 
 
+class ScheduledRun(Base):
+    """The last run of a piece of housekeeping that one host does per period (the daily
+    prune): taking a run is a conditional UPDATE of this row, so two hosts never both run it."""
+
+    __tablename__ = "scheduled_runs"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for bulk statements."""
     return cast(Table, model.__table__)
