@@ -38,6 +38,7 @@ from prasso_messaging.errors import (
     QueueUnavailable,
     ValidationFailed,
 )
+from prasso_messaging.prune import prune_daily
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 
@@ -172,6 +173,7 @@ def create_app(
         worker = None
         if with_worker:
             worker = app.state.runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
+            prune_daily(worker, app.state.runtime.database, settings)
             worker_task = asyncio.create_task(worker.run())
             if on_worker_restart is not None:
                 restarted = worker

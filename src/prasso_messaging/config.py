@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     MESSAGING_ALLOW_TRANSACTIONAL_BYPASS: bool = True
     MESSAGING_RETRY_BACKOFF: Annotated[tuple[float, ...], NoDecode] = (60, 120, 300, 600)
     MESSAGING_DEFAULT_REGION: str = "US"
+    # workers delete finished records older than this once a day (0: never; `prasso prune` by hand)
+    PRUNE_AFTER_DAYS: int = Field(default=90, ge=0)
     # where provider pacing is shared: auto = Redis when QUEUE_CONNECTION=redis, else the database
     RATE_LIMIT_STORE: Literal["auto", "redis", "database"] = "auto"
 

@@ -47,7 +47,4 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(result.as_dict())
         else:
-            typer.echo(
-                ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in result.as_dict().items())
-                + " deleted"
-            )
+            typer.echo(result.summary())

@@ -41,6 +41,7 @@ def work(
     ] = 60,
 ) -> None:
     """Process delivery jobs until stopped (SIGTERM/SIGINT finish the jobs in hand first)."""
+    from prasso_messaging.prune import prune_daily
     from prasso_messaging.queue.worker import WorkerOptions
     from prasso_messaging.sweeper import sweep_periodically
 
@@ -71,6 +72,7 @@ def work(
                 every=sweep_interval,
                 grace=config.QUEUE_RETRY_AFTER,
             )
+            prune_daily(worker, runtime.database, config)
             processed = await worker.run()
             if worker.reserve_error is not None:
                 fail(

@@ -117,6 +117,7 @@ class Worker:
         self._aborting = asyncio.Event()
         self._signal = asyncio.Event()  # new work, freed room, or a stop
         self._periodic: list[_Periodic] = []
+        self._on_stop: list[Callable[[], Awaitable[object]]] = []
         self._reserve_failures = 0
         self.reserve_error: str | None = None
         """The error of the current streak of failed reserves; None while reserving works."""
@@ -132,6 +133,10 @@ class Worker:
         """Run `task` at most every `seconds` while working (housekeeping such as the sweeper)."""
         if seconds > 0:
             self._periodic.append(_Periodic(seconds, task))
+
+    def on_stop(self, task: Callable[[], Awaitable[object]]) -> None:
+        """Run `task` when the worker stops, after the jobs in hand (ends background work)."""
+        self._on_stop.append(task)
 
     def wake(self) -> None:
         """Look for jobs now instead of after the sleep (new work was just queued)."""
@@ -181,6 +186,8 @@ class Worker:
                     await self._wait()
         finally:
             await self._finish()
+            for task in self._on_stop:
+                await task()
             await self._leave()
         return self.processed
 
