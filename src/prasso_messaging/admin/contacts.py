@@ -19,12 +19,12 @@ from fastapi import APIRouter, Form, UploadFile
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging import consent, contacts, guest_import
+from prasso_messaging import caps, consent, contacts, guest_import
 from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.admin import queries
 from prasso_messaging.admin.web import Admin, AdminContext, PageCursor, see_other
 from prasso_messaging.api.deps import ResourceId
-from prasso_messaging.db.models import Guest
+from prasso_messaging.db.models import Guest, utcnow
 from prasso_messaging.errors import Conflict, NotFound, ValidationFailed
 
 router = APIRouter()
@@ -134,9 +134,11 @@ async def _guest_form(
     values: dict[str, str],
     errors: dict[str, str] | None = None,
     holder: tuple[int, str] | None = None,
+    cap: caps.CapUsage | None = None,
     status_code: int = 200,
 ) -> Response:
-    """The add or edit form; `holder` is the guest that already has an address (id, name)."""
+    """The add or edit form; `holder` is the guest that already has an address (id, name);
+    `cap` where the guest stands against the frequency cap (an existing guest)."""
     return admin.page(
         "guest.html",
         status_code=status_code,
@@ -144,6 +146,7 @@ async def _guest_form(
         values=values,
         errors=errors or {},
         holder=holder,
+        cap=cap,
         channels={"email": "email", "sms": "SMS"},
         region=admin.runtime.settings.MESSAGING_DEFAULT_REGION,
     )
@@ -179,6 +182,9 @@ async def edit_guest(admin: Admin, guest_id: ResourceId) -> Response:
         except NotFound:
             return admin.page("not_found.html", status_code=404, what=f"guest {guest_id}")
         opted_out = await consent.opted_out_channels(session, guest=guest)
+        cap = await caps.guest_usage(
+            session, guest=guest, settings=admin.runtime.settings, now=utcnow()
+        )
     values = {
         "first_name": guest.first_name or "",
         "last_name": guest.last_name or "",
@@ -190,7 +196,7 @@ async def edit_guest(admin: Admin, guest_id: ResourceId) -> Response:
     errors = {}
     if guest.anonymized_at is not None:
         errors["guest"] = "this guest was anonymized; its personal data cannot be added back"
-    return await _guest_form(admin, guest_id=guest_id, values=values, errors=errors)
+    return await _guest_form(admin, guest_id=guest_id, values=values, errors=errors, cap=cap)
 
 
 @router.post("/admin/contacts/guests/{guest_id}")

@@ -14,6 +14,7 @@ from prasso_messaging import consent, contacts
 from prasso_messaging.db.models import ConsentEvent, Guest
 from prasso_messaging.errors import Conflict, NotFound, ValidationFailed
 from prasso_messaging.runtime import Runtime
+from tests.conftest import drain
 from tests.integration.admin.conftest import LoggedIn
 
 FORM = {"first_name": "", "last_name": "", "email": "", "phone": ""}
@@ -276,3 +277,20 @@ async def test_a_finished_import_tells_the_guest_list_to_reload(admin, runtime):
     assert progress.headers["HX-Trigger"] == "guests-imported"
     refreshed = await admin.client.get("/admin/contacts")
     assert "new@example.com" in refreshed.text
+
+
+async def test_the_guest_page_shows_where_the_guest_stands_against_the_cap(admin, runtime):
+    created = await add(admin, first_name="Kay", phone="+12025550131")
+    guest_id = int(re.search(r"saved=(\d+)", created.headers["location"]).group(1))  # type: ignore[union-attr]
+
+    def cap_line(page: str) -> str:
+        return page.split('id="guest-cap">', 1)[1].split("</p>", 1)[0]
+
+    fresh = await admin.client.get(f"/admin/contacts/guests/{guest_id}")
+    assert cap_line(fresh.text) == "Frequency cap: 0 of 30 messages in the last 30 days."
+    for _ in range(2):
+        sent = await admin.post("/admin/compose", type="sms", body="Hi", guest_ids=str(guest_id))
+        assert sent.status_code in (200, 303), sent.text
+    await drain(runtime)
+    after = await admin.client.get(f"/admin/contacts/guests/{guest_id}")
+    assert cap_line(after.text) == "Frequency cap: 2 of 30 messages in the last 30 days."

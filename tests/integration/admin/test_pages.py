@@ -6,12 +6,14 @@ import asyncio
 import html
 import json
 import re
+import socket
 import time
 from typing import Any
 
 from sqlalchemy import func, select
 
 from prasso_messaging import consent, contacts, messages
+from prasso_messaging.admin.dashboard import format_age
 from prasso_messaging.db.models import (
     Delivery,
     DoNotContact,
@@ -22,6 +24,7 @@ from prasso_messaging.db.models import (
 )
 from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.queue.base import ReservedJob
+from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.runtime import Runtime
 from tests.conftest import drain, make_team
 from tests.integration.admin.conftest import LoggedIn
@@ -301,6 +304,31 @@ async def test_dashboard_counts_deliveries_by_channel_status_and_time(admin, run
     assert len(hourly["labels"]) == 24 and len(daily["labels"]) == 7
     assert sum(hourly["data"]["sent"]) == 1 and sum(daily["data"]["sent"]) == 1
     assert "100.0%" in page.text
+
+
+async def test_dashboard_shows_the_workers_and_warns_when_none_works_the_queue(admin, runtime):
+    guest = await add_guest(runtime, admin.team.id)
+    await admin.post("/admin/compose", type="sms", body="Hi", guest_ids=str(guest.id))
+
+    idle = await admin.client.get("/admin")
+    assert "No worker is running" in idle.text and "oldest due delivery waiting" in idle.text
+    assert 'id="workers"' not in idle.text
+
+    registry = WorkerRegistry(runtime.database)
+    await registry.register(queue=runtime.settings.QUEUE_NAME, driver="database", jobs_done=7)
+    working = await admin.client.get("/admin")
+    assert "No worker is running" not in working.text
+    table = working.text.split('id="workers"', 1)[1].split("</table>", 1)[0]
+    assert socket.gethostname() in table and "<td>7</td>" in table
+
+
+def test_ages_read_as_a_person_says_them():
+    assert [format_age(s) for s in (5, 90, 3700, 2 * 86400 + 4 * 3600)] == [
+        "5 s",
+        "1 min",
+        "1 h 1 min",
+        "2 d 4 h",
+    ]
 
 
 async def test_compose_can_schedule_a_send(admin, runtime):
