@@ -3,16 +3,23 @@ minute; the backlog query stays on the partial index of queued deliveries."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import text, update
 
 from prasso_messaging.backlog import first_due
+from prasso_messaging.cli import server
+from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, QueueWorker, table, utcnow
+from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.runtime import Runtime
+from tests.conftest import make_settings
 from tests.integration.queue.scenario import fan_out_sms
 
 deliveries = table(Delivery)
@@ -78,3 +85,32 @@ async def test_the_oldest_due_delivery_is_read_by_the_partial_index(runtime: Run
         plan = "\n".join((await conn.execute(text(f"EXPLAIN {query}"))).scalars())
     assert "ix_msg_deliveries_queued" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+@pytest.mark.parametrize(("worker", "with_worker", "warned"), [
+    (False, False, True), (True, False, False), (False, True, False),
+])  # fmt: skip
+def test_serve_says_at_start_when_no_worker_will_send(
+    database_url, tmp_path, monkeypatch, caplog, worker, with_worker, warned
+):
+    async def serve_nothing(self: uvicorn.Server, sockets: object = None) -> None:
+        return None
+
+    monkeypatch.setattr(uvicorn.Server, "serve", serve_nothing)
+    config = make_settings(database_url, tmp_path)
+    if worker:
+
+        async def register() -> None:
+            database = Database.from_url(config.DATABASE_URL, pool_size=1)
+            try:
+                await WorkerRegistry(database).register(queue="default", driver="database")
+            finally:
+                await database.dispose()
+
+        asyncio.run(register())
+    with caplog.at_level(logging.WARNING):
+        server._serve(config, "127.0.0.1", 8000, with_worker=with_worker)
+    lines = [r.getMessage() for r in caplog.records if "no worker is running" in r.getMessage()]
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert "`prasso queue work`" in lines[0]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from prasso_messaging.config import Settings
     from prasso_messaging.demo import DemoAccess
+    from prasso_messaging.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,20 @@ def server_config(app: FastAPI, config: Settings, host: str, port: int) -> uvico
     return server
 
 
+async def _warn_without_workers(runtime: Runtime) -> None:
+    """`prasso serve` takes sends but does not work them: say so when no worker is running."""
+    from prasso_messaging.queue.workers import WorkerRegistry
+
+    if runtime.settings.QUEUE_CONNECTION == "sync":
+        return
+    if not await WorkerRegistry(runtime.database).live():
+        log.warning(
+            "no worker is running on queue %r: sends stay queued until one starts"
+            " (`prasso queue work` on any host, or `prasso serve --with-worker`)",
+            runtime.settings.QUEUE_NAME,
+        )
+
+
 def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
@@ -126,6 +141,8 @@ def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None
         runtime = Runtime.build(config)
         try:
             await check_ready(runtime, [config.QUEUE_NAME])
+            if not with_worker:
+                await _warn_without_workers(runtime)
 
             def exit_after_restart() -> None:
                 log.warning("the in-process worker stopped for a restart; shutting down")
