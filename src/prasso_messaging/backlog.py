@@ -15,6 +15,7 @@ from sqlalchemy import Select, or_, select
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
+from prasso_messaging.queue.workers import LIVE_SECONDS, WorkerRegistry
 
 deliveries = table(Delivery)
 
@@ -43,3 +44,11 @@ async def oldest_due_age(database: Database, *, now: datetime | None = None) -> 
         return None
     waiting_since = max((t for t in row if t is not None), default=now)
     return max(0.0, (now - waiting_since).total_seconds())
+
+
+async def unworked_for(database: Database, registry: WorkerRegistry) -> float | None:
+    """How long the oldest due delivery has waited when no worker was seen for LIVE_SECONDS;
+    None while a worker is live or nothing is due (one indexed read when a worker is live)."""
+    if await registry.live(within=LIVE_SECONDS):
+        return None
+    return await oldest_due_age(database, now=registry.now())

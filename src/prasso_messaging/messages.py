@@ -762,37 +762,3 @@ async def _check_all_found(
     shown = ", ".join(str(i) for i in missing[:10])
     more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     raise ValidationFailed(field_name, f"unknown ids: {shown}{more}")
-
-
-async def list_deliveries(
-    session: AsyncSession,
-    *,
-    team_id: int,
-    message_id: int,
-    status: str | None = None,
-    after_id: int | None = None,
-    limit: int,
-) -> list[Delivery]:
-    await get_message(session, team_id=team_id, message_id=message_id)
-    query = select(Delivery).where(Delivery.msg_message_id == message_id)
-    if status:
-        if status not in STATUSES:
-            raise ValidationFailed(
-                "status", f"must be one of: {', '.join(STATUSES)}", location="query"
-            )
-        query = query.where(Delivery.status == status)
-    if after_id is not None:
-        query = query.where(Delivery.id > after_id)
-    rows = await session.execute(query.order_by(Delivery.id).limit(limit))
-    return list(rows.scalars().all())
-
-
-async def get_delivery(session: AsyncSession, *, team_id: int, delivery_id: int) -> Delivery:
-    delivery = (
-        await session.execute(
-            select(Delivery).where(Delivery.id == delivery_id, Delivery.team_id == team_id)
-        )
-    ).scalar_one_or_none()
-    if delivery is None:
-        raise NotFound(f"delivery {delivery_id} not found")
-    return delivery

@@ -30,6 +30,7 @@ from prasso_messaging.queue.base import QueueDriver
 from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
+from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.unsubscribe import UnsubscribeLinks
 
 
@@ -171,6 +172,7 @@ class Runtime:
     channels: dict[str, Channel]
     failed: FailedJobStore
     pipeline: DeliveryPipeline
+    registry: WorkerRegistry
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
@@ -197,6 +199,7 @@ class Runtime:
                 lease_seconds=settings.QUEUE_RETRY_AFTER,
                 connection_name=driver.name,
             ),
+            registry=WorkerRegistry(database),
         )
         if isinstance(runtime.queue, SyncQueue):
             inline = runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
@@ -204,11 +207,13 @@ class Runtime:
         return runtime
 
     def make_worker(self, options: WorkerOptions) -> Worker:
+        """A worker of this process's queue, registered (once it runs) in `queue_workers`."""
         worker = Worker(
             driver=self.queue,
             handler=self.pipeline.handler(options),
             failed=self.failed,
             options=options,
+            registry=self.registry,
         )
         self.workers.append(worker)
         return worker

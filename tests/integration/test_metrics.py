@@ -13,8 +13,8 @@ from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.models import Delivery, Guest, utcnow
 from prasso_messaging.errors import PermanentSendError, Reason
 from prasso_messaging.messages import SendRequest, create_message, send_message
-from prasso_messaging.metrics import exposition
 from prasso_messaging.queue.base import ReservedJob
+from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.runtime import Runtime
 from tests.conftest import TeamAccess, drain
 from tests.fakes import ScriptedSms
@@ -137,35 +137,18 @@ async def test_queue_depth_and_the_oldest_due_delivery_are_read_at_scrape(
     assert value(samples, "prasso_queue_depth", queue="default", state="ready") == 0
 
 
-async def test_live_workers_are_exported_per_queue_when_the_registry_is_given(
-    runtime: Runtime,
-) -> None:
-    async def live_workers() -> list[str]:
-        return ["default", "default", "bulk"]
+async def test_live_workers_of_the_registry_are_exported_per_queue(runtime: Runtime) -> None:
+    samples, _ = await scrape(runtime)
+    assert value(samples, "prasso_live_workers", queue="default") == 0
+    registry = WorkerRegistry(runtime.database)
+    for queue in ("default", "default", "bulk"):
+        await registry.register(queue=queue, driver="database")
 
-    text = await exposition(
-        database=runtime.database,
-        queue=runtime.queue,
-        queue_name="default",
-        failed=runtime.failed,
-        live_workers=live_workers,
-    )
-    samples = parse(text.decode())
+    samples, _ = await scrape(runtime)
+
     assert value(samples, "prasso_live_workers", queue="default") == 2
     assert value(samples, "prasso_live_workers", queue="bulk") == 1
     assert ("prasso_queue_depth", frozenset({("queue", "bulk"), ("state", "ready")})) in samples
-
-    without = parse(
-        (
-            await exposition(
-                database=runtime.database,
-                queue=runtime.queue,
-                queue_name="default",
-                failed=runtime.failed,
-            )
-        ).decode()
-    )
-    assert not any(name == "prasso_live_workers" for name, _ in without)
 
 
 async def test_failed_jobs_of_any_queue_are_counted_without_sizing_it(runtime: Runtime) -> None:

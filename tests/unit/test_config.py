@@ -46,6 +46,8 @@ def test_defaults_match_the_spec(monkeypatch):
         ("APP_URL", "localhost:8000"),
         ("QUEUE_RETRY_AFTER", "-1"),
         ("API_RATE_LIMIT", "-1"),
+        ("PRUNE_AFTER_DAYS", "-1"),
+        ("PRUNE_AFTER_DAYS", "weekly"),
         ("API_RATE_LIMIT", "many"),
         ("API_RATE_LIMIT", "1.5"),
         ("METRICS_TOKEN", "short"),
