@@ -35,7 +35,8 @@ TABLES = [
     "msg_deliveries", "msg_messages", "msg_consent_events", "msg_opt_outs", "msg_do_not_contact",
     "push_subscriptions", "guests", "users", "admin_users", "api_tokens",
     "team_verification_events", "team_settings", "teams",
-    "msg_pacing_keys", "msg_pacing_slots", "msg_cap_reservations",
+    "msg_pacing_keys", "msg_pacing_slots", "msg_cap_reservations", "queue_workers",
+    "scheduled_runs",
 ]  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prasso_messaging.admin import build_router as build_admin_router
-from prasso_messaging.admin import static_files as admin_static_files
+from prasso_messaging.admin.site import build_router as build_admin_router
+from prasso_messaging.admin.site import static_files as admin_static_files
 from prasso_messaging.admin.web import refused_page
 from prasso_messaging.api import (
     consents,
@@ -38,6 +38,7 @@ from prasso_messaging.errors import (
     QueueUnavailable,
     ValidationFailed,
 )
+from prasso_messaging.prune import prune_daily
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 
@@ -157,10 +158,12 @@ def create_app(
     runtime: Runtime | None = None,
     with_worker: bool = False,
     listen_host: str | None = None,
+    on_worker_restart: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the app; it owns (and closes) a Runtime unless one is passed in. `listen_host` is
     the address the server binds (None: not known), which decides whether `/metrics` may go
-    without `METRICS_TOKEN`."""
+    without `METRICS_TOKEN`. `on_worker_restart` is called when the in-process worker stopped
+    for `prasso queue restart` (the server then exits, to be started again with new code)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,7 +173,16 @@ def create_app(
         worker = None
         if with_worker:
             worker = app.state.runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
+            prune_daily(worker, app.state.runtime.database, settings)
             worker_task = asyncio.create_task(worker.run())
+            if on_worker_restart is not None:
+                restarted = worker
+
+                def worker_done(_: asyncio.Task[Any]) -> None:
+                    if restarted.restart_requested:
+                        on_worker_restart()
+
+                worker_task.add_done_callback(worker_done)
         try:
             yield
         finally:

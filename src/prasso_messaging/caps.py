@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, text
+from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, INTEGER
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from prasso_messaging.config import Settings
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import CapReservation, Guest, UTCDateTime, table
+from prasso_messaging.teams import effective_settings, team_settings
 
 reservations = table(CapReservation)
 guests = table(Guest)
@@ -144,6 +146,39 @@ async def _reserve_counting(
     if new_rows:
         await conn.execute(insert(reservations), new_rows)
     return granted
+
+
+@dataclass(frozen=True, slots=True)
+class CapUsage:
+    """A guest's sends counted in its current window, against the cap that applies to it
+    (`limit` None: no cap)."""
+
+    sent_in_window: int
+    limit: int | None
+    window_days: int
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {
+            "sent_in_window": self.sent_in_window,
+            "limit": self.limit,
+            "window_days": self.window_days,
+        }
+
+
+async def guest_usage(
+    session: AsyncSession, *, guest: Guest, settings: Settings, now: datetime
+) -> CapUsage:
+    """What the workers would count for `guest` now: its reservations in the team's window
+    (sends done or in flight), and the team's cap, else the global one."""
+    limits = effective_settings(await team_settings(session, team_id=guest.team_id), settings)
+    cap, window_days = int(limits["per_guest_cap"]), int(limits["per_guest_window_days"])
+    sent = await session.scalar(
+        select(func.count()).where(
+            reservations.c.guest_id == guest.id,
+            reservations.c.reserved_at > now - timedelta(days=window_days),
+        )
+    )
+    return CapUsage(int(sent or 0), cap if cap > 0 else None, window_days)
 
 
 async def release_caps(conn: AsyncConnection, delivery_ids: Sequence[int]) -> None:

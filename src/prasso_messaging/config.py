@@ -7,12 +7,19 @@ with one line naming the variable instead of surfacing later as a confusing runt
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+)
 
 from prasso_messaging.errors import ConfigError
 
@@ -33,10 +40,13 @@ class Settings(BaseSettings):
     APP_KEY: str = ""
     VAR_DIR: Path = Path("./var")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"  # json: one object per line
     API_MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
     API_RATE_LIMIT: int = Field(default=3000, ge=0)  # requests per API token per minute; 0: off
     # bearer token for /metrics; empty: open on a loopback listener, refused on any other
     METRICS_TOKEN: str = ""
+    # this host's processes' metric files, summed by /metrics; empty: VAR_DIR/metrics
+    PROMETHEUS_MULTIPROC_DIR: Path | None = None
 
     DATABASE_URL: str = "sqlite:///./var/prasso.db"
 
@@ -76,6 +86,8 @@ class Settings(BaseSettings):
     MESSAGING_ALLOW_TRANSACTIONAL_BYPASS: bool = True
     MESSAGING_RETRY_BACKOFF: Annotated[tuple[float, ...], NoDecode] = (60, 120, 300, 600)
     MESSAGING_DEFAULT_REGION: str = "US"
+    # workers delete finished records older than this once a day (0: never; `prasso prune` by hand)
+    PRUNE_AFTER_DAYS: int = Field(default=90, ge=0)
     # where provider pacing is shared: auto = Redis when QUEUE_CONNECTION=redis, else the database
     RATE_LIMIT_STORE: Literal["auto", "redis", "database"] = "auto"
 
@@ -92,6 +104,11 @@ class Settings(BaseSettings):
                 raise ValueError("seconds must not be negative")
             return numbers
         return value
+
+    @field_validator("PROMETHEUS_MULTIPROC_DIR", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -157,6 +174,10 @@ class Settings(BaseSettings):
         return len(self.MESSAGING_RETRY_BACKOFF) + 1
 
     @property
+    def metrics_dir(self) -> Path:
+        return self.PROMETHEUS_MULTIPROC_DIR or self.VAR_DIR / "metrics"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.DATABASE_URL.startswith("sqlite")
 
@@ -197,3 +218,73 @@ def load_settings(**overrides: object) -> Settings:
         if first["type"] == "literal_error":
             message = f"{message} (got {first.get('input')!r})"
         raise ConfigError(f"{name}: {message}") from None
+
+
+SECRET_SUFFIXES = ("_TOKEN", "_PASSWORD", "_SECRET", "_KEY")
+PUBLIC_SETTINGS = frozenset({"VAPID_PUBLIC_KEY"})
+SECRET_HINT_MIN_LENGTH = 16
+
+
+def is_secret(name: str) -> bool:
+    """Settings whose value must never be printed: by name, so a new `..._TOKEN` is covered."""
+    return name.endswith(SECRET_SUFFIXES) and name not in PUBLIC_SETTINGS
+
+
+def mask_secret(value: str) -> str:
+    """That a secret is set, and for a long one its last two characters (to tell keys apart)."""
+    if not value:
+        return ""
+    return "********" + (value[-2:] if len(value) >= SECRET_HINT_MIN_LENGTH else "")
+
+
+@dataclass(frozen=True)
+class SettingView:
+    """One effective setting as `prasso config show` prints it: secrets masked, URLs redacted."""
+
+    name: str
+    value: Any
+    source: str
+    """`environment`, `.env` (the file read), `default`, or the file APP_KEY was generated into."""
+    secret: bool
+
+    def text(self) -> str:
+        """The value as it would be written in `.env`."""
+        if isinstance(self.value, bool):
+            return "true" if self.value else "false"
+        if isinstance(self.value, list):
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.value)
+        return str(self.value)
+
+
+def describe_settings(settings: Settings) -> list[SettingView]:
+    """Every setting's effective value and where it came from, in declaration order."""
+    from_environment = set(EnvSettingsSource(Settings)())
+    env_file = Settings.model_config.get("env_file")
+    from_file = set(DotEnvSettingsSource(Settings, env_file=env_file)()) if env_file else set()
+    views = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if name in from_environment:
+            source = "environment"
+        elif name in from_file:
+            source = str(env_file)
+        else:
+            source = "default"
+        if name == "APP_KEY" and not value:
+            key_file = settings.VAR_DIR / DEFAULT_APP_KEY_FILE
+            if key_file.exists():
+                value, source = key_file.read_text().strip(), str(key_file)
+        views.append(SettingView(name, _shown(name, value), source, is_secret(name)))
+    return views
+
+
+def _shown(name: str, value: object) -> Any:
+    if is_secret(name):
+        return mask_secret(str(value))
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value

@@ -66,27 +66,10 @@ async def create_guest(
     allow_special_use: bool = False,
 ) -> Guest:
     """A new guest of the team. Like a CSV import, it needs an email or a phone, and an address
-    the team already has names that guest instead (409): one person, one guest, so one send
-    reaches an address once."""
-    clean_email = _optional_email(email, allow_special_use)
-    clean_phone = _optional_phone(phone, region)
-    if clean_email is None and clean_phone is None:
-        raise ValidationFailed("email", "a guest needs an email address or a phone number")
-    for field, column, value in (
-        ("email", Guest.email, clean_email),
-        ("phone", Guest.phone, clean_phone),
-    ):
-        if value is None:
-            continue
-        existing = (
-            await session.execute(
-                select(Guest.id).where(Guest.team_id == team_id, column == value).limit(1)
-            )
-        ).scalar_one_or_none()
-        if existing is not None:
-            raise Conflict(
-                field, f"guest {existing} already has this {field}", existing_id=existing
-            )
+    the team already has names that guest instead (409)."""
+    clean_email, clean_phone = await _guest_addresses(
+        session, team_id, email, phone, region, allow_special_use
+    )
     guest = Guest(
         team_id=team_id,
         first_name=(first_name or "").strip() or None,
@@ -98,6 +81,65 @@ async def create_guest(
     session.add(guest)
     await session.flush()
     return guest
+
+
+async def update_guest(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    guest_id: int,
+    first_name: str | None,
+    last_name: str | None,
+    email: str | None,
+    phone: str | None,
+    region: str,
+    allow_special_use: bool = False,
+) -> Guest:
+    """Change a guest's name and addresses under the rules of `create_guest` (an address another
+    guest of the team holds is a 409 naming that guest). An anonymized guest stays erased."""
+    guest = await get_guest(session, team_id=team_id, guest_id=guest_id)
+    if guest.anonymized_at is not None:
+        raise ValidationFailed("guest", "was anonymized; its personal data cannot be added back")
+    guest.email, guest.phone = await _guest_addresses(
+        session, team_id, email, phone, region, allow_special_use, guest_id=guest_id
+    )
+    guest.first_name = (first_name or "").strip() or None
+    guest.last_name = (last_name or "").strip() or None
+    await session.flush()
+    return guest
+
+
+async def _guest_addresses(
+    session: AsyncSession,
+    team_id: int,
+    email: str | None,
+    phone: str | None,
+    region: str,
+    allow_special_use: bool,
+    *,
+    guest_id: int | None = None,
+) -> tuple[str | None, str | None]:
+    """The normalized email and phone of a guest: at least one, neither held by another guest of
+    the team (one person, one guest, so one send reaches an address once)."""
+    clean_email = _optional_email(email, allow_special_use)
+    clean_phone = _optional_phone(phone, region)
+    if clean_email is None and clean_phone is None:
+        raise ValidationFailed("email", "a guest needs an email address or a phone number")
+    for field, column, value in (
+        ("email", Guest.email, clean_email),
+        ("phone", Guest.phone, clean_phone),
+    ):
+        if value is None:
+            continue
+        others = select(Guest.id).where(Guest.team_id == team_id, column == value)
+        if guest_id is not None:
+            others = others.where(Guest.id != guest_id)
+        existing = (await session.execute(others.limit(1))).scalar_one_or_none()
+        if existing is not None:
+            raise Conflict(
+                field, f"guest {existing} already has this {field}", existing_id=existing
+            )
+    return clean_email, clean_phone
 
 
 async def get_user(session: AsyncSession, *, team_id: int, user_id: int) -> User:

@@ -16,12 +16,14 @@ from typing import Any, Literal
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from prasso_messaging.backlog import oldest_due_age
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, FailedJob, table, utcnow
 from prasso_messaging.errors import NotFound
 from prasso_messaging.messages import STATUSES, Dispatcher
 from prasso_messaging.queue.base import decode_payload
 from prasso_messaging.queue.failed import FailedJobRecord
+from prasso_messaging.queue.workers import WorkerRegistry, WorkerView
 
 deliveries = table(Delivery)
 failed_jobs = table(FailedJob)
@@ -201,19 +203,27 @@ class QueueStatus:
     connection: str
     queues: list[QueueLine]
     deliveries: dict[str, int]
+    workers: list[WorkerView]
+    """Workers seen in the last minute."""
+    oldest_queued_age_seconds: float | None
+    """How long the first due delivery has waited; None when nothing is due."""
 
     def as_dict(self) -> dict[str, Any]:
+        age = self.oldest_queued_age_seconds
         return {
             "connection": self.connection,
             "queues": [vars(line) for line in self.queues],
             "deliveries": self.deliveries,
+            "workers": [worker.as_dict() for worker in self.workers],
+            "oldest_queued_age_seconds": None if age is None else round(age, 1),
         }
 
 
 async def queue_status(
     database: Database, dispatcher: Dispatcher, *, queues: Sequence[str] = ()
 ) -> QueueStatus:
-    """Per queue: ready, delayed, reserved and failed jobs; and deliveries by status."""
+    """Per queue: ready, delayed, reserved and failed jobs; deliveries by status; live workers
+    and how long the first due delivery has waited."""
     async with database.engine.connect() as conn:
         failed = {
             queue: int(n)
@@ -231,4 +241,7 @@ async def queue_status(
     for name in names:
         size = await dispatcher.driver.size(name)
         lines.append(QueueLine(name, size.ready, size.delayed, size.reserved, failed.get(name, 0)))
-    return QueueStatus(dispatcher.driver.name, lines, by_status)
+    workers = await WorkerRegistry(database).live()
+    return QueueStatus(
+        dispatcher.driver.name, lines, by_status, workers, await oldest_due_age(database)
+    )

@@ -17,6 +17,7 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from prasso_messaging.caps import prune_expired
+from prasso_messaging.config import Settings
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
     Delivery,
@@ -29,6 +30,8 @@ from prasso_messaging.db.models import (
     utcnow,
 )
 from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.queue.worker import Worker
+from prasso_messaging.schedule import run_daily
 
 CHUNK = 5000
 
@@ -44,6 +47,11 @@ class PruneResult:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+    def summary(self) -> str:
+        """`12 deliveries, 0 messages, ... deleted`, as `prasso prune` prints it."""
+        counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in self.as_dict().items())
+        return f"{counts} deleted"
 
 
 def cutoff_for(older_than_days: int) -> datetime:
@@ -85,6 +93,23 @@ async def _longest_cap_window(database: Database, default_days: int) -> int:
             await conn.execute(select(func.max(table(TeamSettings).c.per_guest_window_days)))
         ).scalar_one_or_none()
     return max(default_days, longest or 0)
+
+
+def prune_daily(worker: Worker, database: Database, settings: Settings) -> None:
+    """The seed's scheduled cleanup without cron: with `PRUNE_AFTER_DAYS` set (90 by default),
+    one worker on one host prunes once a day (`schedule.run_daily`)."""
+    if settings.PRUNE_AFTER_DAYS <= 0:
+        return
+
+    async def work() -> str:
+        result = await prune(
+            database,
+            older_than_days=settings.PRUNE_AFTER_DAYS,
+            cap_window_days=settings.MESSAGING_PER_GUEST_WINDOW_DAYS,
+        )
+        return result.summary()
+
+    run_daily(worker, database, "prune", work)
 
 
 async def prune(

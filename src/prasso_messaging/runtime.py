@@ -21,6 +21,7 @@ from prasso_messaging.delivery.policy import Limits
 from prasso_messaging.delivery.repository import DeliveryRepository
 from prasso_messaging.errors import ConfigError
 from prasso_messaging.messages import Dispatcher
+from prasso_messaging.metrics import use_directory
 from prasso_messaging.pacing import build_pacer
 from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
@@ -29,6 +30,7 @@ from prasso_messaging.queue.base import QueueDriver
 from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
+from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.unsubscribe import UnsubscribeLinks
 
 
@@ -170,6 +172,7 @@ class Runtime:
     channels: dict[str, Channel]
     failed: FailedJobStore
     pipeline: DeliveryPipeline
+    registry: WorkerRegistry
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
@@ -178,6 +181,7 @@ class Runtime:
     ) -> Runtime:
         """Everything a process needs; `queue` replaces the one the settings name (tests pass
         the in-memory driver)."""
+        use_directory(settings.metrics_dir)
         database = Database.from_url(settings.DATABASE_URL, pool_size=pool_size)
         channels = build_channels(settings, database)
         driver = queue or build_queue(settings, database)
@@ -195,6 +199,7 @@ class Runtime:
                 lease_seconds=settings.QUEUE_RETRY_AFTER,
                 connection_name=driver.name,
             ),
+            registry=WorkerRegistry(database),
         )
         if isinstance(runtime.queue, SyncQueue):
             inline = runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
@@ -202,11 +207,13 @@ class Runtime:
         return runtime
 
     def make_worker(self, options: WorkerOptions) -> Worker:
+        """A worker of this process's queue, registered (once it runs) in `queue_workers`."""
         worker = Worker(
             driver=self.queue,
             handler=self.pipeline.handler(options),
             failed=self.failed,
             options=options,
+            registry=self.registry,
         )
         self.workers.append(worker)
         return worker

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging.addresses import normalize_email, normalize_phone
@@ -56,6 +56,14 @@ async def get_team(session: AsyncSession, team_id: int) -> Team:
     if team is None:
         raise NotFound(f"team {team_id} not found")
     return team
+
+
+async def not_verified_for_sms(session: AsyncSession, *, limit: int) -> tuple[int, list[Team]]:
+    """How many teams cannot send SMS (not `verified`), and the first `limit` of them."""
+    unverified = Team.sms_verification_status != "verified"
+    count = await session.scalar(select(func.count()).select_from(Team).where(unverified))
+    teams = await session.scalars(select(Team).where(unverified).order_by(Team.id).limit(limit))
+    return int(count or 0), list(teams)
 
 
 async def create_api_token(

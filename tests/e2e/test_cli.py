@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from prasso_messaging.db.engine import Database
+from prasso_messaging.db.models import Delivery
 from tests.e2e.conftest import Cli, base_env
 
 
@@ -43,6 +48,7 @@ def test_db_upgrade_is_safe_twice(cli):
         ("DATABASE_URL", "mysql://root@db/x"),
         ("QUEUE_CONNECTION", "kafka"),
         ("SMS_DRIVER", "carrier-pigeon"),
+        ("LOG_FORMAT", "xml"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(cli, name, value):
@@ -161,6 +167,78 @@ def test_help_lists_the_commands(tmp_path):
         assert command in result.stdout
 
 
+MODULES_AT_EXIT = """
+import atexit, json, sys
+listing = sys.argv.pop(1)
+sys.argv[0] = "prasso"
+atexit.register(lambda: open(listing, "w").write(json.dumps(sorted(sys.modules))))
+from prasso_messaging.cli import main
+main()
+"""
+"""`prasso ARGS...` that writes, as it exits, every module it imported to the file `argv[1]`."""
+
+WEB_STACK = ("fastapi", "starlette", "uvicorn", "jinja2", "prasso_messaging.admin")
+
+
+def imported_by(cli: Cli, *args: str, input: str | None = None) -> set[str]:
+    """Modules (and packages) imported by a successful `prasso *args`."""
+    listing = cli.cwd / "modules.json"
+    result = subprocess.run(
+        [sys.executable, "-c", MODULES_AT_EXIT, str(listing), *args],
+        env=cli.env,
+        cwd=cli.cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(listing.read_text()))
+
+
+def loaded(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return [p for p in packages if any(m == p or m.startswith(f"{p}.") for m in modules)]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("teams", "--help"), ("queue", "work", "--help"), ("up", "--help")],
+)
+def test_help_imports_no_database_web_stack_or_service(tmp_path, args):
+    cli = Cli(base_env("sqlite:///unused.db", tmp_path), tmp_path)
+    modules = imported_by(cli, *args)
+    heavy = ("sqlalchemy", "httpx", "pydantic_settings", *WEB_STACK, "prasso_messaging.runtime")
+    assert loaded(modules, heavy) == []
+    ours = {m for m in modules if m.startswith("prasso_messaging.")}
+    assert {m for m in ours if not m.startswith("prasso_messaging.cli")} == {
+        "prasso_messaging.errors"
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    "command",
+    [("teams", "create", "Acme"), ("queue", "status"), ("queue", "work", "--stop-when-empty")],
+)
+def test_database_commands_import_no_web_stack(cli, command):
+    modules = imported_by(cli, *command)
+    assert "prasso_messaging.runtime" in modules
+    assert loaded(modules, WEB_STACK) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_creating_an_admin_user_imports_no_web_stack(cli):
+    team = cli.json("teams", "create", "Acme")["id"]
+    args = ("admin", "create-user", "owner@example.com", "--team", str(team))
+    modules = imported_by(cli, *args, input="a long enough password\n")
+    assert "prasso_messaging.admin.accounts" in modules  # the admin package, not its pages
+    pages = {m for m in modules if m.startswith("prasso_messaging.admin.")} - {
+        "prasso_messaging.admin.accounts"
+    }
+    assert pages == set()
+    assert loaded(modules, WEB_STACK[:-1]) == []
+
+
 NOT_MIGRATED = "error: DATABASE_URL: the database is not migrated; run `prasso db upgrade`"
 
 
@@ -199,3 +277,61 @@ def test_a_database_behind_the_code_says_to_migrate(cli, tmp_path):
     )
     cli.run("db", "upgrade", DATABASE_URL=older)
     assert cli.json("queue", "status", DATABASE_URL=older)["connection"] == "database"
+
+
+def test_deliveries_lists_recent_failures_across_teams(cli, database_url):
+    first = cli.json("teams", "create", "Acme")["id"]
+    second = cli.json("teams", "create", "Globex")["id"]
+    now = datetime.now(UTC)
+
+    def delivery(team: int, status: str, age: timedelta, reason: str | None = None) -> Delivery:
+        return Delivery(
+            team_id=team,
+            msg_message_id=1,
+            recipient_type="guest",
+            recipient_id=1,
+            channel="sms",
+            status=status,
+            reason=reason,
+            error=f"{reason}: the provider said no" if reason else None,
+            attempts=1,
+            created_at=now - age,
+            updated_at=now - age,
+        )
+
+    async def seed() -> list[int]:
+        database = Database.from_url(database_url, pool_size=1)
+        try:
+            async with database.session() as session:
+                rows = [
+                    delivery(first, "failed", timedelta(hours=2), "provider_rejected"),
+                    delivery(first, "failed", timedelta(minutes=5), "provider_rejected"),
+                    delivery(first, "sent", timedelta(minutes=5)),
+                    delivery(second, "failed", timedelta(minutes=1), "retries_exhausted"),
+                ]
+                session.add_all(rows)
+                await session.flush()
+                return [row.id for row in rows]
+        finally:
+            await database.dispose()
+
+    old, recent, _, other_team = asyncio.run(seed())
+
+    found = cli.json("deliveries", "--status", "failed", "--since", "1h")
+    assert [item["id"] for item in found] == [other_team, recent]
+    assert {item["team_id"] for item in found} == {first, second}
+    assert found[1]["reason"] == "provider_rejected"
+    mine = cli.json("deliveries", "--status", "failed", "--team", str(first))
+    assert [item["id"] for item in mine] == [recent, old]
+    text_lines = cli.run("deliveries", "--status", "failed", "--since", "1h").stdout.splitlines()
+    assert len(text_lines) == 2 and "retries_exhausted: the provider said no" in text_lines[0]
+
+    for args, named in (
+        (["--since", "yesterday"], "--since"),
+        (["--status", "lost"], "status"),
+        (["--team", "999"], "999"),
+    ):
+        refused = cli.run("deliveries", *args, check=False)
+        assert refused.returncode == 1, refused
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], lines

@@ -108,6 +108,8 @@ async def test_failed_jobs_can_be_listed_retried_forgotten_and_flushed(
         "connection": "database",
         "queues": [{"queue": "cli", "ready": 0, "delayed": 0, "reserved": 0, "failed": 3}],
         "deliveries": {"queued": 0, "sent": 0, "delivered": 0, "failed": 3, "skipped": 0},
+        "workers": [],
+        "oldest_queued_age_seconds": None,
     }
     failed = prasso.json("queue", "failed")
     assert [set(job) for job in failed] == [FAILED_JOB_KEYS] * 3

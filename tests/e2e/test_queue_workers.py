@@ -259,3 +259,52 @@ async def test_redis_restarted_mid_run_still_delivers_everything(
             assert set(calls.values()) == {1}
         finally:
             await runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("driver", "backend"),
+    [
+        pytest.param("database", "sqlite", id="database-sqlite"),
+        pytest.param("redis", "postgresql", id="redis-postgresql"),
+    ],
+)
+async def test_queue_restart_stops_every_worker_after_its_jobs_in_hand(
+    runtime: Runtime, workers: Workers
+) -> None:
+    ids = await fan_out_sms(runtime, 400)
+    started = [workers.start("--concurrency", "5", PRASSO_TEST_SEND_DELAY="1.0") for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(await runtime.registry.live()) < 2:
+        assert time.monotonic() < deadline, "the workers did not register within 60 s"
+        assert all(w.poll() is None for w in started), "a worker exited at start"
+        await asyncio.sleep(0.1)
+    await wait_for_a_lease(runtime)
+
+    restart = subprocess.run(
+        [*KNOBBED, "queue", "restart"],
+        env=workers.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert restart.returncode == 0, restart.stderr
+    assert "asked 2 live worker(s) to finish the jobs in hand and exit" in restart.stdout
+    for worker in started:
+        assert worker.wait(timeout=60) == 0, workers.log_of(worker)
+        assert "restart requested: finishing" in workers.log_of(worker)
+    assert await runtime.registry.live() == []  # each removed itself
+
+    rows = await delivery_rows(runtime.database)
+    sent = [i for i in ids if rows[i].status == "sent"]
+    assert 0 < len(sent) < len(ids)  # stopped mid-run ...
+    assert not [i for i in ids if rows[i].status == "queued" and rows[i].claimed_until]
+    assert sum((await outbox_counts(runtime.database)).values()) == len(sent)  # ... jobs done
+
+    finisher = workers.start("--concurrency", "10", "--stop-when-empty")
+    assert finisher.wait(timeout=90) == 0, workers.log_of(finisher)
+    rows = await delivery_rows(runtime.database)
+    assert {rows[i].status for i in ids} == {"sent"}
+    calls = await outbox_counts(runtime.database)
+    assert sorted(calls) == ids
+    assert set(calls.values()) == {1}

@@ -80,6 +80,17 @@ def test_the_readme_tour_works(up):
     assert (cwd / "var" / "prasso.db").exists()
 
 
+def test_ups_worker_is_listed_and_a_queue_restart_stops_the_server(up):
+    _, cwd, process = up
+    cli = Cli(base_env(f"sqlite:///{cwd}/var/prasso.db", cwd), cwd)
+    [worker] = cli.json("queue", "status")["workers"]
+    assert (worker["pid"], worker["driver"], worker["jobs_done"]) == (process.pid, "database", 0)
+    restart = cli.run("queue", "restart")
+    assert "asked 1 live worker(s)" in restart.stdout
+    assert process.wait(timeout=60) == 0  # a supervisor starts it again with the new code
+    assert cli.json("queue", "status")["workers"] == []
+
+
 def test_up_prints_the_url_and_token_and_seeds_once(tmp_path):
     env = base_env("sqlite:///./var/prasso.db", tmp_path)
     del env["DATABASE_URL"]

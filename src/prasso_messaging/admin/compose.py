@@ -1,4 +1,4 @@
-"""`/admin/compose`: write a message, preview it for a sample recipient, and send it.
+"""`/admin/compose`: write a message, preview it for the first picked recipient, and send it.
 
 Sending calls the same services as `POST /api/messages` and `POST /api/messages/send`, with the
 runtime's dispatcher, so the admin page can never bypass a rule the API enforces.
@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging import contacts, messages
-from prasso_messaging.admin import queries
+from prasso_messaging.admin import queries, reachability
 from prasso_messaging.admin.web import Admin, AdminContext, FormIds, see_other
 from prasso_messaging.db.models import Guest, TeamSettings, User
 from prasso_messaging.errors import Forbidden, NotFound, ValidationFailed
@@ -39,7 +39,9 @@ async def _form(
     status_code: int = 200,
 ) -> Response:
     async with admin.runtime.database.session() as session:
-        suggestions = await queries.search_recipients(session, team_id=admin.team.id, query="")
+        suggestions = await _suggestions(
+            admin, session, query="", type=values["type"], transactional="transactional" in values
+        )
         guests = await queries.guest_count(session, team_id=admin.team.id)
     return admin.page(
         "compose.html",
@@ -55,11 +57,35 @@ async def _form(
     )
 
 
+async def _suggestions(
+    admin: AdminContext, session: AsyncSession, *, query: str, type: str, transactional: bool
+) -> list[queries.Recipient]:
+    """The people matching `query`, each flagged if a send on `type` would skip them."""
+    found = await queries.search_recipients(session, team_id=admin.team.id, query=query)
+    await reachability.flag_skipped(
+        session,
+        team=admin.team,
+        channels=admin.runtime.channels,
+        channel=type,
+        transactional=transactional,
+        recipients=found,
+    )
+    return found
+
+
 @router.get("/admin/compose/recipients")
-async def recipient_search(admin: Admin, q: str = "") -> Response:
+async def recipient_search(
+    admin: Admin, q: str = "", type: str = "sms", transactional: bool = False
+) -> Response:
     async with admin.runtime.database.session() as session:
-        found = await queries.search_recipients(session, team_id=admin.team.id, query=q[:100])
+        found = await _suggestions(
+            admin, session, query=q[:100], type=type, transactional=transactional
+        )
     return admin.page("partials/recipient_options.html", suggestions=found)
+
+
+SAMPLE_TOKENS = ("Sam", "Sample")
+"""The first and last name the preview uses before anyone is picked."""
 
 
 @router.post("/admin/compose/preview")
@@ -70,46 +96,75 @@ async def preview(
     body: Annotated[str, Form()] = "",
     user_ids: FormIds = None,
     guest_ids: FormIds = None,
+    transactional: Annotated[bool, Form()] = False,
 ) -> Response:
-    """The body as a sample recipient will read it, and for SMS its encoding and segments."""
+    """The body as the first picked recipient will read it (sample values before anyone is
+    picked), who of those picked the channel would skip, and for SMS its encoding and segments."""
     body = body[: messages.MAX_BODY_LENGTH]
     async with admin.runtime.database.session() as session:
-        sample = await _sample_recipient(admin, session, user_ids or [], guest_ids or [])
+        people = await _picked(admin, session, user_ids or [], guest_ids or [])
+        picked = [queries.Recipient.of(person) for person in people]
+        await reachability.flag_skipped(
+            session,
+            team=admin.team,
+            channels=admin.runtime.channels,
+            channel=type,
+            transactional=transactional,
+            recipients=picked,
+        )
         settings = await session.get(TeamSettings, admin.team.id)
-    tokens = TokenValues(
-        first_name=getattr(sample, "first_name", None),
-        last_name=getattr(sample, "last_name", None),
-        full_name=sample.name if isinstance(sample, User) else None,
-        team_name=admin.team.name,
-    )
+    reader = await _first_picked(admin, people)
+    if reader is None:
+        tokens = TokenValues(*SAMPLE_TOKENS, full_name=None, team_name=admin.team.name)
+    else:
+        tokens = TokenValues(
+            first_name=reader.first_name if isinstance(reader, Guest) else None,
+            last_name=reader.last_name if isinstance(reader, Guest) else None,
+            full_name=reader.name if isinstance(reader, User) else None,
+            team_name=admin.team.name,
+        )
     rendered = render_tokens(body, tokens)
     sms_text = append_sms_footer(rendered, settings.footer_text if settings else None)
     return admin.page(
         "partials/preview.html",
         type=type,
+        type_label=TYPE_LABELS.get(type, type),
         subject=render_tokens(subject, tokens) if type in messages.SUBJECT_CHANNELS else "",
         rendered=sms_text if type == "sms" else rendered,
         segments=count_segments(sms_text) if type == "sms" else None,
-        sample_name=queries.display_name(sample) if sample is not None else "an anonymous guest",
+        reader=queries.display_name(reader) if reader is not None else "",
+        sample=" ".join(SAMPLE_TOKENS),
+        skipped=[r for r in picked if r.skipped_because],
     )
 
 
-async def _sample_recipient(
+async def _picked(
     admin: AdminContext, session: AsyncSession, user_ids: list[int], guest_ids: list[int]
-) -> User | Guest | None:
-    """The first picked recipient, else the team's first user or guest, as the preview's reader."""
-    try:
-        if user_ids:
-            return await contacts.get_user(session, team_id=admin.team.id, user_id=user_ids[0])
-        if guest_ids:
-            return await contacts.get_guest(session, team_id=admin.team.id, guest_id=guest_ids[0])
-    except NotFound:
-        pass
-    found = await queries.search_recipients(session, team_id=admin.team.id, query="", limit=1)
-    if not found:
-        return None
-    model: type[User] | type[Guest] = Guest if found[0].kind == "guest" else User
-    return await session.get(model, found[0].id)
+) -> list[User | Guest]:
+    """The picked users, then the picked guests, of the admin's team (others are left out)."""
+    people: list[User | Guest] = []
+    for user_id in user_ids:
+        try:
+            people.append(await contacts.get_user(session, team_id=admin.team.id, user_id=user_id))
+        except NotFound:
+            continue
+    for guest_id in guest_ids:
+        try:
+            people.append(
+                await contacts.get_guest(session, team_id=admin.team.id, guest_id=guest_id)
+            )
+        except NotFound:
+            continue
+    return people
+
+
+async def _first_picked(admin: AdminContext, people: list[User | Guest]) -> User | Guest | None:
+    """The recipient picked first: users and guests arrive as two lists, so the form's own
+    order tells which kind came first."""
+    form = await admin.request.form()
+    first = next((key for key, _ in form.multi_items() if key in ("user_ids", "guest_ids")), "")
+    kind = User if first == "user_ids" else Guest
+    return next((p for p in people if isinstance(p, kind)), people[0] if people else None)
 
 
 @router.post("/admin/compose")
@@ -176,21 +231,11 @@ async def _refused(
 ) -> Response:
     """The form again, with what was typed and picked, and the reason next to its field."""
     async with admin.runtime.database.session() as session:
-        picked: list[queries.Recipient] = []
-        for user_id in user_ids or []:
-            try:
-                u = await contacts.get_user(session, team_id=admin.team.id, user_id=user_id)
-                picked.append(queries.Recipient("user", u.id, u.name, u.email, u.phone))
-            except NotFound:
-                continue
-        for guest_id in guest_ids or []:
-            try:
-                g = await contacts.get_guest(session, team_id=admin.team.id, guest_id=guest_id)
-                picked.append(
-                    queries.Recipient("guest", g.id, queries.display_name(g), g.email, g.phone)
-                )
-            except NotFound:
-                continue
+        people = await _picked(admin, session, user_ids or [], guest_ids or [])
     return await _form(
-        admin, values=values, errors=errors, selected=picked, status_code=status_code
+        admin,
+        values=values,
+        errors=errors,
+        selected=[queries.Recipient.of(person) for person in people],
+        status_code=status_code,
     )

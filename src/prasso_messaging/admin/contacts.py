@@ -1,8 +1,11 @@
-"""`/admin/contacts`: guests with per-channel opt-outs, the do-not-contact list, CSV import.
+"""`/admin/contacts`: guests with per-channel opt-outs, a form to add or edit one, the
+do-not-contact list, CSV import.
 
-Opt-outs, opt-ins and the do-not-contact list go through `consent` (so every change is logged as a
-consent event with method `admin`); the CSV import runs `guest_import` in the background while the
-page polls its progress.
+Guests are written by `contacts` (the rules of `POST /api/guests`: an email or a phone, an
+address another guest holds is a conflict naming that guest). Opt-outs, opt-ins and the
+do-not-contact list go through `consent` (so every change is logged as a consent event with
+method `admin`); the CSV import runs `guest_import` in the background while the page polls its
+progress, and the guest list reloads when it finishes.
 """
 
 from __future__ import annotations
@@ -10,21 +13,26 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, UploadFile
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging import consent, contacts, guest_import
+from prasso_messaging import caps, consent, contacts, guest_import
 from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.admin import queries
 from prasso_messaging.admin.web import Admin, AdminContext, PageCursor, see_other
 from prasso_messaging.api.deps import ResourceId
-from prasso_messaging.errors import NotFound, ValidationFailed
+from prasso_messaging.db.models import Guest, utcnow
+from prasso_messaging.errors import Conflict, NotFound, ValidationFailed
 
 router = APIRouter()
 
 MAX_TRACKED_IMPORTS = 20
+IMPORT_FINISHED_EVENT = "guests-imported"
+"""Sent (`HX-Trigger`) with the progress fragment that shows an import finished: the guest list
+listens for it and reloads."""
 
 
 @dataclass
@@ -74,10 +82,18 @@ async def _page(
     after: int | None = None,
     errors: dict[str, str] | None = None,
     import_id: str = "",
+    saved: int | None = None,
 ) -> Response:
     async with admin.runtime.database.session() as session:
         rows = await queries.guest_rows(session, team_id=admin.team.id, query=q, after_id=after)
         blocked = await queries.do_not_contact_entries(session, team_id=admin.team.id)
+        saved_name = ""
+        if saved is not None:
+            try:
+                guest = await contacts.get_guest(session, team_id=admin.team.id, guest_id=saved)
+                saved_name = queries.display_name(guest)
+            except NotFound:
+                saved = None
     running = _imports(admin).get(import_id)
     return admin.page(
         "contacts.html",
@@ -88,14 +104,182 @@ async def _page(
         next_after=rows[-1].guest.id if len(rows) == queries.PAGE_SIZE else None,
         errors=errors or {},
         progress=running if running and running.team_id == admin.team.id else None,
+        saved=saved_name,
+        saved_id=saved,
     )
 
 
 @router.get("/admin/contacts")
 async def contacts_page(
-    admin: Admin, q: str = "", after: PageCursor = None, import_id: str = ""
+    admin: Admin,
+    q: str = "",
+    after: PageCursor = None,
+    import_id: str = "",
+    saved: PageCursor = None,
 ) -> Response:
-    return await _page(admin, q=q[:100], after=after, import_id=import_id)
+    return await _page(admin, q=q[:100], after=after, import_id=import_id, saved=saved)
+
+
+ConsentChoice = Annotated[Literal["in", "out"], Form()]
+"""A channel's consent on the guest form: receives it, or opted out of it."""
+
+NameField = Annotated[str, Form(max_length=255)]
+ADDRESS_WORDS = {"email": "email address", "phone": "phone number"}
+
+
+async def _guest_form(
+    admin: AdminContext,
+    *,
+    guest_id: int | None,
+    values: dict[str, str],
+    errors: dict[str, str] | None = None,
+    holder: tuple[int, str] | None = None,
+    cap: caps.CapUsage | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The add or edit form; `holder` is the guest that already has an address (id, name);
+    `cap` where the guest stands against the frequency cap (an existing guest)."""
+    return admin.page(
+        "guest.html",
+        status_code=status_code,
+        guest_id=guest_id,
+        values=values,
+        errors=errors or {},
+        holder=holder,
+        cap=cap,
+        channels={"email": "email", "sms": "SMS"},
+        region=admin.runtime.settings.MESSAGING_DEFAULT_REGION,
+    )
+
+
+@router.get("/admin/contacts/guests/new")
+async def new_guest(admin: Admin) -> Response:
+    values = {"first_name": "", "last_name": "", "email": "", "phone": ""}
+    return await _guest_form(
+        admin, guest_id=None, values=values | {"consent_email": "in", "consent_sms": "in"}
+    )
+
+
+@router.post("/admin/contacts/guests")
+async def create_guest(
+    admin: Admin,
+    first_name: NameField = "",
+    last_name: NameField = "",
+    email: NameField = "",
+    phone: Annotated[str, Form(max_length=64)] = "",
+    consent_email: ConsentChoice = "in",
+    consent_sms: ConsentChoice = "in",
+) -> Response:
+    values = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone}
+    return await _save_guest(admin, None, values, {"email": consent_email, "sms": consent_sms})
+
+
+@router.get("/admin/contacts/guests/{guest_id}")
+async def edit_guest(admin: Admin, guest_id: ResourceId) -> Response:
+    async with admin.runtime.database.session() as session:
+        try:
+            guest = await contacts.get_guest(session, team_id=admin.team.id, guest_id=guest_id)
+        except NotFound:
+            return admin.page("not_found.html", status_code=404, what=f"guest {guest_id}")
+        opted_out = await consent.opted_out_channels(session, guest=guest)
+        cap = await caps.guest_usage(
+            session, guest=guest, settings=admin.runtime.settings, now=utcnow()
+        )
+    values = {
+        "first_name": guest.first_name or "",
+        "last_name": guest.last_name or "",
+        "email": guest.email or "",
+        "phone": guest.phone or "",
+        "consent_email": "out" if "email" in opted_out else "in",
+        "consent_sms": "out" if "sms" in opted_out else "in",
+    }
+    errors = {}
+    if guest.anonymized_at is not None:
+        errors["guest"] = "this guest was anonymized; its personal data cannot be added back"
+    return await _guest_form(admin, guest_id=guest_id, values=values, errors=errors, cap=cap)
+
+
+@router.post("/admin/contacts/guests/{guest_id}")
+async def update_guest(
+    admin: Admin,
+    guest_id: ResourceId,
+    first_name: NameField = "",
+    last_name: NameField = "",
+    email: NameField = "",
+    phone: Annotated[str, Form(max_length=64)] = "",
+    consent_email: ConsentChoice = "in",
+    consent_sms: ConsentChoice = "in",
+) -> Response:
+    values = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone}
+    return await _save_guest(admin, guest_id, values, {"email": consent_email, "sms": consent_sms})
+
+
+async def _save_guest(
+    admin: AdminContext, guest_id: int | None, values: dict[str, str], wanted: dict[str, str]
+) -> Response:
+    """Create or update the guest and apply the consent choices in one transaction: a refusal
+    shows the form again with the reason next to its field, and nothing is written."""
+    settings = admin.runtime.settings
+    fields: dict[str, Any] = {
+        "first_name": values["first_name"],
+        "last_name": values["last_name"],
+        "email": values["email"],
+        "phone": values["phone"],
+        "region": settings.MESSAGING_DEFAULT_REGION,
+        "allow_special_use": special_use_allowed(settings),
+    }
+    form = values | {f"consent_{channel}": choice for channel, choice in wanted.items()}
+    try:
+        async with admin.runtime.database.session() as session:
+            if guest_id is None:
+                guest = await contacts.create_guest(session, team_id=admin.team.id, **fields)
+            else:
+                guest = await contacts.update_guest(
+                    session, team_id=admin.team.id, guest_id=guest_id, **fields
+                )
+            await _apply_consent(admin, session, guest, wanted)
+            saved_id = guest.id
+    except NotFound:
+        return admin.page("not_found.html", status_code=404, what=f"guest {guest_id}")
+    except Conflict as exc:
+        async with admin.runtime.database.session() as session:
+            holder = await contacts.get_guest(
+                session, team_id=admin.team.id, guest_id=exc.existing_id
+            )
+            name = queries.display_name(holder)
+        return await _guest_form(
+            admin,
+            guest_id=guest_id,
+            values=form,
+            errors={exc.field: f"{name} already has this {ADDRESS_WORDS[exc.field]}"},
+            holder=(exc.existing_id, name),
+            status_code=409,
+        )
+    except ValidationFailed as exc:
+        return await _guest_form(
+            admin, guest_id=guest_id, values=form, errors={exc.field: exc.message}, status_code=422
+        )
+    return see_other(f"/admin/contacts?saved={saved_id}#guest-{saved_id}")
+
+
+async def _apply_consent(
+    admin: AdminContext, session: AsyncSession, guest: Guest, wanted: dict[str, str]
+) -> None:
+    """Opt the guest out of (or back in to) each channel whose choice differs from now."""
+    opted_out = await consent.opted_out_channels(session, guest=guest)
+    for channel, choice in wanted.items():
+        if (choice == "out") == (channel in opted_out):
+            continue
+        try:
+            await consent.set_guest_opt_out(
+                session,
+                guest=guest,
+                channel=channel,
+                opted_out=choice == "out",
+                origin=_origin(admin),
+            )
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"consent_{channel}", exc.message) from exc
 
 
 @router.post("/admin/contacts/guests/{guest_id}/consent")
@@ -213,4 +397,7 @@ async def import_progress(admin: Admin, import_id: str) -> Response:
     progress = _imports(admin).get(import_id)
     if progress is None or progress.team_id != admin.team.id:
         return admin.page("not_found.html", status_code=404, what="import")
-    return admin.page("partials/import_progress.html", progress=progress)
+    response = admin.page("partials/import_progress.html", progress=progress)
+    if progress.finished:
+        response.headers["HX-Trigger"] = IMPORT_FINISHED_EVENT
+    return response

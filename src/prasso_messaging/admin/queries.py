@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prasso_messaging.addresses import mask_phone
 from prasso_messaging.db.models import (
     Delivery,
     DoNotContact,
@@ -20,9 +21,11 @@ from prasso_messaging.db.models import (
     Message,
     OptOut,
     OutboxMessage,
+    PushSubscription,
     User,
     utcnow,
 )
+from prasso_messaging.domain import RecipientKind
 from prasso_messaging.messages import MESSAGE_TYPES, STATUSES
 
 PAGE_SIZE = 50
@@ -161,10 +164,17 @@ async def _by_id(
 
 
 def display_name(person: User | Guest) -> str:
+    """A user's name; a guest's name, else their email, else their masked phone number."""
     if isinstance(person, User):
         return person.name
     name = " ".join(p for p in (person.first_name, person.last_name) if p)
-    return name or person.email or person.phone or f"guest {person.id}"
+    if name:
+        return name
+    if person.email:
+        return person.email
+    if person.phone:
+        return mask_phone(person.phone)
+    return "anonymized guest" if person.anonymized_at else "guest without name or address"
 
 
 def _address(person: User | Guest, channel: str) -> str:
@@ -177,11 +187,21 @@ def _address(person: User | Guest, channel: str) -> str:
 
 @dataclass
 class Recipient:
-    kind: str  # user | guest
+    kind: RecipientKind
     id: int
     name: str
     email: str | None
     phone: str | None
+    subscribed: bool = True  # users are always "subscribed"
+    skipped_because: str = ""  # why a send on the chosen channel would skip them (`reachability`)
+
+    @classmethod
+    def of(cls, person: User | Guest) -> Recipient:
+        if isinstance(person, User):
+            return cls("user", person.id, person.name, person.email, person.phone)
+        return cls(
+            "guest", person.id, display_name(person), person.email, person.phone, person.subscribed
+        )
 
 
 async def search_recipients(
@@ -208,14 +228,24 @@ async def search_recipients(
             )
         )
     found = [
-        Recipient("user", u.id, u.name, u.email, u.phone)
+        Recipient.of(u)
         for u in (await session.execute(users.order_by(User.id).limit(limit))).scalars()
     ]
     found += [
-        Recipient("guest", g.id, display_name(g), g.email, g.phone)
+        Recipient.of(g)
         for g in (await session.execute(guests.order_by(Guest.id).limit(limit))).scalars()
     ]
     return found
+
+
+async def users_with_push(session: AsyncSession, *, user_ids: list[int]) -> set[int]:
+    """Which of the users have at least one push subscription."""
+    if not user_ids:
+        return set()
+    rows = await session.execute(
+        select(PushSubscription.user_id).where(PushSubscription.user_id.in_(user_ids)).distinct()
+    )
+    return set(rows.scalars())
 
 
 async def guest_count(session: AsyncSession, *, team_id: int) -> int:
@@ -254,17 +284,9 @@ async def guest_rows(
     if after_id is not None:
         stmt = stmt.where(Guest.id > after_id)
     guests = list((await session.execute(stmt.order_by(Guest.id).limit(PAGE_SIZE))).scalars())
-    addresses = [a for g in guests for a in (g.email, g.phone) if a]
-    opted: set[tuple[str, str]] = set()
-    blocked: set[tuple[str, str]] = set()
-    if addresses:
-        for model, into in ((OptOut, opted), (DoNotContact, blocked)):
-            rows = await session.execute(
-                select(model.channel, model.address).where(
-                    model.team_id == team_id, model.address.in_(addresses)
-                )
-            )
-            into.update((r.channel, r.address) for r in rows)
+    listed = await listed_addresses(
+        session, team_id=team_id, addresses=[a for g in guests for a in (g.email, g.phone) if a]
+    )
     result = []
     for g in guests:
         pairs = [(c, a) for c, a in (("email", g.email), ("sms", g.phone)) if a]
@@ -272,11 +294,33 @@ async def guest_rows(
             GuestRow(
                 g,
                 display_name(g),
-                [c for c, a in pairs if (c, a) in opted],
-                [c for c, a in pairs if (c, a) in blocked],
+                [c for c, a in pairs if (c, a) in listed.opted_out],
+                [c for c, a in pairs if (c, a) in listed.do_not_contact],
             )
         )
     return result
+
+
+@dataclass
+class Listed:
+    """The (channel, address) pairs among some addresses that are opted out or blocked."""
+
+    opted_out: set[tuple[str, str]] = field(default_factory=set)
+    do_not_contact: set[tuple[str, str]] = field(default_factory=set)
+
+
+async def listed_addresses(session: AsyncSession, *, team_id: int, addresses: list[str]) -> Listed:
+    """Which of `addresses` the team's opt-outs and do-not-contact list name, in two queries."""
+    listed = Listed()
+    if addresses:
+        for model, into in ((OptOut, listed.opted_out), (DoNotContact, listed.do_not_contact)):
+            rows = await session.execute(
+                select(model.channel, model.address).where(
+                    model.team_id == team_id, model.address.in_(addresses)
+                )
+            )
+            into.update((r.channel, r.address) for r in rows)
+    return listed
 
 
 async def do_not_contact_entries(session: AsyncSession, *, team_id: int) -> list[DoNotContact]:

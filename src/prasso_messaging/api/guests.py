@@ -7,19 +7,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from prasso_messaging import consent, contacts
+from prasso_messaging import caps, consent, contacts
 from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
     ChannelChoice,
     ConsentChange,
+    GuestCap,
     GuestCreate,
+    GuestDetail,
     GuestPublic,
     Page,
     Public,
 )
-from prasso_messaging.db.models import Guest
+from prasso_messaging.db.models import Guest, utcnow
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 from prasso_messaging.runtime import Runtime
 
@@ -76,11 +78,14 @@ async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep
 
 
 @router.get("/{guest_id}")
-async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> GuestPublic:
+async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> GuestDetail:
     async with runtime.database.session() as session:
         guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
         opted_out = await consent.opted_out_channels(session, guest=guest)
-    return _public(guest, opted_out)
+        usage = await caps.guest_usage(
+            session, guest=guest, settings=runtime.settings, now=utcnow()
+        )
+    return GuestDetail(**_public(guest, opted_out).model_dump(), cap=GuestCap(**usage.as_dict()))
 
 
 async def _set_opt_out(

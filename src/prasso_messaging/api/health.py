@@ -1,5 +1,9 @@
 """`/health` (readiness of database and queue) and `/metrics` (Prometheus text).
 
+`/health` answers 503 `unavailable` when the database or the queue fails, and 200 `degraded` when
+deliveries are due while no worker has been seen for a minute: the web process itself is fine
+(a load balancer should keep sending it requests), but nothing is being sent.
+
 `/metrics` tells per-channel counts, so it wants `METRICS_TOKEN` as a bearer token. Without one
 it is open only on a server listening on loopback (what `prasso serve` does by default), where
 only this machine can ask; on any other listener it answers 403 until the token is set.
@@ -12,12 +16,16 @@ import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select, text
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+from sqlalchemy import text
 
 from prasso_messaging.api.deps import RuntimeDep
-from prasso_messaging.db.models import Delivery
+from prasso_messaging.backlog import unworked_for
+from prasso_messaging.metrics import exposition
+from prasso_messaging.queue.workers import LIVE_SECONDS
+from prasso_messaging.runtime import Runtime
 
 router = APIRouter(tags=["health"])
 
@@ -76,37 +84,38 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     except Exception as exc:
         checks["queue"] = f"error: {type(exc).__name__}"
     healthy = all(v == "ok" for v in checks.values())
-    body = {"status": "ok" if healthy else "unavailable", **checks}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    if not healthy:
+        return JSONResponse({"status": "unavailable", **checks}, status_code=503)
+    checks["workers"] = await _workers(runtime)
+    degraded = checks["workers"] != "ok"
+    return JSONResponse({"status": "degraded" if degraded else "ok", **checks}, status_code=200)
+
+
+async def _workers(runtime: Runtime) -> str:
+    """`ok`, or why due deliveries are not being sent (the `sync` driver needs no worker)."""
+    if runtime.queue.name == "sync":
+        return "ok"
+    waited = await unworked_for(runtime.database, runtime.registry)
+    if waited is None:
+        return "ok"
+    return (
+        f"no worker seen in the last {LIVE_SECONDS:.0f} s while deliveries are due"
+        f" (the oldest for {waited:.0f} s)"
+    )
+
+
+async def _live_queues(runtime: Runtime) -> list[str]:
+    return [worker.queue for worker in await runtime.registry.live()]
 
 
 @router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(metrics_access)])
-async def metrics(runtime: RuntimeDep) -> str:
-    async with runtime.database.engine.connect() as conn:
-        rows = await conn.execute(
-            select(Delivery.channel, Delivery.status, func.count()).group_by(
-                Delivery.channel, Delivery.status
-            )
-        )
-        counts = rows.all()
-    size = await runtime.queue.size(runtime.settings.QUEUE_NAME)
-    failed = await runtime.failed.count()
-    lines = [
-        "# HELP prasso_deliveries Deliveries by channel and status.",
-        "# TYPE prasso_deliveries gauge",
-        *(f'prasso_deliveries{{channel="{c}",status="{s}"}} {n}' for c, s, n in counts),
-        "# HELP prasso_queue_jobs Jobs in the queue by state.",
-        "# TYPE prasso_queue_jobs gauge",
-        *(
-            f'prasso_queue_jobs{{queue="{runtime.settings.QUEUE_NAME}",state="{state}"}} {n}'
-            for state, n in (
-                ("ready", size.ready),
-                ("delayed", size.delayed),
-                ("reserved", size.reserved),
-            )
-        ),
-        "# HELP prasso_failed_jobs Rows in failed_jobs.",
-        "# TYPE prasso_failed_jobs gauge",
-        f"prasso_failed_jobs {failed}",
-    ]
-    return "\n".join(lines) + "\n"
+async def metrics(runtime: RuntimeDep) -> Response:
+    """This host's counters (every process's, summed) and the queue's gauges (`metrics.py`)."""
+    body = await exposition(
+        database=runtime.database,
+        queue=runtime.queue,
+        queue_name=runtime.settings.QUEUE_NAME,
+        failed=runtime.failed,
+        live_workers=lambda: _live_queues(runtime),
+    )
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

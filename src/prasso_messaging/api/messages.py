@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
+from pydantic import AwareDatetime
 
-from prasso_messaging import messages
+from prasso_messaging import deliveries, messages
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
@@ -85,7 +86,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[DeliveryPublic]:
     async with runtime.database.session() as session:
-        rows = await messages.list_deliveries(
+        rows = await deliveries.message_deliveries(
             session,
             team_id=team.id,
             message_id=message_id,
@@ -97,10 +98,38 @@ async def list_deliveries(
     return Page(items=[DeliveryPublic.model_validate(d) for d in items], next_cursor=next_cursor)
 
 
+@router.get("/api/deliveries")
+async def recent_deliveries(
+    team: CurrentTeam,
+    runtime: RuntimeDep,
+    status: Annotated[
+        str | None, Query(description="queued, sent, delivered, failed, skipped")
+    ] = None,
+    channel: Annotated[str | None, Query(description="email, sms, push, inapp")] = None,
+    reason: Annotated[
+        str | None, Query(description="a reason code, e.g. provider_rejected")
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="changed at or after this time (ISO 8601)")
+    ] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[DeliveryPublic]:
+    """The team's deliveries across messages, newest first: e.g. `?status=failed&since=...`
+    lists recent failures."""
+    where = deliveries.DeliveryFilter(status=status, channel=channel, reason=reason, since=since)
+    async with runtime.database.session() as session:
+        rows = await deliveries.recent_deliveries(
+            session, team_id=team.id, where=where, before_id=decode_cursor(cursor), limit=limit + 1
+        )
+    items, next_cursor = page(rows, limit, key=lambda d: d.id)
+    return Page(items=[DeliveryPublic.model_validate(d) for d in items], next_cursor=next_cursor)
+
+
 @router.get("/api/deliveries/{delivery_id}")
 async def get_delivery(
     delivery_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
 ) -> DeliveryPublic:
     async with runtime.database.session() as session:
-        delivery = await messages.get_delivery(session, team_id=team.id, delivery_id=delivery_id)
+        delivery = await deliveries.get_delivery(session, team_id=team.id, delivery_id=delivery_id)
     return DeliveryPublic.model_validate(delivery)

@@ -78,6 +78,22 @@ class GuestPublic(Public):
     updated_at: datetime | None
 
 
+class GuestCap(BaseModel):
+    sent_in_window: int = Field(
+        description="counted sends in the current window (done or in flight)"
+    )
+    limit: int | None = Field(
+        description="the team's cap, else MESSAGING_PER_GUEST_MONTHLY_CAP; null: none"
+    )
+    window_days: int
+
+
+class GuestDetail(GuestPublic):
+    """One guest, with where it stands against the frequency cap."""
+
+    cap: GuestCap
+
+
 class ChannelChoice(Strict):
     channel: AddressChannel
 
@@ -153,6 +169,7 @@ class DeliveryPublic(Public):
     channel: str
     status: str
     provider_message_id: str | None
+    reason: str | None = Field(description="the stable code `error` starts with")
     error: str | None
     metadata: dict[str, Any] | None = Field(validation_alias="meta")
     attempts: int

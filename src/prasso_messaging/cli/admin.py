@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.cli.app import open_runtime, print_json, run, settings
 
 admin_app = typer.Typer(help="Admin web page logins.", no_args_is_help=True)
@@ -37,6 +36,7 @@ def create_user(
 
     async def work() -> dict[str, object]:
         async with open_runtime(config) as runtime, runtime.database.session() as session:
+            from prasso_messaging.addresses import special_use_allowed
             from prasso_messaging.admin import accounts
 
             admin = await accounts.create_admin_user(

@@ -1,4 +1,9 @@
-"""The Typer root and what every command shares: settings, the runtime, errors, JSON output."""
+"""The Typer root and what every command shares: settings, the runtime, errors, JSON output.
+
+Building the app and printing `--help` imports Typer and nothing heavy: settings, the database
+and the services are imported when a command first asks for them (`settings`, `open_runtime`),
+and each command imports its own services inside its function.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,10 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
-from prasso_messaging.config import Settings, load_settings, redact_url
 from prasso_messaging.errors import (
     ConfigError,
     Forbidden,
@@ -20,8 +23,10 @@ from prasso_messaging.errors import (
     QueueUnavailable,
     ValidationFailed,
 )
-from prasso_messaging.observability import configure_logging
-from prasso_messaging.runtime import Runtime
+
+if TYPE_CHECKING:
+    from prasso_messaging.config import Settings
+    from prasso_messaging.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -41,11 +46,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def settings() -> Settings:
+    from prasso_messaging.config import load_settings
+    from prasso_messaging.observability import configure_logging
+
     try:
         loaded = load_settings()
     except ConfigError as exc:
         fail(str(exc), code=2)
-    configure_logging(loaded.LOG_LEVEL)
+    configure_logging(loaded.LOG_LEVEL, loaded.LOG_FORMAT)
     return loaded
 
 
@@ -86,6 +94,8 @@ async def open_runtime(
     config: Settings, *, pool_size: int = 5, queues: Sequence[str] = ()
 ) -> AsyncIterator[Runtime]:
     """The runtime of one command, checked first (see `check_ready`) against `queues`."""
+    from prasso_messaging.runtime import Runtime
+
     runtime = Runtime.build(config, pool_size=pool_size)
     try:
         await check_ready(runtime, queues)
@@ -97,6 +107,9 @@ async def open_runtime(
 async def check_ready(runtime: Runtime, queues: Sequence[str] = ()) -> None:
     """Stop a command before it starts, in one line naming the setting, when the database is
     unreachable or behind the code's migrations, or one of `queues` cannot be used."""
+    from sqlalchemy.exc import DBAPIError
+
+    from prasso_messaging.config import redact_url
     from prasso_messaging.db.migrate import schema_behind
 
     try:

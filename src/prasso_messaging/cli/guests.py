@@ -6,10 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from prasso_messaging import guest_import
-from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.cli.app import fail, is_terminal, open_runtime, print_json, run, settings
 from prasso_messaging.errors import ValidationFailed
 
@@ -25,6 +22,17 @@ def import_csv(
     as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
 ) -> None:
     """Import guests from a CSV file; exits 1 when some rows were rejected (listed on stderr)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from prasso_messaging import guest_import
+    from prasso_messaging.addresses import special_use_allowed
+
     config = settings()
     try:
         with csv_file.open(encoding="utf-8-sig", newline="") as handle:

@@ -8,11 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
-from prasso_messaging import messages
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
-from prasso_messaging.db.models import OutboxMessage, table
 
 
 def register(app: typer.Typer) -> None:
@@ -32,6 +29,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
     ) -> None:
         """Create a message and send it to users and guests."""
+        from prasso_messaging import messages
+
         config = settings()
         when = None
         if send_at:
@@ -74,6 +73,10 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
     ) -> None:
         """List what the `log` mail and SMS drivers sent (the local outbox)."""
+        from sqlalchemy import select
+
+        from prasso_messaging.db.models import OutboxMessage, table
+
         config = settings()
         if channel not in (None, "email", "sms"):
             fail("--channel: must be email or sms")

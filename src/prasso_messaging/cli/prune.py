@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from prasso_messaging.cli.app import is_terminal, open_runtime, print_json, run, settings
-from prasso_messaging.prune import PruneResult, prune
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +19,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete finished deliveries, empty messages, outbox and failed jobs older than N days
         (and cap reservations past every cap window)."""
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        from prasso_messaging.prune import PruneResult, prune
+
         config = settings()
 
         async def work() -> PruneResult:
@@ -45,7 +47,4 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(result.as_dict())
         else:
-            typer.echo(
-                ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in result.as_dict().items())
-                + " deleted"
-            )
+            typer.echo(result.summary())

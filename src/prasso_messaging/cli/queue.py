@@ -10,17 +10,6 @@ from rich.table import Table
 
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
 from prasso_messaging.errors import ValidationFailed
-from prasso_messaging.failures import (
-    QueueStatus,
-    flush_failed,
-    forget_failed,
-    list_failed,
-    queue_status,
-    retry_failed,
-)
-from prasso_messaging.queue.worker import WorkerOptions
-from prasso_messaging.sweeper import sweep as sweep_orphans
-from prasso_messaging.sweeper import sweep_periodically
 
 MAX_WORKER_POOL = 16
 
@@ -52,6 +41,10 @@ def work(
     ] = 60,
 ) -> None:
     """Process delivery jobs until stopped (SIGTERM/SIGINT finish the jobs in hand first)."""
+    from prasso_messaging.prune import prune_daily
+    from prasso_messaging.queue.worker import WorkerOptions
+    from prasso_messaging.sweeper import sweep_periodically
+
     config = settings()
     options = WorkerOptions(
         queue=queue or config.QUEUE_NAME,
@@ -79,6 +72,7 @@ def work(
                 every=sweep_interval,
                 grace=config.QUEUE_RETRY_AFTER,
             )
+            prune_daily(worker, runtime.database, config)
             processed = await worker.run()
             if worker.reserve_error is not None:
                 fail(
@@ -102,7 +96,10 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Jobs per queue (ready, delayed, reserved, failed) and deliveries by status."""
+    """Jobs per queue (ready, delayed, reserved, failed), deliveries by status, live workers and
+    how long the first due delivery has waited."""
+    from prasso_messaging.failures import QueueStatus, queue_status
+
     config = settings()
 
     async def load() -> QueueStatus:
@@ -123,9 +120,16 @@ def status(
     deliveries = Table("status", "deliveries", title="deliveries")
     for name, count in report.deliveries.items():
         deliveries.add_row(name, str(count))
+    workers = Table("host", "pid", "queue", "jobs done", "last seen", title="live workers")
+    for worker in report.workers:
+        seen = worker.last_seen_at.isoformat(timespec="seconds")
+        workers.add_row(worker.host, str(worker.pid), worker.queue, str(worker.jobs_done), seen)
+    age = report.oldest_queued_age_seconds
     console = _console()
     console.print(queues)
     console.print(deliveries)
+    console.print(workers if report.workers else "live workers: none seen in the last minute")
+    console.print(f"oldest due delivery: {'none' if age is None else f'waiting {age:.0f} s'}")
 
 
 @queue_app.command("failed")
@@ -133,6 +137,8 @@ def failed(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """Failed jobs, oldest first."""
+    from prasso_messaging.failures import list_failed
+
     config = settings()
 
     async def load() -> list[dict[str, object]]:
@@ -179,6 +185,8 @@ def retry(
     ],
 ) -> None:
     """Queue failed jobs again: each delivery goes back to `queued` with its attempts reset."""
+    from prasso_messaging.failures import retry_failed
+
     config = settings()
 
     async def go() -> list[int]:
@@ -197,6 +205,8 @@ def forget(
     ids: Annotated[list[str], typer.Argument(help="Failed job id(s).", metavar="ID...")],
 ) -> None:
     """Delete failed jobs without retrying them."""
+    from prasso_messaging.failures import forget_failed
+
     config = settings()
 
     async def go() -> list[int]:
@@ -212,6 +222,8 @@ def forget(
 @queue_app.command("flush")
 def flush() -> None:
     """Delete every failed job."""
+    from prasso_messaging.failures import flush_failed
+
     config = settings()
 
     async def go() -> int:
@@ -234,6 +246,8 @@ def sweep(
     ] = None,
 ) -> None:
     """Re-dispatch deliveries left `queued` with no live job (say, the broker lost its data)."""
+    from prasso_messaging.sweeper import sweep as sweep_orphans
+
     config = settings()
 
     async def go() -> tuple[int, bool]:

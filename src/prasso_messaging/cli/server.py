@@ -27,13 +27,14 @@ from prasso_messaging.cli.app import (
     run,
     settings,
 )
-from prasso_messaging.config import Settings, redact_url
 
 if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+    from prasso_messaging.config import Settings
     from prasso_messaging.demo import DemoAccess
+    from prasso_messaging.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
 
 def migrate(config: Settings) -> None:
+    from prasso_messaging.config import redact_url
     from prasso_messaging.db.migrate import upgrade
 
     try:
@@ -52,6 +54,8 @@ def migrate(config: Settings) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (safe to run twice)."""
+    from prasso_messaging.config import redact_url
+
     config = settings()
     migrate(config)
     typer.echo(f"database at {redact_url(config.DATABASE_URL)} is up to date")
@@ -84,9 +88,30 @@ def server_config(app: FastAPI, config: Settings, host: str, port: int) -> uvico
 
     from prasso_messaging.observability import redact_access_log
 
-    server = uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
+    server = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=config.LOG_LEVEL.lower(),
+        # json: uvicorn's lines go through the root logger's JSON handler, not its own
+        log_config=None if config.LOG_FORMAT == "json" else uvicorn.config.LOGGING_CONFIG,
+    )
     redact_access_log()
     return server
+
+
+async def _warn_without_workers(runtime: Runtime) -> None:
+    """`prasso serve` takes sends but does not work them: say so when no worker is running."""
+    from prasso_messaging.queue.workers import WorkerRegistry
+
+    if runtime.settings.QUEUE_CONNECTION == "sync":
+        return
+    if not await WorkerRegistry(runtime.database).live():
+        log.warning(
+            "no worker is running on queue %r: sends stay queued until one starts"
+            " (`prasso queue work` on any host, or `prasso serve --with-worker`)",
+            runtime.settings.QUEUE_NAME,
+        )
 
 
 def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None:
@@ -123,7 +148,20 @@ def _serve(config: Settings, host: str, port: int, *, with_worker: bool) -> None
         runtime = Runtime.build(config)
         try:
             await check_ready(runtime, [config.QUEUE_NAME])
-            app = create_app(config, runtime=runtime, with_worker=with_worker, listen_host=host)
+            if not with_worker:
+                await _warn_without_workers(runtime)
+
+            def exit_after_restart() -> None:
+                log.warning("the in-process worker stopped for a restart; shutting down")
+                server.should_exit = True
+
+            app = create_app(
+                config,
+                runtime=runtime,
+                with_worker=with_worker,
+                listen_host=host,
+                on_worker_restart=exit_after_restart,
+            )
             server = _Server(server_config(app, config, host, port))
             await server.serve()
         finally:

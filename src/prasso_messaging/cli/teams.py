@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from prasso_messaging import teams
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
 
 teams_app = typer.Typer(
@@ -26,6 +25,8 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a team and print it with a new API token (shown once)."""
+    from prasso_messaging import teams
+
     config = settings()
 
     async def work() -> dict[str, object]:
@@ -61,6 +62,8 @@ def _change_verification(
 ) -> None:
     if not sms:
         fail("say which verification to change: --sms")
+    from prasso_messaging import teams
+
     config = settings()
 
     async def work() -> dict[str, object]:
@@ -124,6 +127,8 @@ def create_token(
     as_json: JsonFlag = False,
 ) -> None:
     """Issue a new API token for a team (shown once)."""
+    from prasso_messaging import teams
+
     config = settings()
 
     async def work() -> dict[str, object]:
@@ -157,6 +162,8 @@ def _token_fields(row: Any) -> dict[str, object]:
 def list_tokens(team_id: int, as_json: JsonFlag = False) -> None:
     """A team's tokens: id, prefix, created, last used, revoked (the tokens themselves are
     never stored)."""
+    from prasso_messaging import teams
+
     config = settings()
 
     async def work() -> list[dict[str, object]]:
@@ -183,6 +190,8 @@ def list_tokens(team_id: int, as_json: JsonFlag = False) -> None:
 @tokens_app.command("revoke")
 def revoke_token(token_id: int, as_json: JsonFlag = False) -> None:
     """Revoke a token: requests with it answer 401 from now on."""
+    from prasso_messaging import teams
+
     config = settings()
 
     async def work() -> dict[str, object]:

@@ -360,6 +360,13 @@ class Delivery(Timestamps, Base):
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
+        Index(  # recent failures (`GET /api/deliveries?status=failed`): rows only once failed
+            "ix_msg_deliveries_failed",
+            "team_id",
+            "id",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -478,6 +485,39 @@ class FailedJob(Base):
     payload: Mapped[str] = mapped_column(Text)
     exception: Mapped[str] = mapped_column(Text)
     failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QueueWorker(Base):
+    """A running worker, seen by `prasso queue status`, `/health` and `prasso doctor`.
+
+    Inserted when the worker starts, updated at each heartbeat (its jobs counted in memory until
+    then), deleted on a clean exit; `prasso queue restart` sets `restart_requested_at`.
+    """
+
+    __tablename__ = "queue_workers"
+    __table_args__ = (Index(None, "last_seen_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(100))
+    driver: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column()
+    last_seen_at: Mapped[datetime] = mapped_column()
+    jobs_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    restart_requested_at: Mapped[datetime | None] = mapped_column()
+
+
+class ScheduledRun(Base):
+    """The last run of a piece of housekeeping that one host does per period (the daily
+    prune): taking a run is a conditional UPDATE of this row, so two hosts never both run it."""
+
+    __tablename__ = "scheduled_runs"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    outcome: Mapped[str | None] = mapped_column(Text)
 
 
 def table(model: type[Base]) -> Table:

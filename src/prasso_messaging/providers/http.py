@@ -119,14 +119,15 @@ class HttpPool:
     async def post(self, path: str, body: bytes, *, content_type: str) -> Response:
         """POST `body` to `base path + path`; raises ConnectionError (or OSError) when the
         provider cannot be reached or answers garbage."""
-        request = b"".join(
-            (
-                f"POST {self.base_path}{path} HTTP/1.1\r\n".encode(),
-                self.head,
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode(),
-                body,
-            )
-        )
+        head = f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        return await self._exchange(f"POST {self.base_path}{path} HTTP/1.1\r\n", head, body)
+
+    async def get(self, path: str) -> Response:
+        """GET `base path + path` (a credentials check, say); raises as `post` does."""
+        return await self._exchange(f"GET {self.base_path}{path} HTTP/1.1\r\n", "\r\n", b"")
+
+    async def _exchange(self, request_line: str, head: str, body: bytes) -> Response:
+        request = b"".join((request_line.encode(), self.head, head.encode(), body))
         connection = await self._checkout()
         try:
             response = await connection.exchange(request)

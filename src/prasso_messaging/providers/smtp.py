@@ -59,6 +59,8 @@ class SmtpMailer(MailProvider):
     is replaced transparently.
     """
 
+    name = "smtp"
+
     def __init__(
         self,
         *,
@@ -143,6 +145,20 @@ class SmtpMailer(MailProvider):
                 client.close()
                 return
             self._idle.append(client)
+
+    async def check(self) -> None:
+        """Connect, greet, start TLS and log in as a send would, then quit (`prasso doctor`);
+        raises what a send would meet (aiosmtplib errors, OSError)."""
+        client = self._client()
+        await client.connect()
+        try:
+            if client.last_ehlo_response is None:  # no STARTTLS or login asked for one
+                await client.ehlo()
+        finally:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -48,6 +48,8 @@ def classify(status: int, body: dict[str, Any], retry_after: float | None) -> Se
 class TwilioSms(SmsProvider):
     """Sends through `POST {api_base}/2010-04-01/Accounts/{sid}/Messages.json`."""
 
+    name = "twilio"
+
     def __init__(
         self,
         *,
@@ -90,6 +92,12 @@ class TwilioSms(SmsProvider):
         if not isinstance(sid, str) or not sid:
             raise TransientSendError(Reason.PROVIDER_UNAVAILABLE, "twilio: answer without a sid")
         return Accepted(sid)
+
+    async def account(self) -> tuple[int, dict[str, Any]]:
+        """`GET /2010-04-01/Accounts/{sid}.json` with the credentials a send uses: the status
+        and body Twilio answers (`prasso doctor`'s credentials check)."""
+        response = await self.http.get(f"/2010-04-01/Accounts/{self.account_sid}.json")
+        return response.status, _json(response.body)
 
     async def close(self) -> None:
         await self.http.close()

@@ -6,11 +6,13 @@ async httpx client so sends share connections and never block the event loop.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from urllib.parse import urlsplit
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
 from pywebpush import WebPusher
 
@@ -28,6 +30,8 @@ VAPID_TOKEN_LIFETIME = 12 * 3600  # RFC 8292 allows at most 24 h
 
 
 class WebPushSender(PushProvider):
+    name = "webpush"
+
     def __init__(
         self,
         *,
@@ -38,6 +42,14 @@ class WebPushSender(PushProvider):
         self.vapid = Vapid02.from_string(vapid_private_key)
         self.subject = vapid_subject
         self.client = httpx.AsyncClient(timeout=timeout)
+
+    def application_server_key(self) -> str:
+        """The public key of VAPID_PRIVATE_KEY, as browsers take it (base64url, unpadded):
+        what VAPID_PUBLIC_KEY must be."""
+        raw = self.vapid.public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     def vapid_headers(self, endpoint: str) -> dict[str, str]:
         """The `Authorization: vapid t=<JWT>,k=<public key>` header for the push service."""

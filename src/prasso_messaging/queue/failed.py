@@ -59,6 +59,14 @@ class FailedJobStore:
     async def count(self) -> int:
         return sum((await self.count_by_queue()).values())
 
+    async def count_since(self, since: datetime) -> int:
+        """Jobs that failed at or after `since`."""
+        query = (
+            select(func.count()).select_from(failed_jobs).where(failed_jobs.c.failed_at >= since)
+        )
+        async with self.database.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def count_by_queue(self) -> dict[str, int]:
         query = select(failed_jobs.c.queue, func.count()).group_by(failed_jobs.c.queue)
         async with self.database.engine.connect() as conn:

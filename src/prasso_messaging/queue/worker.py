@@ -13,6 +13,10 @@ unsettled jobs come back after their reservation expires, and the delivery rows 
 duplicate harmless. Idle workers sleep
 `--sleep` seconds between polls, or are woken at once when the driver reports a push (PostgreSQL
 `NOTIFY`) or work is queued in the same process.
+
+Given a registry, the worker registers when it starts, heartbeats every HEARTBEAT_SECONDS of its
+clock with the number of jobs settled so far, and removes itself when it exits; a heartbeat that
+answers "restart" stops it as a signal would (`prasso queue restart`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 from prasso_messaging.queue.base import QueueDriver, ReservedJob, first_line
 from prasso_messaging.queue.failed import FailedJobStore
+from prasso_messaging.queue.workers import HEARTBEAT_SECONDS, WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +97,15 @@ class Worker:
         failed: FailedJobStore,
         options: WorkerOptions,
         clock: Callable[[], float] = time.monotonic,
+        registry: WorkerRegistry | None = None,
     ) -> None:
         self.driver = driver
-        self.clock = clock  # for `--max-time` and periodic tasks; settable in tests
+        self.clock = clock  # for `--max-time`, heartbeats and periodic tasks; settable in tests
+        self.registry = registry
+        self.registration: int | None = None
+        """This worker's id in the registry, once registered."""
+        self.restart_requested = False
+        self._registry_failing = False
         self.handler = handler
         self.failed = failed
         self.options = options
@@ -106,6 +117,7 @@ class Worker:
         self._aborting = asyncio.Event()
         self._signal = asyncio.Event()  # new work, freed room, or a stop
         self._periodic: list[_Periodic] = []
+        self._on_stop: list[Callable[[], Awaitable[object]]] = []
         self._reserve_failures = 0
         self.reserve_error: str | None = None
         """The error of the current streak of failed reserves; None while reserving works."""
@@ -121,6 +133,10 @@ class Worker:
         """Run `task` at most every `seconds` while working (housekeeping such as the sweeper)."""
         if seconds > 0:
             self._periodic.append(_Periodic(seconds, task))
+
+    def on_stop(self, task: Callable[[], Awaitable[object]]) -> None:
+        """Run `task` when the worker stops, after the jobs in hand (ends background work)."""
+        self._on_stop.append(task)
 
     def wake(self) -> None:
         """Look for jobs now instead of after the sleep (new work was just queued)."""
@@ -143,12 +159,16 @@ class Worker:
     async def run(self) -> int:
         """Work until stopped or a limit is reached; returns the number of jobs settled."""
         started = self.clock()
+        await self._register()
+        if self.registry is not None:
+            heartbeat = _Periodic(HEARTBEAT_SECONDS, self._heartbeat, started + HEARTBEAT_SECONDS)
+            self._periodic.append(heartbeat)
         await self._listen()
         refill = max(1, self.options.window // 4)
         try:
             while not self.stopping:
                 await self._run_periodic()
-                if self._limits_reached(started):
+                if self.stopping or self._limits_reached(started):
                     break
                 free = self._free()
                 self._signal.clear()
@@ -166,6 +186,9 @@ class Worker:
                     await self._wait()
         finally:
             await self._finish()
+            for task in self._on_stop:
+                await task()
+            await self._leave()
         return self.processed
 
     def _free(self) -> int:
@@ -245,6 +268,55 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await chunks
         await self.handler.drain()
+
+    async def _register(self) -> None:
+        if self.registry is None:
+            return
+        try:
+            self.registration = await self.registry.register(
+                queue=self.options.queue, driver=self.driver.name, jobs_done=self.processed
+            )
+        except Exception as exc:  # the work matters more than being seen doing it
+            self._registry_failed("cannot register this worker", exc)
+        else:
+            self._registry_failing = False
+
+    async def _heartbeat(self) -> None:
+        """Tell the registry this worker is alive; stop when a restart was asked for."""
+        assert self.registry is not None
+        if self.registration is None:
+            await self._register()
+            return
+        try:
+            restart = await self.registry.heartbeat(self.registration, jobs_done=self.processed)
+        except Exception as exc:
+            self._registry_failed("heartbeat failed", exc)
+            return
+        self._registry_failing = False
+        if restart is None:  # its row was deleted as stale
+            self.registration = None
+            await self._register()
+        elif restart and not self.stopping:
+            log.warning(
+                "restart requested: finishing %d job(s) in hand, then exiting", self._in_hand
+            )
+            self.restart_requested = True
+            self.stop()
+
+    def _registry_failed(self, what: str, exc: Exception) -> None:
+        """One log line per streak of registry failures (the database is down)."""
+        if not self._registry_failing:
+            log.warning("%s: %s (trying again at each heartbeat)", what, first_line(exc))
+        self._registry_failing = True
+
+    async def _leave(self) -> None:
+        if self.registry is None or self.registration is None:
+            return
+        try:
+            await self.registry.leave(self.registration)
+        except Exception as exc:  # its row stops counting as live after a minute anyway
+            log.warning("cannot remove this worker from the registry: %s", first_line(exc))
+        self.registration = None
 
     async def _listen(self) -> None:
         try:

@@ -6,12 +6,14 @@ import asyncio
 import html
 import json
 import re
+import socket
 import time
 from typing import Any
 
 from sqlalchemy import func, select
 
 from prasso_messaging import consent, contacts, messages
+from prasso_messaging.admin.dashboard import format_age
 from prasso_messaging.db.models import (
     Delivery,
     DoNotContact,
@@ -22,6 +24,7 @@ from prasso_messaging.db.models import (
 )
 from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.queue.base import ReservedJob
+from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.runtime import Runtime
 from tests.conftest import drain, make_team
 from tests.integration.admin.conftest import LoggedIn
@@ -303,6 +306,31 @@ async def test_dashboard_counts_deliveries_by_channel_status_and_time(admin, run
     assert "100.0%" in page.text
 
 
+async def test_dashboard_shows_the_workers_and_warns_when_none_works_the_queue(admin, runtime):
+    guest = await add_guest(runtime, admin.team.id)
+    await admin.post("/admin/compose", type="sms", body="Hi", guest_ids=str(guest.id))
+
+    idle = await admin.client.get("/admin")
+    assert "No worker is running" in idle.text and "oldest due delivery waiting" in idle.text
+    assert 'id="workers"' not in idle.text
+
+    registry = WorkerRegistry(runtime.database)
+    await registry.register(queue=runtime.settings.QUEUE_NAME, driver="database", jobs_done=7)
+    working = await admin.client.get("/admin")
+    assert "No worker is running" not in working.text
+    table = working.text.split('id="workers"', 1)[1].split("</table>", 1)[0]
+    assert socket.gethostname() in table and "<td>7</td>" in table
+
+
+def test_ages_read_as_a_person_says_them():
+    assert [format_age(s) for s in (5, 90, 3700, 2 * 86400 + 4 * 3600)] == [
+        "5 s",
+        "1 min",
+        "1 h 1 min",
+        "2 d 4 h",
+    ]
+
+
 async def test_compose_can_schedule_a_send(admin, runtime):
     guest = await add_guest(runtime, admin.team.id)
     bad = await admin.post(
@@ -322,3 +350,36 @@ async def test_compose_can_schedule_a_send(admin, runtime):
     page = await admin.client.get(response.headers["location"])
     assert "Scheduled for 2030-01-01 09:00:00 UTC" in page.text
     assert 'hx-trigger="every 10s"' in page.text
+
+
+async def test_an_sms_in_the_outbox_shows_its_sender_or_that_it_had_none(admin, runtime):
+    guest = await add_guest(runtime, admin.team.id)
+    await admin.post("/admin/compose", type="sms", body="First", guest_ids=str(guest.id))
+    await drain(runtime)
+    listing = await admin.client.get("/admin/outbox?channel=sms")
+    assert "no sender number" in listing.text and 'href="/admin/team"' in listing.text
+    saved = await admin.post("/admin/team", sms_from_number="(202) 555-0199")
+    assert saved.status_code == 303
+    await admin.post("/admin/compose", type="sms", body="Second", guest_ids=str(guest.id))
+    await drain(runtime)
+    listing = await admin.client.get("/admin/outbox?channel=sms")
+    newest = re.search(r'<td class="sender">(.*?)</td>', listing.text, re.S)
+    assert newest and newest.group(1).strip() == "+12025550199"
+    item_id = re.search(r'href="/admin/outbox/(\d+)"', listing.text).group(1)  # type: ignore[union-attr]
+    item = await admin.client.get(f"/admin/outbox/{item_id}")
+    assert re.search(r'<dd id="sender">\+12025550199</dd>', item.text)
+
+
+async def test_the_favicon_is_linked_and_favicon_ico_leads_to_it(client):
+    login = await client.get("/admin/login")
+    assert '<link rel="icon" href="/admin/static/favicon.svg"' in login.text
+    icon = await client.get("/favicon.ico", follow_redirects=True)
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.startswith("<svg")
+
+
+async def test_without_vapid_keys_the_picker_says_push_is_not_configured(admin, runtime):
+    async with runtime.database.session() as session:
+        await contacts.create_user(session, team_id=admin.team.id, name="Ada", region="US")
+    options = await admin.client.get("/admin/compose/recipients", params={"type": "push"})
+    assert "skipped: push is not configured: no VAPID keys are set" in options.text

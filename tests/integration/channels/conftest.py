@@ -113,14 +113,30 @@ class FakeTwilio:
     def script(self, to: str, status: int, body: dict[str, Any], **headers: str) -> None:
         self.scripted[to] = (status, body, headers)
 
-    async def messages(self, request: Request) -> Response:
-        if request.path_params["sid"] != TWILIO_SID:
-            return JSONResponse({"code": 20404, "message": "not found"}, 404)
+    def refused(self, request: Request) -> Response | None:
+        """Twilio's 401 unless the request carries the account's Basic credentials."""
         auth = request.headers.get("authorization", "")
         self.auth_headers.append(auth)
         expected = base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
         if auth != f"Basic {expected}":
             return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, 401)
+        return None
+
+    async def account(self, request: Request) -> Response:
+        """`GET /2010-04-01/Accounts/{sid}.json`: the account, to its own credentials only."""
+        refused = self.refused(request)
+        if refused is not None:
+            return refused
+        return JSONResponse(
+            {"sid": TWILIO_SID, "friendly_name": "Test account", "status": "active", "type": "Full"}
+        )
+
+    async def messages(self, request: Request) -> Response:
+        if request.path_params["sid"] != TWILIO_SID:
+            return JSONResponse({"code": 20404, "message": "not found"}, 404)
+        refused = self.refused(request)
+        if refused is not None:
+            return refused
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         self.requests.append(form)
         if form.get("To") in self.scripted:
@@ -171,6 +187,7 @@ async def http_peers() -> AsyncIterator[Peers]:
     app = Starlette(
         routes=[
             Route("/2010-04-01/Accounts/{sid}/Messages.json", twilio.messages, methods=["POST"]),
+            Route("/2010-04-01/Accounts/{sid}.json", twilio.account, methods=["GET"]),
             Route("/push/{name}", push.push, methods=["POST"]),
         ]
     )

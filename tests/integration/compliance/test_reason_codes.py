@@ -160,6 +160,8 @@ async def test_frequency_cap_from_the_team_setting(client, team, runtime):
     )
     assert response.status_code == 200, response.text
     guest = await add_guest(client, team)
+    fresh = (await client.get(f"/api/guests/{guest}", headers=team.headers)).json()
+    assert fresh["cap"] == {"sent_in_window": 0, "limit": 2, "window_days": 30}
     for channel in ("sms", "email", "sms"):  # counted across channels
         await send(client, team, [guest], type=channel)
     await send(client, team, [guest], transactional=True)  # neither checked nor counted
@@ -168,6 +170,8 @@ async def test_frequency_cap_from_the_team_setting(client, team, runtime):
     assert [r.status for r in rows] == ["sent", "sent", "skipped", "sent"]
     assert reasons(rows) == [None, None, "frequency_cap", None]
     assert rows[2].error is not None and "2 messages in 30 days" in rows[2].error
+    shown = (await client.get(f"/api/guests/{guest}", headers=team.headers)).json()
+    assert shown["cap"] == {"sent_in_window": 2, "limit": 2, "window_days": 30}
 
 
 async def test_transactional_is_capped_when_the_bypass_is_off(tmp_path, database_url):

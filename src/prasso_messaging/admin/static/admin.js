@@ -53,17 +53,86 @@
     });
   }
 
+  // The compose page's search and preview: each new request replaces the one in flight, which
+  // is aborted and ends quietly (an AbortError is the expected end of a replaced request).
+  const inFlight = {};
+
+  function loadInto(target, url, init, then) {
+    const key = target.id;
+    if (inFlight[key]) inFlight[key].abort();
+    const controller = new AbortController();
+    inFlight[key] = controller;
+    const options = Object.assign({ credentials: "same-origin", signal: controller.signal }, init);
+    options.headers = { "HX-Request": "true" };  // a lapsed session answers 401 + HX-Redirect
+    fetch(url, options)
+      .then(function (response) {
+        const redirect = response.headers.get("HX-Redirect");
+        if (redirect) {
+          window.location.assign(redirect);
+          return;
+        }
+        if (!response.ok) throw new Error("the server answered " + response.status);
+        return response.text().then(function (html) {
+          target.innerHTML = html;
+          if (then) then();
+        });
+      })
+      .catch(function (error) {
+        if (error.name === "AbortError") return;
+        target.textContent = "Could not load this part of the page (" + error.message + ").";
+      })
+      .finally(function () {
+        if (inFlight[key] === controller) delete inFlight[key];
+      });
+  }
+
+  function debounce(action, ms) {
+    let timer = null;
+    return function () {
+      clearTimeout(timer);
+      timer = setTimeout(action, ms);
+    };
+  }
+
   function refreshPreview() {
     const form = document.getElementById("compose-form");
-    if (form && window.htmx) window.htmx.trigger(form, "change");
+    const preview = document.getElementById("preview");
+    if (!form || !preview) return;
+    loadInto(preview, form.dataset.previewUrl, { method: "POST", body: new FormData(form) });
   }
+
+  function refreshOptions() {
+    const search = document.getElementById("recipient-search");
+    const options = document.getElementById("recipient-options");
+    if (!search || !options) return;
+    const transactional = document.getElementById("transactional");
+    const params = new URLSearchParams({
+      q: search.value,
+      type: document.getElementById("type").value,
+      transactional: transactional && transactional.checked ? "true" : "false",
+    });
+    loadInto(options, search.dataset.searchUrl + "?" + params, { method: "GET" }, syncPicks);
+  }
+
+  const previewSoon = debounce(refreshPreview, 300);
+  const optionsSoon = debounce(refreshOptions, 200);
+
+  document.addEventListener("input", function (event) {
+    const target = event.target;
+    if (target.type === "checkbox" || target.tagName === "SELECT") return;  // see "change"
+    if (target.id === "recipient-search") optionsSoon();
+    else if (target.closest && target.closest("#compose-form")) previewSoon();
+  });
 
   document.addEventListener("change", function (event) {
     const target = event.target;
     if (target.id === "type") showSubjectForType();
+    if (target.id === "type" || target.id === "transactional") refreshOptions();
     if (target.classList && target.classList.contains("pick")) {
       if (target.checked) addChip(target.dataset.kind, target.dataset.id, target.dataset.name);
       else removeChip(chipKey(target.dataset.kind, target.dataset.id));
+    }
+    if (target.id !== "recipient-search" && target.closest && target.closest("#compose-form")) {
       refreshPreview();
     }
   });
@@ -113,8 +182,6 @@
     showSubjectForType();
     syncPicks();
     drawCharts();
-    document.body.addEventListener("htmx:afterSwap", function (event) {
-      if (event.detail.target && event.detail.target.id === "recipient-options") syncPicks();
-    });
+    refreshPreview();
   });
 })();
