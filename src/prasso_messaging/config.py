@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     PRUNE_AFTER_DAYS: int = Field(default=90, ge=0)
     # where provider pacing is shared: auto = Redis when QUEUE_CONNECTION=redis, else the database
     RATE_LIMIT_STORE: Literal["auto", "redis", "database"] = "auto"
+    # email event webhooks (bounces.py): each answers 403 until its credentials are set
+    MAILGUN_WEBHOOK_SIGNING_KEY: str = ""
+    POSTMARK_WEBHOOK_USERNAME: str = ""
+    POSTMARK_WEBHOOK_PASSWORD: str = ""
 
     @field_validator("MESSAGING_RETRY_BACKOFF", mode="before")
     @classmethod

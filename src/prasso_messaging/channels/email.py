@@ -25,6 +25,10 @@ from prasso_messaging.rendering import (
 UnsubscribeLinks = Callable[[int, Recipient], str]
 """(team id, recipient) → the signed unsubscribe URL of that recipient for that team."""
 
+POSTMARK_METADATA_KEY = "prasso-message-id"
+"""Postmark keeps an `X-PM-Metadata-<key>` header as metadata and echoes it in its webhooks, so
+mail relayed through it can be matched to its delivery (bounces.py); other servers ignore it."""
+
 
 class EmailChannel(Channel):
     name = "email"
@@ -58,7 +62,8 @@ class EmailChannel(Channel):
         from_name = header_safe(team.email_from_name or team.business_name or self.from_name)
         sender = team.business_name or team.name
         domain = from_address.rpartition("@")[2] or "localhost"
-        headers = {"Message-ID": f"<{uuid.uuid4()}@{domain}>"}
+        message_id = f"<{uuid.uuid4()}@{domain}>"
+        headers = {"Message-ID": message_id, f"X-PM-Metadata-{POSTMARK_METADATA_KEY}": message_id}
         link = None
         if not outgoing.transactional and self.unsubscribe_url is not None and to:
             link = self.unsubscribe_url(team.id, outgoing.recipient)
