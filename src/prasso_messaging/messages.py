@@ -309,6 +309,7 @@ async def compose_and_send(
     guest_ids: Sequence[int] = (),
     all_guests: bool = False,
     tags: Sequence[str] = (),
+    data: Mapping[str, Any] | None = None,
     send_at: datetime | None = None,
     dispatcher: Dispatcher,
 ) -> SendResult:
@@ -326,7 +327,7 @@ async def compose_and_send(
         return await send_message(
             database,
             team_id=team_id,
-            request=SendRequest(message.id, user_ids, guest_ids, all_guests, send_at, tags),
+            request=SendRequest(message.id, user_ids, guest_ids, all_guests, send_at, tags, data),
             dispatcher=dispatcher,
         )
     except Exception:
