@@ -207,7 +207,7 @@ class SendCreate(Strict):
     all_guests: bool = False
     tags: list[Tag] = Field(
         default_factory=list,
-        max_length=100,
+        max_length=50,
         description="Guests holding any of these tags (each once, beside guest_ids).",
     )
     data: dict[str, Any] | None = Field(
