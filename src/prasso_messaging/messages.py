@@ -346,18 +346,16 @@ def _send_data(message: Message, given: Mapping[str, Any] | None) -> dict[str, A
     """The values of the send's `data`, kept with the message for its deliveries. A message
     holds one set: a later send may repeat it or leave it out, but not bring other values
     (the deliveries already queued would read them)."""
-    stored = dict(message.data or {})
     clean = guest_fields.clean_values(given, field="data")
-    if not clean:
-        return stored
-    if message.data is not None and clean != stored:
+    if message.data is None:
+        message.data = clean or None
+    elif clean and clean != message.data:
         raise ValidationFailed(
             "data",
             f"message {message.id} was already sent with other data; send these values with"
             " a new message (or from the same template)",
         )
-    message.data = clean
-    return clean
+    return dict(message.data or {})
 
 
 async def _field_tokens(
