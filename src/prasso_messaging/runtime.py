@@ -20,13 +20,13 @@ from prasso_messaging.delivery.pipeline import DeliveryPipeline
 from prasso_messaging.delivery.policy import Limits
 from prasso_messaging.delivery.repository import DeliveryRepository
 from prasso_messaging.errors import ConfigError
+from prasso_messaging.failed_jobs import FailedJobs
 from prasso_messaging.messages import Dispatcher
 from prasso_messaging.pacing import build_pacer
 from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
 from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
 from prasso_messaging.queue.base import QueueDriver
-from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
 from prasso_messaging.queue.workers import WorkerRegistry
@@ -169,7 +169,7 @@ class Runtime:
     database: Database
     queue: QueueDriver
     channels: dict[str, Channel]
-    failed: FailedJobStore
+    failed: FailedJobs
     pipeline: DeliveryPipeline
     registry: WorkerRegistry
     workers: list[Worker] = field(default_factory=list)
@@ -188,7 +188,7 @@ class Runtime:
             database=database,
             queue=driver,
             channels=channels,
-            failed=FailedJobStore(database),
+            failed=FailedJobs(database),
             pipeline=DeliveryPipeline(
                 repository=DeliveryRepository(database),
                 channels=channels,

@@ -19,11 +19,11 @@ from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, IdempotencyKey, Message
 from prasso_messaging.errors import QueueUnavailable
+from prasso_messaging.failed_jobs import FailedJobs
 from prasso_messaging.messages import compose_and_send, create_message
 from prasso_messaging.queue.base import QueueDriver, ReservedJob
 from prasso_messaging.queue.beanstalkd import BeanstalkdQueue
 from prasso_messaging.queue.database import DatabaseQueue
-from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.memory import MemoryQueue
 from prasso_messaging.queue.redis import RedisQueue
 from prasso_messaging.queue.sqs import SqsQueue
@@ -229,7 +229,7 @@ async def test_a_failing_reserve_backs_off_logs_once_and_is_not_an_empty_queue(
     worker = Worker(
         driver=queue,
         handler=Acker(),
-        failed=FailedJobStore(unused),
+        failed=FailedJobs(unused),
         options=WorkerOptions(sleep=0, stop_when_empty=True),
     )
     waits: list[float | None] = []
