@@ -24,7 +24,7 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from sqlalchemy import delete, insert, or_, select, update
@@ -365,6 +365,32 @@ async def get_import(database: Database, *, team_id: int, import_id: int) -> Imp
     if row is None:
         raise NotFound(f"no import {import_id}")
     return _progress(row)
+
+
+async def requeue_stalled(database: Database, dispatcher: Dispatcher, *, grace: float) -> int:
+    """Push a fresh job for every unfinished import that has not moved for `grace` seconds
+    (its job was lost with a broker's data; a duplicate is harmless): the sweeper's part for
+    imports. Returns how many."""
+    now = utcnow()
+    stalled = (
+        imports.c.status.in_(("queued", "running")),
+        imports.c.updated_at <= now - timedelta(seconds=grace),
+    )
+    driver = dispatcher.driver
+    async with database.connect() as conn:
+        ids = sorted(
+            (
+                await conn.execute(
+                    update(imports).where(*stalled).values(updated_at=now).returning(imports.c.id)
+                )
+            ).scalars()
+        )
+        payloads = [import_job(i) for i in ids]
+        if payloads and driver.transactional:
+            await driver.push_many(dispatcher.queue, payloads, connection=conn)
+    if payloads and not driver.transactional:
+        await driver.push_many(dispatcher.queue, payloads)
+    return len(ids)
 
 
 class ImportTakenOver(Exception):

@@ -237,26 +237,28 @@ def sweep(
         ),
     ] = None,
 ) -> None:
-    """Re-dispatch deliveries left `queued` with no live job (say, the broker lost its data)."""
+    """Re-dispatch deliveries left `queued` with no live job (say, the broker lost its data),
+    and guest imports that stopped moving."""
+    from prasso_messaging.sweeper import SweepResult
     from prasso_messaging.sweeper import sweep as sweep_orphans
 
     config = settings()
 
-    async def go() -> tuple[int, bool]:
+    async def go() -> SweepResult:
         async with open_runtime(config, queues=[queue or config.QUEUE_NAME]) as runtime:
             dispatcher = runtime.dispatcher()
             dispatcher.queue = queue or config.QUEUE_NAME
             grace = config.QUEUE_RETRY_AFTER if older_than is None else older_than
-            result = await sweep_orphans(runtime.database, dispatcher, grace=grace)
-            return result.redispatched, result.waited
+            return await sweep_orphans(runtime.database, dispatcher, grace=grace)
 
-    redispatched, waited = run(go)
-    if waited:
+    result = run(go)
+    if result.waited:
         typer.echo(
             "the queue still has ready jobs; nothing swept (run it again once they are taken)"
         )
     else:
-        typer.echo(f"re-dispatched {redispatched} delivery job(s)")
+        imports = f" and {result.imports} guest import job(s)" if result.imports else ""
+        typer.echo(f"re-dispatched {result.redispatched} delivery job(s){imports}")
 
 
 def _joined(ids: list[int]) -> str:

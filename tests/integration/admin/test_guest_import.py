@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from prasso_messaging import guest_import
 from prasso_messaging.db.models import Guest, GuestImport
 from prasso_messaging.errors import NotFound, ValidationFailed
-from tests.conftest import drain
+from prasso_messaging.runtime import Runtime
+from tests.conftest import drain, make_settings, make_team
 
 
 async def guests_of(runtime, team_id: int) -> list[Guest]:
@@ -219,3 +220,13 @@ async def test_a_malformed_import_job_is_a_failed_job(runtime):
     assert await drain(runtime) == 1
     [failed] = await runtime.failed.find()
     assert failed.exception == "malformed ImportGuests job"
+
+
+async def test_with_the_sync_driver_the_upload_imports_at_once(database_url, tmp_path):
+    runtime = Runtime.build(make_settings(database_url, tmp_path, QUEUE_CONNECTION="sync"))
+    try:
+        team = await make_team(runtime)
+        queued = await queue_upload(runtime, team.id, import_csv(3))
+        assert (queued.status, queued.created) == ("done", 3)
+    finally:
+        await runtime.close()

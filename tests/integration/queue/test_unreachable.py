@@ -14,10 +14,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from prasso_messaging import guest_import
 from prasso_messaging.app import create_app
 from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import Delivery, IdempotencyKey, Message
+from prasso_messaging.db.models import Delivery, GuestImport, IdempotencyKey, Message
 from prasso_messaging.errors import QueueUnavailable
 from prasso_messaging.failed_jobs import FailedJobs
 from prasso_messaging.messages import compose_and_send, create_message
@@ -195,6 +196,23 @@ async def test_compose_and_send_with_a_failing_push_leaves_no_message(
         )
     assert await _count(runtime.database, Message, Message.team_id == team.id) == 0
     assert await _count(runtime.database, Delivery, Delivery.team_id == team.id) == 0
+
+
+async def test_an_import_whose_push_fails_leaves_nothing(
+    broken_runtime: Runtime, broken_queue: tuple[QueueDriver, str]
+) -> None:
+    runtime = broken_runtime
+    async with runtime.database.session() as session:
+        team = await create_team(session, name="Acme", sms_verified=True, actor="test")
+    with pytest.raises(QueueUnavailable, match=f"^{broken_queue[1]}: .* nothing was imported"):
+        await guest_import.queue_import(
+            runtime.database,
+            runtime.dispatcher(),
+            team_id=team.id,
+            filename="g.csv",
+            content=b"email\nada@example.com\n",
+        )
+    assert await _count(runtime.database, GuestImport) == 0
 
 
 class FlakyQueue(MemoryQueue):
