@@ -399,26 +399,25 @@ class ImportTakenOver(Exception):
 
 async def run_import(
     database: Database, import_id: int, *, region: str, allow_special_use: bool = False
-) -> bool:
-    """Work an import from where it stands to its end; False when there is no such import (its
-    team was deleted). A finished import is left as it is, so a duplicate job does nothing."""
+) -> None:
+    """Work an import from where it stands to its end. A finished import, or one gone with its
+    team, is left as it is, so a duplicate job does nothing."""
     now = utcnow()
+    unfinished = (imports.c.id == import_id, imports.c.status.not_in(FINISHED))
     async with database.connect() as conn:
-        row = (await conn.execute(select(imports).where(imports.c.id == import_id))).first()
+        row = (await conn.execute(select(imports).where(*unfinished))).first()
         if row is None:
-            return False
-        if row.status in FINISHED:
-            return True
+            return
         await conn.execute(
             update(imports)
-            .where(imports.c.id == import_id)
+            .where(*unfinished)
             .values(status="running", started_at=row.started_at or now, updated_at=now)
         )
     try:
         rows = decode_csv(row.content or b"")
     except ValidationFailed as exc:  # checked at upload: only a file changed since
         await fail_import(database, import_id, str(exc))
-        return True
+        return
     result = ImportResult(
         total=rows.total,
         created=row.created,
@@ -470,7 +469,6 @@ async def run_import(
         result.existing,
         result.rejected,
     )
-    return True
 
 
 async def fail_import(database: Database, import_id: int, failure: str) -> None:
