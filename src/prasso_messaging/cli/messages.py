@@ -11,6 +11,18 @@ from rich.table import Table
 
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
 
+OUTBOX_FIELDS = (
+    "id",
+    "channel",
+    "team_id",
+    "delivery_id",
+    "to_address",
+    "from_address",
+    "subject",
+    "body_text",
+    "created_at",
+)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("send")
@@ -24,6 +36,13 @@ def register(app: typer.Typer) -> None:
             list[int] | None, typer.Option("--guest", help="Guest id (repeat).")
         ] = None,
         all_guests: Annotated[bool, typer.Option(help="Every guest of the team.")] = False,
+        tag: Annotated[
+            list[str] | None, typer.Option("--tag", help="Guests with this tag (repeat: any of).")
+        ] = None,
+        data: Annotated[
+            list[str] | None,
+            typer.Option("--data", help="NAME=VALUE for a {{NAME}} token (repeat)."),
+        ] = None,
         transactional: Annotated[bool, typer.Option(help="Transactional message.")] = False,
         send_at: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
@@ -38,6 +57,12 @@ def register(app: typer.Typer) -> None:
                 when = datetime.fromisoformat(send_at)
             except ValueError:
                 fail("--send-at: expected ISO 8601, e.g. 2026-12-01T09:00:00+00:00")
+        values: dict[str, Any] = {}
+        for pair in data or []:
+            name, equals, value = pair.partition("=")
+            if not equals:
+                fail(f"--data: expected NAME=VALUE (got {pair!r})")
+            values[name.strip()] = value
 
         async def work() -> dict[str, Any]:
             async with open_runtime(config, queues=[config.QUEUE_NAME]) as runtime:
@@ -51,6 +76,8 @@ def register(app: typer.Typer) -> None:
                     user_ids=user or [],
                     guest_ids=guest or [],
                     all_guests=all_guests,
+                    tags=tag or [],
+                    data=values,
                     send_at=when,
                     dispatcher=runtime.dispatcher(),
                 )
@@ -73,42 +100,20 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
     ) -> None:
         """List what the `log` mail and SMS drivers sent (the local outbox)."""
-        from sqlalchemy import select
-
-        from prasso_messaging.db.models import OutboxMessage, table
+        from prasso_messaging.outbox import outbox_messages
 
         config = settings()
         if channel not in (None, "email", "sms"):
             fail("--channel: must be email or sms")
 
         async def work() -> list[dict[str, Any]]:
-            async with open_runtime(config) as runtime, runtime.database.engine.connect() as conn:
-                query = select(table(OutboxMessage)).order_by(OutboxMessage.id.desc()).limit(limit)
-                if channel:
-                    query = query.where(OutboxMessage.channel == channel)
-                return [dict(r._mapping) for r in await conn.execute(query)]
+            async with open_runtime(config) as runtime, runtime.database.session() as session:
+                rows = await outbox_messages(session, team_id=None, channel=channel, limit=limit)
+                return [{c: getattr(r, c) for c in OUTBOX_FIELDS} for r in rows]
 
         rows = run(work)
         if as_json:
-            print_json(
-                [
-                    {
-                        k: r[k]
-                        for k in (
-                            "id",
-                            "channel",
-                            "team_id",
-                            "delivery_id",
-                            "to_address",
-                            "from_address",
-                            "subject",
-                            "body_text",
-                            "created_at",
-                        )
-                    }
-                    for r in rows
-                ]
-            )
+            print_json(rows)
             return
         grid = Table("id", "channel", "to", "subject / body", "at")
         for r in rows:

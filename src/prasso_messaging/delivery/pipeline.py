@@ -47,10 +47,10 @@ from prasso_messaging.delivery.policy import (
 from prasso_messaging.delivery.repository import DeliveryRepository, Record
 from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError
+from prasso_messaging.failed_jobs import failed_job_row
 from prasso_messaging.metrics import delivery_outcome, provider_latency
 from prasso_messaging.pacing import Rate, Slot
 from prasso_messaging.queue.base import ReservedJob
-from prasso_messaging.queue.failed import failed_job_row
 from prasso_messaging.queue.worker import JobResult, Settle, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -433,6 +433,7 @@ class DeliveryHandler:
                 row.email,
                 row.phone,
                 bool(row.subscribed),
+                row.fields or {},
             )
         item.outgoing = Outgoing(
             row.delivery_id,
@@ -442,6 +443,7 @@ class DeliveryHandler:
             message.transactional,
             recipient,
             item.policy.profile,
+            message.data,
         )
         return decide(
             item.outgoing,
