@@ -258,12 +258,15 @@ def load_settings(**overrides: object) -> Settings:
 
 
 SECRET_SUFFIXES = ("_TOKEN", "_PASSWORD", "_SECRET", "_KEY")
+SECRET_SETTINGS = frozenset({"FCM_CREDENTIALS_JSON"})  # a service account's private key
 PUBLIC_SETTINGS = frozenset({"VAPID_PUBLIC_KEY"})
 SECRET_HINT_MIN_LENGTH = 16
 
 
 def is_secret(name: str) -> bool:
     """Settings whose value must never be printed: by name, so a new `..._TOKEN` is covered."""
+    if name in SECRET_SETTINGS:
+        return True
     return name.endswith(SECRET_SUFFIXES) and name not in PUBLIC_SETTINGS
 
 

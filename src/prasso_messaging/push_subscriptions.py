@@ -126,7 +126,9 @@ class DatabasePushSubscriptions:
     async def targets(self, *, user_id: int) -> list[PushTarget]:
         async with self.database.session() as session:
             rows = await session.execute(
-                select(PushSubscription).where(PushSubscription.user_id == user_id)
+                select(PushSubscription)
+                .where(PushSubscription.user_id == user_id)
+                .order_by(PushSubscription.id)
             )
             return [PushTarget(s.endpoint, s.p256dh, s.auth, s.kind) for s in rows.scalars()]
 
