@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -38,6 +37,7 @@ from prasso_messaging.cli.push import new_vapid_keys
 from prasso_messaging.config import Settings
 from prasso_messaging.providers.vonage import signature
 from tests.conftest import TeamAccess, make_settings
+from tests.fakes import serving
 
 APP_URL = "https://prasso.example.test"
 TWILIO_SID = "AC" + "0" * 32
@@ -407,23 +407,12 @@ async def http_peers() -> AsyncIterator[Peers]:
             Route("/v1/projects/{project}/messages:send", fcm.send, methods=["POST"]),
         ]
     )
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", ws="none", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    fcm.base_url = f"http://127.0.0.1:{port}"
-    try:
-        yield Peers(fcm.base_url, twilio, push, vonage, fcm)
-    finally:
-        twilio.release.set()
-        server.should_exit = True
-        await task
+    async with serving(app) as base_url:
+        fcm.base_url = base_url
+        try:
+            yield Peers(base_url, twilio, push, vonage, fcm)
+        finally:
+            twilio.release.set()  # a request left hanging must end before the server can
 
 
 # --- settings wired to the peers ----------------------------------------------------------------
