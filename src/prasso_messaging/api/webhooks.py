@@ -146,7 +146,8 @@ def _e164(number: str) -> str:
     return f"+{number}" if number.isdigit() else number
 
 
-@router.api_route("/vonage/status", methods=["GET", "POST"], status_code=status.HTTP_204_NO_CONTENT)
+@router.get("/vonage/status", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/vonage/status", status_code=status.HTTP_204_NO_CONTENT)
 async def vonage_status(params: VonageParams, runtime: RuntimeDep) -> Response:
     """A delivery receipt of the SMS API (`messageId`, `status`, `err-code`, `client-ref`)."""
     message_id, state = params.get("messageId"), params.get("status")
@@ -167,9 +168,8 @@ async def vonage_status(params: VonageParams, runtime: RuntimeDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.api_route(
-    "/vonage/inbound", methods=["GET", "POST"], status_code=status.HTTP_204_NO_CONTENT
-)
+@router.get("/vonage/inbound", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/vonage/inbound", status_code=status.HTTP_204_NO_CONTENT)
 async def vonage_inbound(params: VonageParams, runtime: RuntimeDep) -> Response:
     """An inbound SMS to the Vonage number (`msisdn`, `to`, `text`, `messageId`); a keyword's
     answer goes back as an SMS from that number (Vonage has no reply in the response)."""
