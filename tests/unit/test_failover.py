@@ -127,3 +127,16 @@ async def test_with_both_down_the_error_says_both_and_nothing_is_sent_twice():
         await provider.send(SMS)
     assert e.value.retry_after == 20
     assert (len(first.calls), len(second.calls)) == (2, 2)
+
+
+async def test_a_probe_that_breaks_opens_the_circuit_again_and_a_later_one_still_probes():
+    provider, first, second, clock = pair([down(), down(), RuntimeError("a bug")], [])
+    for _ in range(2):
+        await provider.send(SMS)
+    clock.now = 30
+    with pytest.raises(RuntimeError):
+        await provider.send(SMS)
+    assert provider.route.breakers[0].state == "open"
+    clock.now = 60
+    assert (await provider.send(SMS)).provider == "first"
+    assert (len(first.calls), len(second.calls)) == (4, 2)

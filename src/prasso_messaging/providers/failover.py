@@ -15,7 +15,6 @@ failure opens it again. Each worker process keeps its own circuits (no shared st
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -160,11 +159,14 @@ class FailoverRoute(Generic[P]):
                 down.append(exc)
                 passed_over = provider.name
                 continue
-            except (OutcomeUnknown, TimeoutError, asyncio.CancelledError):
-                breaker.failed()
+            except SendError as exc:  # it answered (a refusal), unless the outcome is unknown
+                if isinstance(exc, OutcomeUnknown):
+                    breaker.failed()
+                else:
+                    breaker.succeeded()
                 raise
-            except SendError:
-                breaker.succeeded()
+            except BaseException:  # timed out, cancelled, or broke: no answer from the provider
+                breaker.failed()
                 raise
             breaker.succeeded()
             return dataclasses.replace(accepted, provider=provider.name)
