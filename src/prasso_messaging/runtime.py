@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prasso_messaging import inbound
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.channels.base import Channel
 from prasso_messaging.channels.email import EmailChannel
 from prasso_messaging.channels.inapp import InAppChannel
@@ -21,6 +22,9 @@ from prasso_messaging.delivery.pipeline import DeliveryPipeline
 from prasso_messaging.delivery.policy import Limits
 from prasso_messaging.delivery.repository import DeliveryRepository
 from prasso_messaging.errors import ConfigError
+from prasso_messaging.failed_jobs import FailedJobs
+from prasso_messaging.guest_import import JOB_NAME as IMPORT_JOB
+from prasso_messaging.guest_import import ImportJobs
 from prasso_messaging.messages import Dispatcher
 from prasso_messaging.metrics import use_directory
 from prasso_messaging.pacing import build_pacer
@@ -29,7 +33,7 @@ from prasso_messaging.providers.failover import FailoverMail, FailoverSms
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
 from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
 from prasso_messaging.queue.base import QueueDriver
-from prasso_messaging.queue.failed import FailedJobStore
+from prasso_messaging.queue.router import JobRouter
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
 from prasso_messaging.queue.workers import WorkerRegistry
@@ -268,7 +272,7 @@ class Runtime:
     database: Database
     queue: QueueDriver
     channels: dict[str, Channel]
-    failed: FailedJobStore
+    failed: FailedJobs
     pipeline: DeliveryPipeline
     registry: WorkerRegistry
     workers: list[Worker] = field(default_factory=list)
@@ -288,7 +292,7 @@ class Runtime:
             database=database,
             queue=driver,
             channels=channels,
-            failed=FailedJobStore(database),
+            failed=FailedJobs(database),
             pipeline=DeliveryPipeline(
                 repository=DeliveryRepository(database),
                 channels=channels,
@@ -305,10 +309,18 @@ class Runtime:
         return runtime
 
     def make_worker(self, options: WorkerOptions) -> Worker:
-        """A worker of this process's queue, registered (once it runs) in `queue_workers`."""
+        """A worker of this process's queue, registered (once it runs) in `queue_workers`: delivery
+        jobs go to the pipeline, guest imports to `guest_import`."""
+        imports = ImportJobs(
+            self.database,
+            region=self.settings.MESSAGING_DEFAULT_REGION,
+            allow_special_use=special_use_allowed(self.settings),
+            retry=self.pipeline.retry,
+            max_attempts=options.tries or self.pipeline.retry.max_attempts,
+        )
         worker = Worker(
             driver=self.queue,
-            handler=self.pipeline.handler(options),
+            handler=JobRouter(self.pipeline.handler(options), {IMPORT_JOB: imports}),
             failed=self.failed,
             options=options,
             registry=self.registry,

@@ -47,10 +47,10 @@ from prasso_messaging.delivery.policy import (
 from prasso_messaging.delivery.repository import DeliveryRepository, Record
 from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError
+from prasso_messaging.failed_jobs import failed_job_row
 from prasso_messaging.metrics import delivery_outcome, provider_call
 from prasso_messaging.pacing import Rate, Slot
 from prasso_messaging.queue.base import ReservedJob
-from prasso_messaging.queue.failed import failed_job_row
 from prasso_messaging.queue.worker import JobResult, Settle, WorkerOptions
 
 log = logging.getLogger(__name__)
