@@ -1,4 +1,5 @@
-"""`/api/guests`: contacts, their per-channel opt-outs, consent history and privacy rights."""
+"""`/api/guests`: contacts with their custom fields and tags, per-channel opt-outs, consent
+history and privacy rights."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from prasso_messaging import caps, consent, contacts
+from prasso_messaging import caps, consent, contacts, tags
 from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
@@ -18,6 +19,7 @@ from prasso_messaging.api.schemas import (
     GuestCreate,
     GuestDetail,
     GuestPublic,
+    GuestUpdate,
     Page,
     Public,
 )
@@ -45,9 +47,10 @@ class GuestAnonymized(GuestPublic):
     anonymized_at: datetime | None
 
 
-def _public(guest: Guest, opted_out: list[str]) -> GuestPublic:
+def _public(guest: Guest, opted_out: list[str], guest_tags: list[str]) -> GuestPublic:
     public = GuestPublic.model_validate(guest)
     public.opted_out = opted_out
+    public.tags = guest_tags
     return public
 
 
@@ -71,10 +74,44 @@ async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep
             email=body.email,
             phone=body.phone,
             subscribed=body.subscribed,
+            fields=body.fields,
+            tags=body.tags,
             region=runtime.settings.MESSAGING_DEFAULT_REGION,
             allow_special_use=special_use_allowed(runtime.settings),
         )
-    return _public(guest, [])
+        guest_tags = await tags.tags_of(await session.connection(), [guest.id])
+    return _public(guest, [], guest_tags.get(guest.id, []))
+
+
+@router.get("")
+async def list_guests(
+    team: CurrentTeam,
+    runtime: RuntimeDep,
+    tag: Annotated[str | None, Query(description="Only guests holding this tag.")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=255, description="Search first and last name, email and phone."),
+    ] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[GuestPublic]:
+    """The team's guests by id, with their custom fields and tags."""
+    async with runtime.database.session() as session:
+        rows = await contacts.list_guests(
+            session,
+            team_id=team.id,
+            tag=tag,
+            query=q,
+            after_id=decode_cursor(cursor),
+            limit=limit + 1,
+        )
+        items, next_cursor = page(rows, limit, key=lambda g: g.id)
+        opted_out = await consent.opted_out_by_guest(session, guests=items)
+        guest_tags = await tags.tags_of(await session.connection(), [g.id for g in items])
+    return Page(
+        items=[_public(g, opted_out.get(g.id, []), guest_tags.get(g.id, [])) for g in items],
+        next_cursor=next_cursor,
+    )
 
 
 @router.get("/{guest_id}")
@@ -85,7 +122,23 @@ async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
         usage = await caps.guest_usage(
             session, guest=guest, settings=runtime.settings, now=utcnow()
         )
-    return GuestDetail(**_public(guest, opted_out).model_dump(), cap=GuestCap(**usage.as_dict()))
+        guest_tags = await tags.tags_of(await session.connection(), [guest.id])
+    public = _public(guest, opted_out, guest_tags.get(guest.id, []))
+    return GuestDetail(**public.model_dump(), cap=GuestCap(**usage.as_dict()))
+
+
+@router.patch("/{guest_id}")
+async def update_guest(
+    guest_id: ResourceId, body: GuestUpdate, team: CurrentTeam, runtime: RuntimeDep
+) -> GuestPublic:
+    """Change the guest's custom fields (merged) and tags (replaced)."""
+    async with runtime.database.session() as session:
+        guest = await contacts.update_guest_fields_and_tags(
+            session, team_id=team.id, guest_id=guest_id, fields=body.fields, tags=body.tags
+        )
+        opted_out = await consent.opted_out_channels(session, guest=guest)
+        guest_tags = await tags.tags_of(await session.connection(), [guest.id])
+    return _public(guest, opted_out, guest_tags.get(guest.id, []))
 
 
 async def _set_opt_out(

@@ -433,6 +433,7 @@ class DeliveryHandler:
                 row.email,
                 row.phone,
                 bool(row.subscribed),
+                row.fields or {},
             )
         item.outgoing = Outgoing(
             row.delivery_id,
@@ -442,6 +443,7 @@ class DeliveryHandler:
             message.transactional,
             recipient,
             item.policy.profile,
+            message.data,
         )
         return decide(
             item.outgoing,
