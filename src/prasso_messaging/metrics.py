@@ -96,10 +96,24 @@ def use_directory(directory: Path) -> Path:
             ) from exc
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR: {directory} is not writable")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # where prometheus_client looks
         if not getattr(values.ValueClass, "_multiprocess", False):
-            # chosen when prometheus_client was imported, from the environment of that moment
+            # Children made before (a test, a check) keep in-memory values that no file shows:
+            # drop them, so that each is made again backed by this process's file. (Before the
+            # environment names the directory: prometheus_client refuses to clear after.)
+            for metric in (
+                DELIVERIES,
+                QUEUED,
+                PROVIDER_LATENCY,
+                PROVIDER_FAILOVERS,
+                CIRCUIT_CHANGES,
+            ):
+                metric.clear()
+            _outcomes.clear()
+            _latencies.clear()
+            # the value class was chosen when prometheus_client was imported, from the
+            # environment of that moment
             values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # where prometheus_client looks
         _directory = directory
     return _directory
 
