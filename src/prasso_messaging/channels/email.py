@@ -2,7 +2,8 @@
 
 Non-transactional mail carries an unsubscribe link in its footer and the RFC 8058 headers
 (`List-Unsubscribe` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`), so mailbox
-providers can offer their own one-click unsubscribe button.
+providers can offer their own one-click unsubscribe button. The delivery's metadata names the
+mailer that took it (`provider`): with a failover relay, `smtp` or `smtp_failover`.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class EmailChannel(Channel):
         self.unsubscribe_url = unsubscribe_url
 
     @property
-    def provider_name(self) -> str:
-        return self.provider.name
+    def provider_name(self) -> str | None:
+        return self.provider.name or None  # a failover pair observes each relay itself
 
     def address(self, recipient: Recipient) -> str | None:
         return recipient.email
@@ -89,7 +90,11 @@ class EmailChannel(Channel):
     async def send(self, outgoing: Outgoing) -> Sent:
         email = self.build(outgoing)
         accepted = await self.provider.send(email)
-        return Sent(provider_message_id=accepted.message_id, outbox=accepted.outbox)
+        return Sent(
+            provider_message_id=accepted.message_id,
+            metadata={"provider": accepted.provider or self.provider.name},
+            outbox=accepted.outbox,
+        )
 
     async def close(self) -> None:
         await self.provider.close()
