@@ -37,7 +37,7 @@ TABLES = [
     "team_verification_events", "team_settings", "teams",
     "msg_pacing_keys", "msg_pacing_slots", "msg_cap_reservations", "queue_workers",
     "scheduled_runs", "guest_imports", "msg_template_versions", "msg_templates", "guest_tags",
-    "guest_field_names",
+    "guest_field_names", "webhook_events", "webhook_endpoints",
 ]  # fmt: skip
 
 

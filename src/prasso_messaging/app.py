@@ -30,6 +30,7 @@ from prasso_messaging.api import (
     templates,
     unsubscribe,
     users,
+    webhook_endpoints,
     webhooks,
 )
 from prasso_messaging.config import Settings
@@ -225,6 +226,7 @@ def create_app(
         team,
         consents,
         templates,
+        webhook_endpoints,
     ):
         app.include_router(module.router)
     app.include_router(build_admin_router())

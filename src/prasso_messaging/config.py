@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     MESSAGING_DEFAULT_REGION: str = "US"
     # workers delete finished records older than this once a day (0: never; `prasso prune` by hand)
     PRUNE_AFTER_DAYS: int = Field(default=90, ge=0)
+    # outbound webhooks (webhook_events.py): each request's whole exchange is bounded by the
+    # timeout; each worker process posts at most WEBHOOK_CONCURRENCY at a time, beside deliveries;
+    # a failed attempt is retried after these seconds (the last repeating) for 24 h
+    WEBHOOK_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=60)
+    WEBHOOK_CONCURRENCY: int = Field(default=50, ge=1)
+    WEBHOOK_RETRY_BACKOFF: Annotated[tuple[float, ...], NoDecode] = (30, 120, 600, 3600)
     # where provider pacing is shared: auto = Redis when QUEUE_CONNECTION=redis, else the database
     RATE_LIMIT_STORE: Literal["auto", "redis", "database"] = "auto"
     # email event webhooks (bounces.py): each answers 403 until its credentials are set
@@ -117,7 +123,7 @@ class Settings(BaseSettings):
     POSTMARK_WEBHOOK_USERNAME: str = ""
     POSTMARK_WEBHOOK_PASSWORD: str = ""
 
-    @field_validator("MESSAGING_RETRY_BACKOFF", mode="before")
+    @field_validator("MESSAGING_RETRY_BACKOFF", "WEBHOOK_RETRY_BACKOFF", mode="before")
     @classmethod
     def _parse_backoff(cls, value: object) -> object:
         if isinstance(value, str):

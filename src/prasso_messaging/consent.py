@@ -27,6 +27,7 @@ from prasso_messaging.db.models import (
 )
 from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFailed
 from prasso_messaging.messages import Dispatcher, SendRequest, send_message
+from prasso_messaging.webhook_events import emit
 
 ADDRESS_CHANNELS = ("email", "sms")
 DOUBLE_OPT_IN_WINDOW = timedelta(hours=24)
@@ -226,6 +227,18 @@ async def _log(
             ip=origin.ip,
             user_agent=(origin.user_agent or "")[:512] or None,
         )
+    )
+    await emit(
+        session,
+        team_id=team_id,
+        type="consent.changed",
+        data={
+            "guest_id": guest_id,
+            "channel": channel,
+            "address": address,
+            "action": action,
+            "method": origin.method,
+        },
     )
 
 

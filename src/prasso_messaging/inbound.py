@@ -29,6 +29,7 @@ from prasso_messaging.db.models import (
     utcnow,
 )
 from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.webhook_events import emit
 
 log = logging.getLogger(__name__)
 
@@ -188,18 +189,20 @@ async def receive(
     stored_for: list[int | None] = list(team_ids) or [None]
     for team_id in stored_for:
         guest = guests.get(team_id) if team_id is not None else None
-        session.add(
-            InboundMessage(
-                team_id=team_id,
-                from_number=phone,
-                to_number=sms.to_number.strip()[:32],
-                body=sms.body,
-                keyword=keyword,
-                provider_message_id=sms.provider_message_id,
-                delivery_id=delivery_ids.get(team_id) if team_id is not None else None,
-                guest_id=guest.id if guest is not None else None,
-            )
+        stored = InboundMessage(
+            team_id=team_id,
+            from_number=phone,
+            to_number=sms.to_number.strip()[:32],
+            body=sms.body,
+            keyword=keyword,
+            provider_message_id=sms.provider_message_id,
+            delivery_id=delivery_ids.get(team_id) if team_id is not None else None,
+            guest_id=guest.id if guest is not None else None,
         )
+        session.add(stored)
+        if team_id is not None:
+            await session.flush()
+            await emit(session, team_id=team_id, type="inbound.received", data=_event_data(stored))
     log.info("inbound sms from=%s teams=%d keyword=%s", mask_phone(phone), len(team_ids), keyword)
     result = InboundResult(keyword=keyword)
     if keyword is None or not teams:
@@ -226,6 +229,19 @@ async def receive(
             result.reply = start_reply(changed)
     await session.flush()
     return result
+
+
+def _event_data(stored: InboundMessage) -> dict[str, object]:
+    """An `inbound.received` event's data."""
+    return {
+        "inbound_id": stored.id,
+        "from": stored.from_number,
+        "to": stored.to_number,
+        "body": stored.body,
+        "keyword": stored.keyword,
+        "guest_id": stored.guest_id,
+        "delivery_id": stored.delivery_id,
+    }
 
 
 async def _opt_in(

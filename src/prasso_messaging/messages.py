@@ -77,6 +77,7 @@ from prasso_messaging.queue.base import QueueDriver, TransactionalQueue, first_l
 from prasso_messaging.rendering import BUILTIN_TOKENS, token_names
 from prasso_messaging.tags import clean_tags, tagged_guest_ids, unknown_tags
 from prasso_messaging.teams import get_team
+from prasso_messaging.webhook_events import emit_skipped_at_send, push_after, push_in
 
 STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
 USER_ONLY_CHANNELS = ("push", "inapp")
@@ -238,6 +239,8 @@ async def send_message(
         )
     send_at = _check_send_at(request.send_at)
     tags = clean_tags(request.tags)
+    started = utcnow()
+    skipped_events: list[int] = []
     try:
         async with database.sessions() as session, session.begin():
             if idempotency_key is not None:
@@ -277,6 +280,11 @@ async def send_message(
             result = SendResult(
                 message.id, fan_out.queued, fan_out.skipped.total(), fan_out.skipped
             )
+            if result.skipped:
+                skipped_events = await emit_skipped_at_send(
+                    conn, message_id=message.id, since=started
+                )
+                await push_in(dispatcher, skipped_events, conn)
             if idempotency_key is not None:
                 key_row = (
                     await session.execute(
@@ -307,6 +315,8 @@ async def send_message(
             ) from exc
     if dispatcher.on_dispatch is not None and fan_out.queued:
         dispatcher.on_dispatch()
+    if skipped_events:
+        await push_after(dispatcher, skipped_events)
     deliveries_created(message.type, result.queued, result.skipped_reasons)
     log.info(
         "deliveries created for message %s: %d queued, %d skipped%s",

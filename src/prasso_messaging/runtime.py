@@ -39,6 +39,8 @@ from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
 from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.unsubscribe import UnsubscribeLinks
+from prasso_messaging.webhook_events import JOB_NAME as WEBHOOK_JOB
+from prasso_messaging.webhook_events import WebhookJobs
 
 if TYPE_CHECKING:
     from prasso_messaging.providers.smtp import SmtpMailer
@@ -314,6 +316,7 @@ class Runtime:
             ),
             registry=WorkerRegistry(database),
         )
+        database.events = runtime.dispatcher()
         if isinstance(runtime.queue, SyncQueue):
             inline = runtime.make_worker(WorkerOptions(queue=settings.QUEUE_NAME))
             runtime.queue.handler = inline.handle
@@ -321,7 +324,8 @@ class Runtime:
 
     def make_worker(self, options: WorkerOptions) -> Worker:
         """A worker of this process's queue, registered (once it runs) in `queue_workers`: delivery
-        jobs go to the pipeline, guest imports to `guest_import`."""
+        jobs go to the pipeline, guest imports to `guest_import`, webhook events to
+        `webhook_events`."""
         imports = ImportJobs(
             self.database,
             region=self.settings.MESSAGING_DEFAULT_REGION,
@@ -329,9 +333,18 @@ class Runtime:
             retry=self.pipeline.retry,
             max_attempts=options.tries or self.pipeline.retry.max_attempts,
         )
+        webhooks = WebhookJobs(
+            self.database,
+            self.dispatcher(),
+            timeout=self.settings.WEBHOOK_TIMEOUT_SECONDS,
+            concurrency=self.settings.WEBHOOK_CONCURRENCY,
+            backoff=RetryPolicy(self.settings.WEBHOOK_RETRY_BACKOFF),
+        )
         worker = Worker(
             driver=self.queue,
-            handler=JobRouter(self.pipeline.handler(options), {IMPORT_JOB: imports}),
+            handler=JobRouter(
+                self.pipeline.handler(options), {IMPORT_JOB: imports, WEBHOOK_JOB: webhooks}
+            ),
             failed=self.failed,
             options=options,
             registry=self.registry,

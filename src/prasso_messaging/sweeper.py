@@ -5,7 +5,8 @@ data (Redis restarted without persistence, a purged SQS queue) or a crash betwee
 the push leaves deliveries `queued` that no job will ever pick up. The sweeper finds them and
 pushes a fresh job; a duplicate job is harmless, since claiming a delivery is a conditional UPDATE.
 Guest imports left unfinished and unmoved get a fresh job the same way (a chunk is counted only
-where the import stood when it began, so a duplicate is harmless there too).
+where the import stood when it began, so a duplicate is harmless there too), and so do webhook
+events left pending past their time (taking one is a conditional UPDATE as well).
 
 A delivery counts as orphaned when it has been due, unclaimed and untouched for `grace` seconds
 (by default `QUEUE_RETRY_AFTER`, the time a job of a dead worker needs to come back) while the
@@ -26,6 +27,7 @@ from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.guest_import import requeue_stalled
 from prasso_messaging.messages import Dispatcher
 from prasso_messaging.queue.worker import Worker
+from prasso_messaging.webhook_events import requeue_stalled as requeue_webhooks
 
 log = logging.getLogger(__name__)
 deliveries = table(Delivery)
@@ -39,6 +41,8 @@ class SweepResult:
     """True when the sweep did nothing because the queue still had ready jobs."""
     imports: int = 0
     """Guest imports whose job was pushed again (`guest_import.requeue_stalled`)."""
+    webhooks: int = 0
+    """Webhook events whose job was pushed again (`webhook_events.requeue_stalled`)."""
 
 
 async def sweep(database: Database, dispatcher: Dispatcher, *, grace: float) -> SweepResult:
@@ -53,16 +57,19 @@ async def sweep(database: Database, dispatcher: Dispatcher, *, grace: float) -> 
         if len(ids) < SWEEP_CHUNK:
             break
     imports = await requeue_stalled(database, dispatcher, grace=grace)
-    if total or imports:
+    webhooks = await requeue_webhooks(database, dispatcher, grace=grace)
+    if total or imports or webhooks:
         log.warning(
-            "sweeper: re-dispatched %d delivery job(s) and %d guest import(s) on %s",
+            "sweeper: re-dispatched %d delivery job(s), %d guest import(s) and %d webhook"
+            " event(s) on %s",
             total,
             imports,
+            webhooks,
             dispatcher.queue,
         )
         if dispatcher.on_dispatch is not None:
             dispatcher.on_dispatch()
-    return SweepResult(total, imports=imports)
+    return SweepResult(total, imports=imports, webhooks=webhooks)
 
 
 def sweep_periodically(

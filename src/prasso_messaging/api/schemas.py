@@ -297,3 +297,26 @@ class TemplatePublic(Public):
     current_version: int
     created_at: datetime | None
     updated_at: datetime | None
+
+
+class WebhookEndpointCreate(Strict):
+    url: str = Field(
+        min_length=1, max_length=2048, description="An absolute http:// or https:// URL."
+    )
+    events: list[str] = Field(
+        description="Event types to receive: delivery.sent, delivery.delivered, delivery.failed,"
+        " delivery.skipped, inbound.received, consent.changed."
+    )
+
+
+class WebhookEndpointPublic(Public):
+    id: int
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class WebhookEndpointCreated(WebhookEndpointPublic):
+    secret: str = Field(
+        description="Signs every request (`Prasso-Signature`); shown only in this answer."
+    )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,7 +20,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+if TYPE_CHECKING:
+    from prasso_messaging.messages import Dispatcher
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+AFTER_COMMIT = "after_commit"
+EVENTS = "events"
 
 
 def async_url(database_url: str) -> str:
@@ -88,6 +93,9 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     single_statements: AsyncEngine | None = None
+    events: Dispatcher | None = None
+    """Where jobs for rows written inside any transaction go (outbound webhook events); set by
+    the runtime. Without it such rows wait for the sweeper."""
 
     @classmethod
     def from_url(cls, database_url: str, *, pool_size: int = 10) -> Database:
@@ -103,9 +111,13 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session in a transaction: committed on success, rolled back on error; then the
+        work `after_commit` queued on it runs."""
+        async with self.sessions(info={EVENTS: self.events}) as session:
+            async with session.begin():
+                yield session
+            for work in session.info.pop(AFTER_COMMIT, []):
+                await work()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -141,6 +153,12 @@ class Database:
         await self.engine.dispose()
         if self.single_statements is not None:
             await self.single_statements.dispose()
+
+
+def after_commit(session: AsyncSession, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` once the session of `Database.session` has committed (never on rollback):
+    pushing a job to a queue that cannot join the transaction."""
+    session.info.setdefault(AFTER_COMMIT, []).append(work)
 
 
 def dialect_insert(conn: AsyncConnection) -> Any:

@@ -644,6 +644,45 @@ class ScheduledRun(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
 
 
+class WebhookEndpoint(Base):
+    """A team's outbound webhook receiver: the events it subscribed to and the secret its
+    requests are signed with (stored as is, since every request needs it; shown once)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index(None, "team_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]] = mapped_column(JSON)  # event types, e.g. ["delivery.sent"]
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEvent(Base):
+    """One event for one endpoint, and its delivery attempts so far (`webhook_events`)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index(None, "endpoint_id", "id"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for bulk statements."""
     return cast(Table, model.__table__)

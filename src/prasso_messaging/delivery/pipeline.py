@@ -95,6 +95,7 @@ class _Item:
     policy: TeamPolicy | None = None
     cap_reserved: bool = False
     permit: bool = False  # holds one of the worker's send permits
+    webhooks: bool = False  # its team has webhook endpoints: the flush writes its events
 
     def results(self, action: str, delay: float = 0.0) -> list[JobResult]:
         """The job's result, and an ack for every duplicate of it."""
@@ -336,6 +337,7 @@ class DeliveryHandler:
                 item = by_id[row.delivery_id]
                 item.attempt = row.attempts
                 item.lease_until = started + lease
+                item.webhooks = bool(row.webhooks)
                 decision = self._decide(item, row, now)
                 if decision.action == "send":
                     sends.append(item)
@@ -645,6 +647,7 @@ class DeliveryHandler:
             delivered_at=now if sent.status == "delivered" else None,
             metadata=sent.metadata,
             outbox=sent.outbox,
+            webhooks=item.webhooks,
         )
         recorded = self._record(item, record, settle, "ack")
         if item.test and sent.provider_message_id is not None:
@@ -677,6 +680,7 @@ class DeliveryHandler:
             reason=reason,
             error=error,
             release_cap=item.cap_reserved,
+            webhooks=item.webhooks,
         )
         log.info(
             "delivery %s skipped: %s",
@@ -750,6 +754,7 @@ class DeliveryHandler:
             failed_job=failed_job_row(
                 connection=self.pipeline.connection_name, job=item.job, exception=error
             ),
+            webhooks=item.webhooks,
         )
         log.warning(
             "delivery %s failed: %s",

@@ -58,9 +58,11 @@ from prasso_messaging.db.models import (
     Team,
     TeamSettings,
     User,
+    WebhookEndpoint,
     table,
 )
 from prasso_messaging.failed_jobs import insert_failed_jobs
+from prasso_messaging.webhook_events import emit_delivery_outcomes, push_after, push_in
 
 log = logging.getLogger(__name__)
 deliveries = table(Delivery)
@@ -72,6 +74,7 @@ guests = table(Guest)
 opt_outs = table(OptOut)
 do_not_contact = table(DoNotContact)
 outbox = table(OutboxMessage)
+webhook_endpoints = table(WebhookEndpoint)
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class Record:
     release_cap: bool = False  # give the guest's cap room back: nothing was sent
     outbox: Mapping[str, Any] | None = None  # the `log` providers' copy of what was sent
     failed_job: Mapping[str, Any] | None = None  # its `failed_jobs` row, in the same commit
+    webhooks: bool = False  # the team has webhook endpoints (as the claim saw): write its events
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,7 @@ def _load(source: FromClause) -> Any:
             func.coalesce(guests.c.subscribed, True).label("subscribed"),
             listed(opt_outs).label("opted_out"),
             listed(do_not_contact).label("do_not_contact"),
+            exists().where(webhook_endpoints.c.team_id == source.c.team_id).label("webhooks"),
         )
         .select_from(source)
         .join(messages, messages.c.id == source.c.msg_message_id)
@@ -380,18 +385,28 @@ class DeliveryRepository:
             return set((await conn.execute(statement)).scalars())
 
     async def record(self, records: Sequence[Record], *, now: datetime) -> None:
-        """Write a flush: every outcome, its cap releases, outbox rows and failed jobs, at once."""
+        """Write a flush: every outcome, its cap releases, outbox rows, failed jobs and webhook
+        events (only for teams with endpoints), at once."""
         outbox_rows = [dict(r.outbox) for r in records if r.outbox is not None]
         failed_rows = [r.failed_job for r in records if r.failed_job is not None]
         releases = [r.delivery_id for r in records if r.release_cap]
-        alone = not (outbox_rows or failed_rows or releases)
+        watched = [r.delivery_id for r in records if r.webhooks and r.status != "queued"]
+        alone = not (outbox_rows or failed_rows or releases or watched)
         opened = self.database.autocommit() if alone else self.database.connect()
+        dispatcher = self.database.events
+        event_ids: list[int] = []
         async with opened as conn:
             await self._update(conn, records, now)
             await release_caps(conn, releases)
             if outbox_rows:
                 await conn.execute(insert(outbox).returning(outbox.c.id), outbox_rows)
             await insert_failed_jobs(conn, failed_rows)
+            if watched:
+                event_ids = await emit_delivery_outcomes(conn, watched, now=now)
+                if event_ids and dispatcher is not None:
+                    await push_in(dispatcher, event_ids, conn)
+        if event_ids and dispatcher is not None:
+            await push_after(dispatcher, event_ids)
 
     async def _update(
         self, conn: AsyncConnection, records: Sequence[Record], now: datetime
