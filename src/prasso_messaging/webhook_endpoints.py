@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging.db.models import WebhookEndpoint
+from prasso_messaging.db.models import WebhookEndpoint, WebhookEvent
 from prasso_messaging.errors import NotFound, ValidationFailed
 
 EVENT_TYPES = (
@@ -88,3 +89,25 @@ async def delete_endpoint(session: AsyncSession, *, team_id: int, endpoint_id: i
     )
     if result.first() is None:
         raise NotFound(f"no webhook endpoint {endpoint_id}")
+
+
+async def recent_events(session: AsyncSession, *, team_id: int, limit: int) -> list[Any]:
+    """The team's latest webhook events, newest first, with their endpoint's URL (admin page)."""
+    query = (
+        select(
+            WebhookEvent.id,
+            WebhookEvent.type,
+            WebhookEvent.status,
+            WebhookEvent.attempts,
+            WebhookEvent.last_status_code,
+            WebhookEvent.last_error,
+            WebhookEvent.created_at,
+            WebhookEvent.updated_at,
+            WebhookEndpoint.url,
+        )
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookEvent.endpoint_id)
+        .where(WebhookEndpoint.team_id == team_id)
+        .order_by(WebhookEvent.id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(query)).all())

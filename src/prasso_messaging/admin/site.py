@@ -17,6 +17,7 @@ from prasso_messaging.admin import (
     messages,
     outbox,
     team,
+    webhooks,
 )
 from prasso_messaging.api.input_rules import check_request_input
 
@@ -28,7 +29,17 @@ def build_router() -> APIRouter:
     """Every admin page, kept out of the OpenAPI schema (the API is documented there), and
     refusing NUL or lone surrogates in any query or form field (a 422 page naming it)."""
     router = APIRouter(include_in_schema=False, dependencies=[Depends(check_request_input)])
-    for module in (login, dashboard, compose, messages, failed_jobs, team, contacts, outbox):
+    for module in (
+        login,
+        dashboard,
+        compose,
+        messages,
+        failed_jobs,
+        team,
+        contacts,
+        outbox,
+        webhooks,
+    ):
         router.include_router(module.router)
     router.add_api_route("/favicon.ico", _favicon, methods=["GET", "HEAD"])
     return router
