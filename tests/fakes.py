@@ -13,17 +13,20 @@
 - PRASSO_TEST_FREEZE_IMPORT_AFTER (with PRASSO_TEST_FREEZE_DIR): the same, after this many chunks
   of a guest import, once the next chunk's guests are written and before its transaction commits.
 
-`read_slot_log` and `crowded_windows` read such a log back; `serving` runs a fake HTTP service.
+`read_slot_log` and `crowded_windows` read such a log back; `serving` runs a fake HTTP service,
+such as `WebhookReceiver`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,3 +180,34 @@ async def serving(app: ASGIApp, host: str = "127.0.0.1") -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@dataclass
+class WebhookReceiver:
+    """An outbound webhook receiver (an ASGI app for `serving`): records each request and
+    answers from a script (then 200), or hangs until `release` is set."""
+
+    answers: list[int] = field(default_factory=list)
+    hang: bool = False
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    answered: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.requests.append((headers, body))
+        if self.hang:
+            await self.release.wait()
+        status = self.answers.pop(0) if self.answers else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        self.answered += 1
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.requests]

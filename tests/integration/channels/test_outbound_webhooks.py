@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 from prasso_messaging.webhook_events import WebhookJobs
 from tests.conftest import TeamAccess, drain
-from tests.fakes import serving
+from tests.fakes import WebhookReceiver, serving
 from tests.integration.channels.conftest import (
     TWILIO_NUMBER,
     TWILIO_SID,
@@ -46,40 +45,9 @@ def documented_verify() -> Any:
     return scope["verify"]
 
 
-@dataclass
-class Receiver:
-    """An ASGI receiver that records each request and answers from a script (then 200), or
-    hangs until `release` is set."""
-
-    answers: list[int] = field(default_factory=list)
-    hang: bool = False
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    answered: int = 0
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        self.requests.append((headers, body))
-        if self.hang:
-            await self.release.wait()
-        status = self.answers.pop(0) if self.answers else 200
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-        self.answered += 1
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.requests]
-
-
 @pytest.fixture
 async def receiver() -> Any:
-    hook = Receiver()
+    hook = WebhookReceiver()
     async with serving(hook) as url:
         hook_url = url + "/hook"
         yield hook, hook_url

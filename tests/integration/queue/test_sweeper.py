@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from prasso_messaging.db.models import utcnow
+from prasso_messaging.db.models import Delivery, WebhookEvent, table, utcnow
+from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 from prasso_messaging.sweeper import sweep
+from prasso_messaging.webhook_endpoints import create_endpoint
 from tests.conftest import make_settings
+from tests.fakes import WebhookReceiver, serving
 from tests.integration.queue.scenario import (
     QUIET_LIMITS,
     deliveries,
@@ -21,6 +25,9 @@ from tests.integration.queue.scenario import (
     work_until_settled,
 )
 from tests.integration.queue.servers import queue_env, unique_name
+from tests.integration.queue.test_workers_registry import eventually
+
+webhook_events = table(WebhookEvent)
 
 pytestmark = pytest.mark.parametrize(
     ("driver", "backend"),
@@ -92,3 +99,42 @@ async def test_leased_scheduled_and_retrying_deliveries_are_left_alone(runtime: 
     [job] = await runtime.queue.reserve(runtime.settings.QUEUE_NAME, limit=10)
     assert job.payload["delivery_id"] == orphan
     await runtime.queue.ack([job])
+
+
+async def test_webhook_events_go_out_on_every_driver_and_a_lost_job_is_swept(
+    runtime: Runtime,
+) -> None:
+    receiver = WebhookReceiver()
+    async with serving(receiver) as url:
+        ids = await fan_out_sms(runtime, 3)
+        async with runtime.database.session() as session:
+            team_id = (await session.get(Delivery, ids[0])).team_id  # type: ignore[union-attr]
+            await create_endpoint(session, team_id=team_id, url=url, events=["delivery.sent"])
+        worker = runtime.make_worker(WorkerOptions(queue=runtime.settings.QUEUE_NAME, sleep=0.05))
+        running = asyncio.create_task(worker.run())
+
+        async def statuses() -> list[str]:
+            async with runtime.database.read() as conn:
+                return list((await conn.execute(select(webhook_events.c.status))).scalars())
+
+        async def all_delivered() -> bool:
+            return await statuses() == ["delivered"] * 3
+
+        try:
+            await eventually(all_delivered, "three delivery.sent events")
+            assert len(receiver.requests) == 3
+            await lose_every_job(runtime)
+            earlier = utcnow() - timedelta(minutes=1)
+            async with runtime.database.connect() as conn:  # as if its job had been lost
+                await conn.execute(
+                    update(webhook_events)
+                    .where(webhook_events.c.id == 1)
+                    .values(status="pending", next_attempt_at=earlier, updated_at=earlier)
+                )
+            swept = await sweep(runtime.database, runtime.dispatcher(), grace=0)
+            assert (swept.redispatched, swept.webhooks) == (0, 1)
+            await eventually(lambda: len(receiver.requests) == 4, "the swept event sent again")
+            await eventually(all_delivered, "the swept event delivered")
+        finally:
+            worker.stop()
+            await running
