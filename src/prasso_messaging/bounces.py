@@ -42,6 +42,7 @@ from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, Guest, User, table, utcnow
 from prasso_messaging.errors import Reason
 from prasso_messaging.metrics import delivery_outcome
+from prasso_messaging.webhook_events import DELIVERY_COLUMNS, emit_delivery_change
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,12 @@ async def _move(session: AsyncSession, delivery_id: int, event: MailEvent) -> Ou
         update(deliveries)
         .where(deliveries.c.id == delivery_id, deliveries.c.status == "sent")
         .values(values)
+        .returning(*DELIVERY_COLUMNS)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    moved = result.first()
+    if moved is None:
         return "unchanged"
+    await emit_delivery_change(session, moved)
     status = str(values["status"])
     reason = values.get("reason")
     delivery_outcome("email", status, reason if isinstance(reason, str) else None)

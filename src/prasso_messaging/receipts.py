@@ -24,7 +24,7 @@ from prasso_messaging.errors import Reason
 from prasso_messaging.inbound import PROVIDER_OPT_OUT, record_sms_opt_out
 from prasso_messaging.metrics import delivery_outcome
 from prasso_messaging.providers.twilio import UNSUBSCRIBED_RECIPIENT
-from prasso_messaging.webhook_events import DELIVERY_COLUMNS, delivery_data, emit
+from prasso_messaging.webhook_events import DELIVERY_COLUMNS, emit_delivery_change
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,7 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
     changed = result.first()
     if changed is None:
         return None
-    if changed.team_id is not None:
-        await emit(
-            session,
-            team_id=changed.team_id,
-            type=f"delivery.{changed.status}",
-            data=delivery_data(changed),
-        )
+    await emit_delivery_change(session, changed)
     log.info("delivery receipt: %s → %s", report.provider_message_id, values["status"])
     reason = values.get("reason")
     delivery_outcome("sms", str(values["status"]), reason if isinstance(reason, str) else None)

@@ -200,10 +200,12 @@ async def _emit_delivery_events(
     return list((await conn.execute(_insert(source))).scalars())
 
 
-def delivery_data(row: Any) -> dict[str, Any]:
-    """A `delivery.*` event's data from a row of `DELIVERY_COLUMNS` (receipts, which change
-    one delivery at a time): the keys the bulk statements build in SQL."""
-    return {name: getattr(row, name) for name in DELIVERY_FIELDS}
+async def emit_delivery_change(session: AsyncSession, row: Any) -> None:
+    """The `delivery.<status>` event of one delivery a receipt or a mail event moved, from the
+    `DELIVERY_COLUMNS` its UPDATE returned (the keys the bulk statements build in SQL)."""
+    if row.team_id is not None:
+        data = {name: getattr(row, name) for name in DELIVERY_FIELDS}
+        await emit(session, team_id=row.team_id, type=f"delivery.{row.status}", data=data)
 
 
 async def _dispatch_in(session: AsyncSession, conn: AsyncConnection, ids: list[int]) -> None:
@@ -314,20 +316,36 @@ class WebhookJobs:
         self.client: httpx.AsyncClient | None = None
 
     async def __call__(self, jobs: Sequence[ReservedJob], settle: Settle) -> None:
+        """Lease the chunk's events at once, start their requests and ack every job: the
+        requests run on without holding the worker's window."""
         results: list[JobResult] = []
+        room = self.concurrency - len(self.tasks)
+        taken: list[int] = []
         for job in jobs:
             event_id = parse_webhook_job(job)
             if event_id is None:
                 results.append(JobResult(job, "fail", error=f"malformed {JOB_NAME} job"))
-            elif len(self.tasks) >= self.concurrency:
+            elif len(taken) >= room:  # this process has enough requests in flight
                 results.append(JobResult(job, "release", delay=BUSY_RELEASE_SECONDS))
             else:
-                attempt = await self._lease(event_id)
-                if attempt is not None:
-                    task = asyncio.create_task(self._send(attempt))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+                taken.append(event_id)
                 results.append(JobResult(job, "ack"))
+        if taken:
+            try:
+                attempts = await self._lease(taken)
+            except Exception as exc:  # the database is down: the jobs come back later
+                log.warning("webhook events: cannot lease %d: %s", len(taken), first_line(exc))
+                results = [
+                    JobResult(r.job, "release", delay=BUSY_RELEASE_SECONDS)
+                    if r.action == "ack"
+                    else r
+                    for r in results
+                ]
+                attempts = []
+            for attempt in attempts:
+                task = asyncio.create_task(self._send(attempt))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
         await settle(results)
 
     async def drain(self) -> None:
@@ -338,40 +356,42 @@ class WebhookJobs:
             await self.client.aclose()
             self.client = None
 
-    async def _lease(self, event_id: int) -> Attempt | None:
-        """Take the event if it is pending and due; a duplicate job finds nothing to take."""
+    async def _lease(self, event_ids: Sequence[int]) -> list[Attempt]:
+        """Take the events that are pending and due (a duplicate job finds nothing to take)."""
         now = self.clock()
         lease = now + timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS)
         taken = (
             update(events)
             .where(
-                events.c.id == event_id,
+                events.c.id.in_(sorted(set(event_ids))),
                 events.c.status == "pending",
                 or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
             )
             .values(attempts=events.c.attempts + 1, next_attempt_at=lease, updated_at=now)
             .returning(events.c.id)
         )
-        query = (
-            select(
-                events.c.id,
-                events.c.type,
-                events.c.payload,
-                events.c.attempts,
-                events.c.created_at,
-                endpoints.c.url,
-                endpoints.c.secret,
-            )
-            .join(endpoints, endpoints.c.id == events.c.endpoint_id)
-            .where(events.c.id == event_id)
-        )
         async with self.database.connect() as conn:
-            if (await conn.execute(taken)).first() is None:
-                return None
-            row = (await conn.execute(query)).one()
-        return Attempt(
-            row.id, row.type, row.payload, row.attempts, row.created_at, row.url, row.secret
-        )
+            ids = list((await conn.execute(taken)).scalars())
+            if not ids:
+                return []
+            query = (
+                select(
+                    events.c.id,
+                    events.c.type,
+                    events.c.payload,
+                    events.c.attempts,
+                    events.c.created_at,
+                    endpoints.c.url,
+                    endpoints.c.secret,
+                )
+                .join(endpoints, endpoints.c.id == events.c.endpoint_id)
+                .where(events.c.id.in_(ids))
+            )
+            rows = (await conn.execute(query)).all()
+        return [
+            Attempt(r.id, r.type, r.payload, r.attempts, r.created_at, r.url, r.secret)
+            for r in rows
+        ]
 
     async def _send(self, attempt: Attempt) -> None:
         body = request_body(attempt)

@@ -26,6 +26,7 @@ from prasso_messaging.cli import app as prasso_app
 from prasso_messaging.config import Settings
 from prasso_messaging.db.models import ConsentEvent, OptOut, OutboxMessage
 from tests.conftest import TeamAccess, drain, make_settings
+from tests.fakes import WebhookReceiver, serving
 from tests.integration.channels.conftest import create, deliveries_of, send
 
 SIGNING_KEY = "key-" + "m" * 32
@@ -416,3 +417,28 @@ async def test_mail_bounces_reads_an_mbox(client, team, runtime, settings, tmp_p
     )
     assert missing.exit_code == 1
     assert missing.output == f"error: --mbox: {tmp_path / 'none.mbox'} is not a file\n"
+
+
+async def test_a_bounce_posts_delivery_failed_and_consent_changed_webhooks(client, team, runtime):
+    receiver = WebhookReceiver()
+    async with serving(receiver) as url:
+        endpoint = await client.post(
+            "/api/webhook-endpoints",
+            json={"url": url, "events": ["delivery.failed", "consent.changed"]},
+            headers=team.headers,
+        )
+        assert endpoint.status_code == 201, endpoint.text
+        [(kay, sent)] = await emailed(client, team, runtime, "kay@example.com")
+        body = mailgun_body("failed", sent["provider_message_id"], severity="permanent")
+        assert (await client.post("/webhooks/mailgun", json=body)).status_code == 200
+        await drain(runtime)
+    events = {e["type"]: e["data"] for e in receiver.events()}
+    assert sorted(events) == ["consent.changed", "delivery.failed"]
+    assert (events["delivery.failed"]["delivery_id"], events["delivery.failed"]["reason"]) == (
+        sent["id"],
+        "bounced",
+    )
+    assert (events["consent.changed"]["guest_id"], events["consent.changed"]["method"]) == (
+        kay,
+        "bounce",
+    )
