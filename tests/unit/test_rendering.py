@@ -11,6 +11,7 @@ from prasso_messaging.rendering import (
     email_footer_html,
     header_safe,
     render_tokens,
+    sms_footer,
     text_to_html,
 )
 
@@ -60,3 +61,22 @@ def test_the_sms_footer_is_appended_once():
     assert append_sms_footer("Sale\nReply STOP to opt out", None) == "Sale\nReply STOP to opt out"
     assert append_sms_footer("Sale", "Acme: STOP to end") == "Sale\nAcme: STOP to end"
     assert append_sms_footer("Sale", "") == "Sale"
+
+
+def test_the_sms_footer_is_business_name_disclaimer_and_stop_line():
+    def footer(name: str | None, note: str | None, stop: str | None = None) -> str:
+        return sms_footer(business_name=name, disclaimer=note, stop_line=stop)
+
+    assert footer(None, None) == "Reply STOP to opt out"
+    assert footer("Acme", None) == "Acme: Reply STOP to opt out"
+    assert footer("Acme", "Msg & data rates may apply.") == (
+        "Acme: Msg & data rates may apply. Reply STOP to opt out"
+    )
+    assert footer("Acme", "Msg rates may apply", None) == (
+        "Acme: Msg rates may apply. Reply STOP to opt out"
+    )
+    assert footer(None, "  4 msgs/mo!  ", "Text STOP to end") == "4 msgs/mo! Text STOP to end"
+    assert footer("Acme", None, "Acme: STOP to end") == "Acme: STOP to end"  # named once
+    assert footer("acme", "Acme alerts.", None) == "Acme alerts. Reply STOP to opt out"
+    assert footer("Acme", None, "") == "Acme"
+    assert footer(None, None, "") == ""

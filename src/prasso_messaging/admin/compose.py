@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging import contacts, messages
+from prasso_messaging import contacts, messages, teams
 from prasso_messaging.admin import queries, reachability
 from prasso_messaging.admin.web import Admin, AdminContext, FormIds, see_other
 from prasso_messaging.db.models import Guest, TeamSettings, User
@@ -43,6 +43,7 @@ async def _form(
             admin, session, query="", type=values["type"], transactional="transactional" in values
         )
         guests = await queries.guest_count(session, team_id=admin.team.id)
+        settings = await session.get(TeamSettings, admin.team.id)
     return admin.page(
         "compose.html",
         status_code=status_code,
@@ -54,6 +55,7 @@ async def _form(
         selected=selected or [],
         guest_total=guests,
         sms_verified=admin.team.sms_verification_status == "verified",
+        sms_footer=teams.sms_footer_of(settings),
     )
 
 
@@ -124,7 +126,7 @@ async def preview(
             team_name=admin.team.name,
         )
     rendered = render_tokens(body, tokens)
-    sms_text = append_sms_footer(rendered, settings.footer_text if settings else None)
+    sms_text = append_sms_footer(rendered, teams.sms_footer_of(settings))
     return admin.page(
         "partials/preview.html",
         type=type,

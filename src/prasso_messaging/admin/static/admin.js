@@ -12,6 +12,8 @@
     if (!type || !field) return;
     const withSubject = (type.dataset.subjectTypes || "").split(",");
     field.hidden = !withSubject.includes(type.value);
+    const footer = document.getElementById("sms-footer-hint");
+    if (footer) footer.hidden = type.value !== "sms";
   }
 
   function chipKey(kind, id) { return kind + "-" + id; }
