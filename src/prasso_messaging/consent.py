@@ -6,6 +6,7 @@ Every consent change, from any entry point, goes through here so it is written t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -110,16 +111,24 @@ async def set_guest_opt_out(
 
 async def opted_out_channels(session: AsyncSession, *, guest: Guest) -> list[str]:
     """The channels the guest's current addresses are opted out of."""
-    pairs = [(c, a) for c, a in (("email", guest.email), ("sms", guest.phone)) if a]
-    if not pairs:
-        return []
-    rows = await session.execute(
-        select(OptOut.channel, OptOut.address).where(
-            OptOut.team_id == guest.team_id, OptOut.address.in_([a for _, a in pairs])
+    return (await opted_out_by_guest(session, guests=[guest]))[guest.id]
+
+
+async def opted_out_by_guest(
+    session: AsyncSession, *, guests: Sequence[Guest]
+) -> dict[int, list[str]]:
+    """`opted_out_channels` of each guest (all of one team), in one query."""
+    pairs = {g.id: [(c, a) for c, a in (("email", g.email), ("sms", g.phone)) if a] for g in guests}
+    addresses = sorted({a for found in pairs.values() for _, a in found})
+    found: set[tuple[str, str]] = set()
+    if addresses:
+        rows = await session.execute(
+            select(OptOut.channel, OptOut.address).where(
+                OptOut.team_id == guests[0].team_id, OptOut.address.in_(addresses)
+            )
         )
-    )
-    found = {(r.channel, r.address) for r in rows}
-    return [c for c, a in pairs if (c, a) in found]
+        found = {(r.channel, r.address) for r in rows}
+    return {guest_id: [c for c, a in own if (c, a) in found] for guest_id, own in pairs.items()}
 
 
 async def add_do_not_contact(

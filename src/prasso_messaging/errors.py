@@ -25,6 +25,7 @@ class Reason(StrEnum):
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     INVALID_MESSAGE = "invalid_message"
     DUPLICATE_ADDRESS = "duplicate_address"
+    CANCELLED = "cancelled"
 
 
 class PrassoError(Exception):
@@ -62,6 +63,15 @@ class Conflict(PrassoError):
         self.field = field
         self.message = message
         self.existing_id = existing_id
+
+
+class InvalidState(PrassoError):
+    """The resource's state forbids the request (mapped to HTTP 409 with `reason`), e.g.
+    deleting a message that has deliveries, or sending one that was cancelled."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Forbidden(PrassoError):

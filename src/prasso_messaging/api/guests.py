@@ -18,6 +18,7 @@ from prasso_messaging.api.schemas import (
     GuestCreate,
     GuestDetail,
     GuestPublic,
+    GuestUpdate,
     Page,
     Public,
 )
@@ -77,6 +78,37 @@ async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep
     return _public(guest, [])
 
 
+@router.get("")
+async def list_guests(
+    team: CurrentTeam,
+    runtime: RuntimeDep,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=255,
+            description="part of a first or last name, an email or a phone; a phone number in "
+            "any format also finds its E.164 form",
+        ),
+    ] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[GuestPublic]:
+    """The team's guests in id order, each with the channels it opted out of."""
+    where = contacts.GuestFilter(query=q or "")
+    async with runtime.database.session() as session:
+        rows = await contacts.list_guests(
+            session,
+            team_id=team.id,
+            where=where,
+            after_id=decode_cursor(cursor),
+            limit=limit + 1,
+            region=runtime.settings.MESSAGING_DEFAULT_REGION,
+        )
+        items, next_cursor = page(rows, limit, key=lambda g: g.id)
+        opted_out = await consent.opted_out_by_guest(session, guests=items)
+    return Page(items=[_public(g, opted_out[g.id]) for g in items], next_cursor=next_cursor)
+
+
 @router.get("/{guest_id}")
 async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> GuestDetail:
     async with runtime.database.session() as session:
@@ -86,6 +118,33 @@ async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
             session, guest=guest, settings=runtime.settings, now=utcnow()
         )
     return GuestDetail(**_public(guest, opted_out).model_dump(), cap=GuestCap(**usage.as_dict()))
+
+
+@router.patch("/{guest_id}")
+async def update_guest(
+    guest_id: ResourceId, body: GuestUpdate, team: CurrentTeam, runtime: RuntimeDep
+) -> GuestPublic:
+    """Change the fields sent, under the rules of `POST /api/guests`: addresses normalized (422
+    naming the field), an address another guest of the team has is a 409 with its
+    `existing_id`, and the guest keeps an email or a phone. Nothing changes on a refusal."""
+    sent = body.model_fields_set
+    async with runtime.database.session() as session:
+        guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
+        merged = {
+            name: getattr(body, name) if name in sent else getattr(guest, name)
+            for name in ("first_name", "last_name", "email", "phone")
+        }
+        guest = await contacts.update_guest(
+            session,
+            team_id=team.id,
+            guest_id=guest_id,
+            **merged,
+            subscribed=body.subscribed if "subscribed" in sent else None,
+            region=runtime.settings.MESSAGING_DEFAULT_REGION,
+            allow_special_use=special_use_allowed(runtime.settings),
+        )
+        opted_out = await consent.opted_out_channels(session, guest=guest)
+    return _public(guest, opted_out)
 
 
 async def _set_opt_out(

@@ -47,6 +47,14 @@ class UserCreate(Strict):
     phone: str | None = Field(default=None, max_length=64)
 
 
+class UserUpdate(Strict):
+    """Only the fields sent change; `null` clears an address."""
+
+    name: str = Field(default="", min_length=1, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=64)
+
+
 class UserPublic(Public):
     id: int
     team_id: int
@@ -58,6 +66,17 @@ class UserPublic(Public):
 
 
 class GuestCreate(Strict):
+    first_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=64)
+    subscribed: bool = True
+
+
+class GuestUpdate(Strict):
+    """Only the fields sent change; `null` clears a name or an address (a guest keeps an email
+    or a phone)."""
+
     first_name: str | None = Field(default=None, max_length=255)
     last_name: str | None = Field(default=None, max_length=255)
     email: str | None = Field(default=None, max_length=255)
@@ -132,12 +151,25 @@ class MessagePublic(Public):
     subject: str | None
     body: str | None
     transactional: bool = Field(validation_alias="is_transactional")
+    cancelled_at: datetime | None = Field(
+        description="set by `POST /api/messages/{id}/cancel`; a cancelled message sends no more"
+    )
     created_at: datetime | None
     updated_at: datetime | None
 
 
 class MessageWithCounts(MessagePublic):
     deliveries: dict[str, int]
+
+
+class MessageCancelled(BaseModel):
+    message_id: int
+    cancelled: int = Field(description="deliveries this call skipped with reason `cancelled`")
+    cancelled_at: datetime = Field(description="when the message was first cancelled")
+    deliveries: dict[str, int] = Field(
+        description="the message's deliveries by status once none is in flight: those a worker "
+        "was already sending when the cancel came end as what really happened (sent, failed)"
+    )
 
 
 class SendCreate(Strict):
