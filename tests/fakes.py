@@ -28,6 +28,8 @@ class ScriptedSms(SmsProvider):
     """Plays a script per call: an exception to raise, a number of seconds to hang, or None
     for success. Calls past the end of the script succeed."""
 
+    name = "scripted"
+
     def __init__(self, script: Iterable[BaseException | float | None] = ()) -> None:
         self.script = list(script)
         self.calls: list[Sms] = []

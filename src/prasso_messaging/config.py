@@ -40,10 +40,13 @@ class Settings(BaseSettings):
     APP_KEY: str = ""
     VAR_DIR: Path = Path("./var")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"  # json: one object per line
     API_MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
     API_RATE_LIMIT: int = Field(default=3000, ge=0)  # requests per API token per minute; 0: off
     # bearer token for /metrics; empty: open on a loopback listener, refused on any other
     METRICS_TOKEN: str = ""
+    # this host's processes' metric files, summed by /metrics; empty: VAR_DIR/metrics
+    PROMETHEUS_MULTIPROC_DIR: Path | None = None
 
     DATABASE_URL: str = "sqlite:///./var/prasso.db"
 
@@ -101,6 +104,11 @@ class Settings(BaseSettings):
                 raise ValueError("seconds must not be negative")
             return numbers
         return value
+
+    @field_validator("PROMETHEUS_MULTIPROC_DIR", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -164,6 +172,10 @@ class Settings(BaseSettings):
     def max_attempts(self) -> int:
         """One first attempt plus one per backoff step."""
         return len(self.MESSAGING_RETRY_BACKOFF) + 1
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.PROMETHEUS_MULTIPROC_DIR or self.VAR_DIR / "metrics"
 
     @property
     def is_sqlite(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from prasso_messaging.errors import (
     Reason,
     ValidationFailed,
 )
+from prasso_messaging.metrics import deliveries_created
 from prasso_messaging.queue.base import QueueDriver, TransactionalQueue, first_line
 from prasso_messaging.teams import get_team
 
@@ -77,6 +79,7 @@ DISPATCH_CHUNK = 5_000  # ids read back per push, for drivers outside the databa
 ANALYZE_AFTER_ROWS = 1_000
 
 deliveries_table = table(Delivery)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -370,6 +373,23 @@ async def send_message(
             ) from exc
     if dispatcher.on_dispatch is not None and fan_out.queued:
         dispatcher.on_dispatch()
+    deliveries_created(message.type, result.queued, result.skipped_reasons)
+    log.info(
+        "deliveries created for message %s: %d queued, %d skipped%s",
+        message.id,
+        result.queued,
+        result.skipped,
+        "".join(f", {reason}={n}" for reason, n in sorted(result.skipped_reasons.items())),
+        extra={
+            "event": "deliveries_created",
+            "message_id": message.id,
+            "team_id": team_id,
+            "channel": message.type,
+            "queued": result.queued,
+            "skipped": result.skipped,
+            "skipped_reasons": dict(result.skipped_reasons),
+        },
+    )
     return result
 
 

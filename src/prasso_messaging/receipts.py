@@ -21,6 +21,7 @@ from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
 from prasso_messaging.errors import Reason
 from prasso_messaging.inbound import PROVIDER_OPT_OUT, record_sms_opt_out
+from prasso_messaging.metrics import delivery_outcome
 from prasso_messaging.providers.twilio import UNSUBSCRIBED_RECIPIENT
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
     if changed is None:
         return None
     log.info("delivery receipt: %s → %s", report.provider_message_id, values["status"])
+    reason = values.get("reason")
+    delivery_outcome("sms", str(values["status"]), reason if isinstance(reason, str) else None)
     if report.error_code == str(UNSUBSCRIBED_RECIPIENT) and report.to_number and changed.team_id:
         await record_sms_opt_out(
             session, team_id=changed.team_id, phone=report.to_number, origin=PROVIDER_OPT_OUT

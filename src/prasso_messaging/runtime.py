@@ -21,6 +21,7 @@ from prasso_messaging.delivery.policy import Limits
 from prasso_messaging.delivery.repository import DeliveryRepository
 from prasso_messaging.errors import ConfigError
 from prasso_messaging.messages import Dispatcher
+from prasso_messaging.metrics import use_directory
 from prasso_messaging.pacing import build_pacer
 from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
@@ -180,6 +181,7 @@ class Runtime:
     ) -> Runtime:
         """Everything a process needs; `queue` replaces the one the settings name (tests pass
         the in-memory driver)."""
+        use_directory(settings.metrics_dir)
         database = Database.from_url(settings.DATABASE_URL, pool_size=pool_size)
         channels = build_channels(settings, database)
         driver = queue or build_queue(settings, database)

@@ -72,7 +72,7 @@ def base_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_", "QUEUE_", "MAIL_", "SMS_"))
+        if not k.startswith(("DATABASE_", "QUEUE_", "MAIL_", "SMS_", "PROMETHEUS_", "LOG_"))
     }
     env.update(
         DATABASE_URL=database_url,

@@ -48,6 +48,7 @@ def test_db_upgrade_is_safe_twice(cli):
         ("DATABASE_URL", "mysql://root@db/x"),
         ("QUEUE_CONNECTION", "kafka"),
         ("SMS_DRIVER", "carrier-pigeon"),
+        ("LOG_FORMAT", "xml"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(cli, name, value):

@@ -21,16 +21,18 @@ TOKEN = "metrics-" + "t" * 24
 
 @asynccontextmanager
 async def metrics_client(
-    settings: Settings, listen_host: str | None
+    settings: Settings, listen_host: str | None, runtime: Runtime | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    runtime = Runtime.build(settings, pool_size=2)
-    app = create_app(settings, runtime=runtime, listen_host=listen_host)
+    """A client of the app listening on `listen_host`, on `runtime` or a runtime of its own."""
+    own = runtime or Runtime.build(settings, pool_size=2)
+    app = create_app(settings, runtime=own, listen_host=listen_host)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
     finally:
-        await runtime.close()
+        if runtime is None:
+            await own.close()
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ async def test_without_a_token_a_loopback_listener_is_open(settings, host):
     async with metrics_client(settings, host) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
-    assert "prasso_failed_jobs 0" in response.text
+    assert 'prasso_failed_jobs{queue="default"} 0.0' in response.text
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.com", None])
@@ -70,7 +72,7 @@ async def test_with_a_token_only_the_token_opens_it(with_token, host):
                 {"Authorization": "Bearer jeton-trés-secret".encode()},
             )
         ]
-    assert right.status_code == 200 and "prasso_deliveries" in right.text
+    assert right.status_code == 200 and "prasso_queue_depth" in right.text
     for response in refused:
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"

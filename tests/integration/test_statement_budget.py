@@ -27,18 +27,18 @@ BUDGET = 0.2  # statements per delivery, at most
 
 
 @contextmanager
-def counting(runtime: Runtime) -> Iterator[list[str]]:
-    """Every statement either engine of the runtime sends while the block runs (the
-    autocommit engine sends no BEGIN, COMMIT or ROLLBACK, though it reports them)."""
+def counting(runtime: Runtime, width: int = 60) -> Iterator[list[str]]:
+    """Every statement either engine of the runtime sends while the block runs (SQLite has
+    one), its first `width` characters (the autocommit engine sends no BEGIN, COMMIT or
+    ROLLBACK, though it reports them)."""
     sent: list[str] = []
     transactional = runtime.database.engine.sync_engine
     single = runtime.database.single_statements
-    assert single is not None
     hooks = []
-    for engine in (transactional, single.sync_engine):
+    for engine in (transactional, *([single.sync_engine] if single is not None else [])):
 
         def statement(_c: object, _cur: object, text: str, *_a: object) -> None:
-            sent.append(" ".join(text.split())[:60])
+            sent.append(" ".join(text.split())[:width])
 
         def begin(_c: object) -> None:
             sent.append("BEGIN")

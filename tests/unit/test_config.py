@@ -53,6 +53,8 @@ def test_defaults_match_the_spec(monkeypatch):
         ("METRICS_TOKEN", "short"),
         ("METRICS_TOKEN", "a token with spaces in it"),
         ("METRICS_TOKEN", "jeton-métrique-très-long"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_FORMAT", "JSON"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name, value, monkeypatch):
@@ -62,6 +64,16 @@ def test_a_bad_value_is_one_line_naming_the_variable(name, value, monkeypatch):
     message = str(caught.value)
     assert message.startswith(f"{name}: ")
     assert "\n" not in message
+
+
+def test_metrics_files_live_under_var_unless_a_directory_is_given(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # a runtime of this process
+    assert settings(VAR_DIR=tmp_path).metrics_dir == tmp_path / "metrics"
+    assert (
+        settings(VAR_DIR=tmp_path, PROMETHEUS_MULTIPROC_DIR="").metrics_dir == tmp_path / "metrics"
+    )
+    chosen = tmp_path / "prom"
+    assert settings(PROMETHEUS_MULTIPROC_DIR=str(chosen)).metrics_dir == chosen
 
 
 def test_sqs_needs_a_queue_url():

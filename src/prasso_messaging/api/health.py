@@ -16,13 +16,14 @@ import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select, text
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+from sqlalchemy import text
 
 from prasso_messaging.api.deps import RuntimeDep
 from prasso_messaging.backlog import unworked_for
-from prasso_messaging.db.models import Delivery
+from prasso_messaging.metrics import exposition
 from prasso_messaging.queue.workers import LIVE_SECONDS
 from prasso_messaging.runtime import Runtime
 
@@ -103,33 +104,18 @@ async def _workers(runtime: Runtime) -> str:
     )
 
 
+async def _live_queues(runtime: Runtime) -> list[str]:
+    return [worker.queue for worker in await runtime.registry.live()]
+
+
 @router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(metrics_access)])
-async def metrics(runtime: RuntimeDep) -> str:
-    async with runtime.database.engine.connect() as conn:
-        rows = await conn.execute(
-            select(Delivery.channel, Delivery.status, func.count()).group_by(
-                Delivery.channel, Delivery.status
-            )
-        )
-        counts = rows.all()
-    size = await runtime.queue.size(runtime.settings.QUEUE_NAME)
-    failed = await runtime.failed.count()
-    lines = [
-        "# HELP prasso_deliveries Deliveries by channel and status.",
-        "# TYPE prasso_deliveries gauge",
-        *(f'prasso_deliveries{{channel="{c}",status="{s}"}} {n}' for c, s, n in counts),
-        "# HELP prasso_queue_jobs Jobs in the queue by state.",
-        "# TYPE prasso_queue_jobs gauge",
-        *(
-            f'prasso_queue_jobs{{queue="{runtime.settings.QUEUE_NAME}",state="{state}"}} {n}'
-            for state, n in (
-                ("ready", size.ready),
-                ("delayed", size.delayed),
-                ("reserved", size.reserved),
-            )
-        ),
-        "# HELP prasso_failed_jobs Rows in failed_jobs.",
-        "# TYPE prasso_failed_jobs gauge",
-        f"prasso_failed_jobs {failed}",
-    ]
-    return "\n".join(lines) + "\n"
+async def metrics(runtime: RuntimeDep) -> Response:
+    """This host's counters (every process's, summed) and the queue's gauges (`metrics.py`)."""
+    body = await exposition(
+        database=runtime.database,
+        queue=runtime.queue,
+        queue_name=runtime.settings.QUEUE_NAME,
+        failed=runtime.failed,
+        live_workers=lambda: _live_queues(runtime),
+    )
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -19,5 +19,10 @@ class Channel(ABC):
     async def send(self, outgoing: Outgoing) -> Sent:
         """Send or raise TransientSendError / PermanentSendError / DeliverySkipped."""
 
+    @property
+    def provider_name(self) -> str | None:
+        """The provider a send goes through, as metrics label it; None: none (in-app)."""
+        return None
+
     async def close(self) -> None:
         """Release provider connections."""

@@ -42,6 +42,10 @@ class EmailChannel(Channel):
         self.from_name = from_name
         self.unsubscribe_url = unsubscribe_url
 
+    @property
+    def provider_name(self) -> str:
+        return self.provider.name
+
     def address(self, recipient: Recipient) -> str | None:
         return recipient.email
 

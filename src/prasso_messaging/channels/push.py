@@ -50,6 +50,10 @@ class PushChannel(Channel):
         self.provider = provider
         self.subscriptions = subscriptions
 
+    @property
+    def provider_name(self) -> str | None:
+        return self.provider.name if self.provider is not None else None
+
     def address(self, recipient: Recipient) -> str | None:
         return f"user:{recipient.id}"
 

@@ -37,6 +37,10 @@ class SmsChannel(Channel):
         self.status_callback = status_callback
         self.on_provider_opt_out = on_provider_opt_out
 
+    @property
+    def provider_name(self) -> str:
+        return self.provider.name
+
     def address(self, recipient: Recipient) -> str | None:
         return recipient.phone
 

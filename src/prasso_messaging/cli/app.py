@@ -53,7 +53,7 @@ def settings() -> Settings:
         loaded = load_settings()
     except ConfigError as exc:
         fail(str(exc), code=2)
-    configure_logging(loaded.LOG_LEVEL)
+    configure_logging(loaded.LOG_LEVEL, loaded.LOG_FORMAT)
     return loaded
 
 

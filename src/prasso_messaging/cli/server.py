@@ -88,7 +88,14 @@ def server_config(app: FastAPI, config: Settings, host: str, port: int) -> uvico
 
     from prasso_messaging.observability import redact_access_log
 
-    server = uvicorn.Config(app, host=host, port=port, log_level=config.LOG_LEVEL.lower())
+    server = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=config.LOG_LEVEL.lower(),
+        # json: uvicorn's lines go through the root logger's JSON handler, not its own
+        log_config=None if config.LOG_FORMAT == "json" else uvicorn.config.LOGGING_CONFIG,
+    )
     redact_access_log()
     return server
 

@@ -46,6 +46,7 @@ from prasso_messaging.delivery.policy import (
 from prasso_messaging.delivery.repository import DeliveryRepository, Record
 from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError
+from prasso_messaging.metrics import delivery_outcome, provider_latency
 from prasso_messaging.pacing import Rate, Slot
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.failed import failed_job_row
@@ -80,6 +81,7 @@ class _Item:
     channel: str | None
     team_id: int | None
     duplicates: list[ReservedJob] = field(default_factory=list)
+    message_id: int | None = None  # known once claimed
     due: float = 0.0  # monotonic: not before its pacing slot
     latest: float = 0.0  # monotonic: the send must start by then, or its slot is spent
     pacing: tuple[str, Rate] | None = None
@@ -95,6 +97,17 @@ class _Item:
         """The job's result, and an ack for every duplicate of it."""
         first = JobResult(self.job, "release" if action == "release" else "ack", delay=delay)
         return [first, *(JobResult(d, "ack") for d in self.duplicates)]
+
+    def log_fields(self, event: str, reason: str | None) -> dict[str, object]:
+        """The structured fields of a log line about this delivery (`LOG_FORMAT=json`)."""
+        return {
+            "event": event,
+            "delivery_id": self.delivery_id,
+            "message_id": self.message_id,
+            "team_id": self.team_id,
+            "channel": self.channel,
+            "reason": reason,
+        }
 
 
 class DeliveryPipeline:
@@ -392,6 +405,7 @@ class DeliveryHandler:
         pipeline = self.pipeline
         item.policy = pipeline.teams.get(row.team_id)
         item.sender = pipeline.channels.get(row.channel)
+        item.message_id = row.message_id
         message = pipeline.messages.get(row.message_id)
         if row.found_id is None or item.policy is None or message is None:
             return Decision("skip", Reason.RECIPIENT_NOT_FOUND, "the recipient was deleted")
@@ -480,11 +494,18 @@ class DeliveryHandler:
         if wait is not None:
             return self._defer(item, wait, settle, pacing=True)
         try:
-            async with asyncio.timeout(timeout):
-                sent = await item.sender.send(item.outgoing)
+            sent = await self._timed_send(item)
         except DeliverySkipped as exc:
             return self._skip(item, exc.reason, str(exc), settle)
         except SendError as exc:
+            log.warning(
+                "%s send error: %s (delivery %s, attempt %d)",
+                "SMS" if item.channel == "sms" else item.channel,
+                exc.reason,
+                item.delivery_id,
+                item.attempt,
+                extra=item.log_fields("send_error", exc.reason),
+            )
             if not exc.transient:
                 return self._fail(item, exc.reason, str(exc), settle)
             if exc.retry_after:
@@ -497,6 +518,33 @@ class DeliveryHandler:
             log.exception("delivery %s: unexpected error", item.delivery_id)
             return self._retry(item, None, f"error: {exc!r}", settle)
         return self._sent(item, sent, settle)
+
+    async def _timed_send(self, item: _Item) -> Sent:
+        """The channel's send within `--timeout`, its time observed by provider and outcome
+        (a skip, which calls no provider, is not)."""
+        assert item.outgoing is not None and item.sender is not None
+        outcome: str | None = None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.options.timeout):
+                sent = await item.sender.send(item.outgoing)
+            outcome = "sent"
+            return sent
+        except SendError as exc:
+            outcome = "transient_error" if exc.transient else "permanent_error"
+            raise
+        except TimeoutError:
+            outcome = "timeout"
+            raise
+        except DeliverySkipped:
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            provider = item.sender.provider_name
+            if outcome is not None and provider is not None:
+                provider_latency(provider, outcome, time.perf_counter() - started)
 
     async def _wait_for_slot(self, item: _Item) -> float | None:
         """Sleep until the item's slot, taking a new one for a slot overslept (a stalled
@@ -569,9 +617,20 @@ class DeliveryHandler:
     # --- 5. outcomes ------------------------------------------------------------------------
 
     def _record(
-        self, item: _Item, record: Record, settle: Settle, action: str, delay: float = 0.0
+        self,
+        item: _Item,
+        record: Record,
+        settle: Settle,
+        action: str,
+        delay: float = 0.0,
+        *,
+        counted_as: tuple[str, str | None] | None = None,
     ) -> asyncio.Future[None]:
-        return self.recorder.add(record, item.results(action, delay), settle)
+        """Queue the outcome for the next flush; once committed, it is counted under
+        `counted_as` (status, reason), by default the record's own."""
+        status, reason = counted_as or (record.status, record.reason)
+        outcome = (item.channel, status, reason)
+        return self.recorder.add(record, item.results(action, delay), settle, outcome)
 
     def _sent(self, item: _Item, sent: Sent, settle: Settle) -> asyncio.Future[None]:
         now = utcnow()
@@ -598,6 +657,12 @@ class DeliveryHandler:
             error=error,
             release_cap=item.cap_reserved,
         )
+        log.info(
+            "delivery %s skipped: %s",
+            item.delivery_id,
+            reason,
+            extra=item.log_fields("delivery_skipped", reason),
+        )
         return self._record(item, record, settle, "ack")
 
     def _defer(
@@ -613,13 +678,9 @@ class DeliveryHandler:
             undo_attempt=True,
             release_cap=item.cap_reserved,
         )
-        log.debug(
-            "delivery %s: %s, waits %.3fs",
-            item.delivery_id,
-            "paced" if pacing else "quiet hours",
-            wait,
-        )
-        return self._record(item, record, settle, "release", wait)
+        why = "pacing" if pacing else "quiet_hours"
+        log.debug("delivery %s: %s, waits %.3fs", item.delivery_id, why, wait)
+        return self._record(item, record, settle, "release", wait, counted_as=("deferred", why))
 
     def _retry(
         self,
@@ -645,9 +706,13 @@ class DeliveryHandler:
             release_cap=item.cap_reserved,
         )
         log.info(
-            "delivery %s: attempt %d failed, retry in %.0fs", item.delivery_id, item.attempt, delay
+            "delivery %s: attempt %d failed, retry in %.0fs",
+            item.delivery_id,
+            item.attempt,
+            delay,
+            extra=item.log_fields("delivery_retry", reason),
         )
-        return self._record(item, record, settle, "release", delay)
+        return self._record(item, record, settle, "release", delay, counted_as=("retried", reason))
 
     def _fail(
         self, item: _Item, reason: Reason, error: str, settle: Settle
@@ -665,7 +730,12 @@ class DeliveryHandler:
                 connection=self.pipeline.connection_name, job=item.job, exception=error
             ),
         )
-        log.warning("delivery %s failed: %s", item.delivery_id, error)
+        log.warning(
+            "delivery %s failed: %s",
+            item.delivery_id,
+            error,
+            extra=item.log_fields("delivery_failed", reason),
+        )
         return self._record(item, record, settle, "ack")
 
 
@@ -704,12 +774,17 @@ class _Permits:
             self._freed.set()
 
 
+Outcome = tuple[str | None, str, str | None]
+"""How a recorded outcome is counted: channel, status, reason (`metrics.delivery_outcome`)."""
+
+
 @dataclass
 class _Pending:
     record: Record | None
     results: list[JobResult]
     settle: Settle
     done: asyncio.Future[None]
+    outcome: Outcome | None = None
 
 
 class _Recorder:
@@ -721,18 +796,24 @@ class _Recorder:
         self.full = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, record: Record, results: list[JobResult], settle: Settle) -> asyncio.Future[None]:
-        return self._queue(record, results, settle)
+    def add(
+        self, record: Record, results: list[JobResult], settle: Settle, outcome: Outcome
+    ) -> asyncio.Future[None]:
+        return self._queue(record, results, settle, outcome)
 
     def settled(self, results: list[JobResult], settle: Settle) -> asyncio.Future[None]:
         """Jobs to settle with the next flush, with nothing to write."""
         return self._queue(None, results, settle)
 
     def _queue(
-        self, record: Record | None, results: list[JobResult], settle: Settle
+        self,
+        record: Record | None,
+        results: list[JobResult],
+        settle: Settle,
+        outcome: Outcome | None = None,
     ) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending.append(_Pending(record, results, settle, done))
+        self.pending.append(_Pending(record, results, settle, done, outcome))
         if len(self.pending) >= FLUSH_ROWS:
             self.full.set()
         if self.task is None or self.task.done():
@@ -756,6 +837,9 @@ class _Recorder:
                 for pending in batch:
                     pending.done.set_exception(exc)
                 continue
+            for pending in batch:
+                if pending.outcome is not None:
+                    delivery_outcome(*pending.outcome)
             by_settle: dict[Settle, list[JobResult]] = {}
             for pending in batch:
                 by_settle.setdefault(pending.settle, []).extend(pending.results)

@@ -77,6 +77,9 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 
 class MailProvider(ABC):
+    name: str = ""
+    """How metrics label the provider."""
+
     @abstractmethod
     async def send(self, email: Email) -> Accepted:
         """Hand the email over; returns the provider's answer."""
@@ -86,6 +89,9 @@ class MailProvider(ABC):
 
 
 class SmsProvider(ABC):
+    name: str = ""
+    """How metrics label the provider."""
+
     @abstractmethod
     async def send(self, sms: Sms) -> Accepted:
         """Hand the SMS over; returns the provider's answer."""
@@ -95,6 +101,9 @@ class SmsProvider(ABC):
 
 
 class PushProvider(ABC):
+    name: str = ""
+    """How metrics label the provider."""
+
     @abstractmethod
     async def send(self, target: PushTarget, payload: bytes, *, ttl: int) -> str | None:
         """Encrypt and deliver one push message; returns the push service's message id."""

@@ -15,6 +15,8 @@ from prasso_messaging.providers.base import Accepted, Email, MailProvider, Sms, 
 
 
 class OutboxMailer(MailProvider):
+    name = "mail_log"
+
     async def send(self, email: Email) -> Accepted:
         message_id = email.headers.get("Message-ID") or f"<{uuid.uuid4()}@outbox.local>"
         return Accepted(
@@ -35,6 +37,8 @@ class OutboxMailer(MailProvider):
 
 
 class OutboxSms(SmsProvider):
+    name = "sms_log"
+
     async def send(self, sms: Sms) -> Accepted:
         return Accepted(
             "LOG" + uuid.uuid4().hex,

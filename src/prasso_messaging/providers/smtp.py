@@ -59,6 +59,8 @@ class SmtpMailer(MailProvider):
     is replaced transparently.
     """
 
+    name = "smtp"
+
     def __init__(
         self,
         *,

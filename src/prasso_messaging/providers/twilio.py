@@ -48,6 +48,8 @@ def classify(status: int, body: dict[str, Any], retry_after: float | None) -> Se
 class TwilioSms(SmsProvider):
     """Sends through `POST {api_base}/2010-04-01/Accounts/{sid}/Messages.json`."""
 
+    name = "twilio"
+
     def __init__(
         self,
         *,

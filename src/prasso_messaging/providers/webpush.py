@@ -30,6 +30,8 @@ VAPID_TOKEN_LIFETIME = 12 * 3600  # RFC 8292 allows at most 24 h
 
 
 class WebPushSender(PushProvider):
+    name = "webpush"
+
     def __init__(
         self,
         *,
