@@ -33,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from prasso_messaging.compliance import CANCELLED
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
+from prasso_messaging.errors import Reason
 from prasso_messaging.messages import delivery_counts, get_message
+from prasso_messaging.metrics import deliveries_skipped
 
 deliveries = table(Delivery)
 FIRST_POLL_SECONDS = 0.02
@@ -58,10 +60,11 @@ async def cancel_message(database: Database, *, team_id: int, message_id: int) -
         message = await get_message(session, team_id=team_id, message_id=message_id, lock="update")
         if message.cancelled_at is None:
             message.cancelled_at = utcnow()
-        cancelled_at = message.cancelled_at
+        cancelled_at, channel = message.cancelled_at, message.type
         await session.flush()
         skipped = await _skip_unheld(await session.connection(), message_id)
     skipped += await _wait_for_held(database, message_id)
+    deliveries_skipped(channel, Reason.CANCELLED, skipped)
     async with database.session() as session:
         counts = await delivery_counts(session, message_id=message_id)
     return Cancelled(message_id, skipped, cancelled_at, counts)

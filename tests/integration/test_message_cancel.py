@@ -17,6 +17,7 @@ from tests.conftest import TeamAccess, drain
 from tests.fakes import ScriptedSms
 from tests.integration.queue.test_workers_registry import eventually
 from tests.integration.test_api_messages import add_guest, count, error_fields, new_message
+from tests.integration.test_metrics import scrape, value
 
 
 class GatedSms(ScriptedSms):
@@ -202,3 +203,15 @@ async def test_a_worker_that_claims_a_delivery_of_a_cancelled_message_skips_it(
     await drain(runtime)
     assert provider.calls == []
     assert await statuses(runtime, message_id) == [("skipped", "cancelled")] * 2
+
+
+async def test_cancelled_deliveries_are_counted_in_the_metrics(client, team, runtime):
+    skipped = {"name": "prasso_deliveries_total", "channel": "sms", "status": "skipped"}
+    before, _ = await scrape(runtime)
+    message_id = await send_to_guests(client, team, 3, send_at="2099-01-01T00:00:00Z")
+    await client.post(f"/api/messages/{message_id}/cancel", headers=team.headers)
+    after, _ = await scrape(runtime)
+    moved = value(after, **skipped, reason="cancelled") - value(
+        before, **skipped, reason="cancelled"
+    )
+    assert moved == 3
