@@ -46,6 +46,8 @@ async def test_cancel_button_skips_the_queued_deliveries(admin: LoggedIn, runtim
     assert "Cancelled: 1 delivery skipped" in after.text
     assert 'id="cancelled-at"' in after.text
     assert CANCEL_FORM.format(message_id) not in after.text  # nothing left to cancel
+    listed = await admin.client.get("/admin/messages")
+    assert '<span class="badge muted">cancelled</span>' in listed.text
     async with runtime.database.session() as session:
         delivery = (await session.execute(select(Delivery))).scalar_one()
     assert (delivery.status, delivery.reason) == ("skipped", "cancelled")
