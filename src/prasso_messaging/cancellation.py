@@ -71,15 +71,23 @@ async def cancel_message(database: Database, *, team_id: int, message_id: int) -
 
 
 async def _skip_unheld(conn: AsyncConnection, message_id: int) -> int:
-    """Skip the message's queued deliveries that no worker holds; how many."""
+    """Skip the message's queued deliveries that no worker holds; how many. Rows are locked in
+    id order, as a claim locks its own (`id = ANY(...)` walks the primary key upwards), so a
+    cancel and a claim waiting on each other's rows cannot deadlock."""
     now = utcnow()
-    result = await conn.execute(
-        update(deliveries)
+    unheld = (
+        select(deliveries.c.id)
         .where(
             deliveries.c.msg_message_id == message_id,
             deliveries.c.status == "queued",
             or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= now),
         )
+        .order_by(deliveries.c.id)
+        .with_for_update()
+    )
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(unheld))
         .values(
             status="skipped",
             reason=CANCELLED.reason,
