@@ -10,18 +10,28 @@
   the whole process (its event loop blocks, its leases held) mid-batch, however fast the machine:
   it creates `frozen-<pid>` in the directory, then waits until `thaw` appears there (for good if
   it never does).
+- PRASSO_TEST_FREEZE_IMPORT_AFTER (with PRASSO_TEST_FREEZE_DIR): the same, after this many chunks
+  of a guest import, once the next chunk's guests are written and before its transaction commits.
+
+`read_slot_log` and `crowded_windows` read such a log back; `serving` runs a fake HTTP service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from prasso_messaging.pacing.base import Pacer, Rate, Slot
 from prasso_messaging.providers.base import Accepted, Sms, SmsProvider
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 
 class ScriptedSms(SmsProvider):
@@ -65,6 +75,9 @@ def worker_main() -> None:
     freeze_after = os.environ.get("PRASSO_TEST_FREEZE_AFTER")
     if freeze_after:
         freeze_sends(OutboxSms, int(freeze_after), Path(os.environ["PRASSO_TEST_FREEZE_DIR"]))
+    freeze_import_after = os.environ.get("PRASSO_TEST_FREEZE_IMPORT_AFTER")
+    if freeze_import_after:
+        freeze_imports(int(freeze_import_after), Path(os.environ["PRASSO_TEST_FREEZE_DIR"]))
     slot_log = os.environ.get("PRASSO_TEST_SLOT_LOG")
     if slot_log:
         log_slots(DatabasePacer, slot_log)
@@ -80,12 +93,33 @@ def freeze_sends(provider: type[SmsProvider], after: int, directory: Path) -> No
         nonlocal sends
         sends += 1
         if sends > after:
-            (directory / f"frozen-{os.getpid()}").touch()
-            while not (directory / "thaw").exists():
-                time.sleep(0.05)  # blocking on purpose: nothing in this process moves
+            freeze(directory)
         return await real_send(self, sms)
 
     provider.send = send  # type: ignore[method-assign]
+
+
+def freeze_imports(after: int, directory: Path) -> None:
+    from prasso_messaging import guest_import
+
+    real_write = guest_import.write_chunk
+    chunks = 0
+
+    async def write_chunk(conn: Any, **chunk: Any) -> None:
+        nonlocal chunks
+        chunks += 1
+        await real_write(conn, **chunk)
+        if chunks > after:
+            freeze(directory)
+
+    guest_import.write_chunk = write_chunk  # type: ignore[assignment]
+
+
+def freeze(directory: Path) -> None:
+    """Block the whole process (`frozen-<pid>` in `directory`) until `thaw` appears there."""
+    (directory / f"frozen-{os.getpid()}").touch()
+    while not (directory / "thaw").exists():
+        time.sleep(0.05)  # blocking on purpose: nothing in this process moves
 
 
 def log_slots(pacer: type[Pacer], path: str) -> None:
@@ -101,3 +135,45 @@ def log_slots(pacer: type[Pacer], path: str) -> None:
         return slots
 
     pacer.acquire_many = acquire_many  # type: ignore[method-assign]
+
+
+def read_slot_log(path: Path) -> list[tuple[float, float]]:
+    """The slots of a PRASSO_TEST_SLOT_LOG, in time order: (slot time, tolerance)."""
+    return sorted(
+        (float(at), float(tol)) for at, tol in map(str.split, path.read_text().splitlines())
+    )
+
+
+def crowded_windows(
+    slots: list[tuple[float, float]], limit: int, interval: float
+) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """Pairs of slots `limit` places apart closer than `interval`, counting the first as late
+    as its tolerance allows: each such pair puts `limit + 1` sends in one window."""
+    return [
+        (slots[i], slots[i + limit])
+        for i in range(len(slots) - limit)
+        if slots[i + limit][0] - sum(slots[i]) < interval
+    ]
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serves `app` with uvicorn on the running loop, on a port the kernel picks; yields the
+    base URL and stops the server on exit."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", ws="none", log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -173,6 +173,17 @@ async def remove_do_not_contact(
         raise NotFound(f"{normalized} is not on the do-not-contact list")
 
 
+async def do_not_contact_entries(
+    session: AsyncSession, *, team_id: int, after_id: int | None, limit: int
+) -> list[DoNotContact]:
+    """The team's do-not-contact list, oldest first (keyset pages of `limit + 1` rows)."""
+    query = select(DoNotContact).where(DoNotContact.team_id == team_id)
+    if after_id is not None:
+        query = query.where(DoNotContact.id > after_id)
+    rows = await session.execute(query.order_by(DoNotContact.id).limit(limit + 1))
+    return list(rows.scalars())
+
+
 async def _opt_out_row(
     session: AsyncSession, *, team_id: int, channel: str, address: str
 ) -> OptOut | None:

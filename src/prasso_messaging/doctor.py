@@ -24,8 +24,8 @@ from prasso_messaging.config import Settings, redact_url
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import utcnow
 from prasso_messaging.errors import ConfigError, QueueUnavailable
+from prasso_messaging.failed_jobs import FailedJobs
 from prasso_messaging.queue.base import first_line
-from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.workers import LIVE_SECONDS, WorkerRegistry
 
 CHECK_TIMEOUT = 5.0
@@ -342,7 +342,7 @@ async def _teams(database: Database) -> Check:
 
 
 async def _failures(database: Database) -> Check:
-    failed = await FailedJobStore(database).count_since(utcnow() - timedelta(hours=1))
+    failed = await FailedJobs(database).count_since(utcnow() - timedelta(hours=1))
     if not failed:
         return Check("failures", "OK", "no job failed in the last hour")
     return Check(

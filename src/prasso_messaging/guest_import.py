@@ -1,4 +1,4 @@
-"""Importing guests from CSV, for `prasso guests import` and the admin contacts page.
+"""Importing guests from CSV: `prasso guests import` (inline) and the admin contacts page (a job).
 
 Columns (header row required, names case-insensitive, spaces or dashes as underscores):
 `first_name`, `last_name`, `email`, `phone`, `subscribed` (true/false, yes/no, 1/0; default true).
@@ -6,32 +6,54 @@ Each row is validated like `POST /api/guests`. Good rows are written in chunks, 
 chunk; a bad row is reported with its line number and skipped. A row whose email or phone already
 belongs to a guest of the team (or to an earlier row of the file) is counted as existing and left
 unchanged, so importing the same file twice adds nothing.
+
+An upload on the admin page is checked at once (UTF-8, a header naming an address column), kept
+in `guest_imports` with the file and worked by a queue worker (an `ImportGuests` job): the web
+process holds nothing, so its progress survives a restart and any web process reports it. Each
+chunk commits its guests together with the import's counts, on the condition that the import
+still stands where the chunk began: a worker killed mid-import leaves the last committed chunk
+behind, its job comes back after its lease, and the import resumes from there; two workers
+holding one import (a lease ran out) never both count a chunk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.addresses import normalize_email, normalize_phone
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import Guest, table, utcnow
-from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.db.models import Guest, GuestImport, table, utcnow
+from prasso_messaging.delivery.job import RetryPolicy
+from prasso_messaging.errors import NotFound, QueueUnavailable, ValidationFailed
+from prasso_messaging.queue.base import ReservedJob, first_line
+from prasso_messaging.queue.worker import JobResult, Settle
 from prasso_messaging.teams import get_team
+
+if TYPE_CHECKING:
+    from prasso_messaging.messages import Dispatcher
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("first_name", "last_name", "email", "phone", "subscribed")
 CHUNK = 500
 MAX_REPORTED_ERRORS = 100
 TRUE_WORDS = {"", "1", "true", "yes", "y", "on", "subscribed"}
 FALSE_WORDS = {"0", "false", "no", "n", "off", "unsubscribed"}
+JOB_NAME = "ImportGuests"
+FINISHED = ("done", "failed")
 
 guests = table(Guest)
+imports = table(GuestImport)
 ProgressCallback = Callable[[int, int], None]
 """Called with (rows done, rows in total) after each chunk."""
 
@@ -98,6 +120,15 @@ def read_csv(text: str | Iterable[str]) -> CsvRows:
     return CsvRows(rows)
 
 
+def decode_csv(content: bytes) -> CsvRows:
+    """An uploaded file's rows: UTF-8 text (a byte order mark is ignored), then `read_csv`."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationFailed("file", "is not UTF-8 text") from None
+    return read_csv(text)
+
+
 def _subscribed(raw: str) -> bool:
     word = raw.strip().lower()
     if word in TRUE_WORDS:
@@ -126,6 +157,41 @@ def _chunks(rows: list[tuple[int, dict[str, str]]]) -> Iterator[list[tuple[int, 
         yield rows[start : start + CHUNK]
 
 
+async def write_chunk(
+    conn: AsyncConnection,
+    *,
+    team_id: int,
+    chunk: Sequence[tuple[int, dict[str, str]]],
+    region: str,
+    allow_special_use: bool,
+    result: ImportResult,
+    seen: set[str],
+) -> None:
+    """Create the new guests of one chunk in the caller's transaction, counting each row in
+    `result`; `seen` holds the addresses of earlier rows of the file. `region` is the default
+    region of phone numbers; `allow_special_use` accepts special-use email domains
+    (`addresses.special_use_allowed`)."""
+    cleaned: list[tuple[int, dict[str, Any]]] = []
+    for line, record in chunk:
+        try:
+            cleaned.append((line, _clean(record, region, allow_special_use)))
+        except ValidationFailed as exc:
+            result.reject(line, str(exc))
+    known = await _existing_addresses(conn, team_id, cleaned)
+    new_rows = []
+    now = utcnow()
+    for _line, guest in cleaned:
+        keys = {a for a in (guest["email"], guest["phone"]) if a}
+        if keys & (known | seen):
+            result.existing += 1
+            continue
+        seen.update(keys)
+        new_rows.append({**guest, "team_id": team_id, "created_at": now, "updated_at": now})
+    if new_rows:
+        await conn.execute(insert(guests), new_rows)
+        result.created += len(new_rows)
+
+
 async def import_guests(
     database: Database,
     *,
@@ -135,32 +201,22 @@ async def import_guests(
     allow_special_use: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> ImportResult:
-    """Create the team's guests from parsed CSV rows; see the module docstring for the rules."""
+    """Create the team's guests from parsed CSV rows, here and now (`prasso guests import`)."""
     async with database.session() as session:
         await get_team(session, team_id)
     result = ImportResult(total=rows.total)
     seen: set[str] = set()
     for chunk in _chunks(rows.rows):
-        cleaned: list[tuple[int, dict[str, Any]]] = []
-        for line, record in chunk:
-            try:
-                cleaned.append((line, _clean(record, region, allow_special_use)))
-            except ValidationFailed as exc:
-                result.reject(line, str(exc))
         async with database.connect() as conn:
-            known = await _existing_addresses(conn, team_id, cleaned)
-            new_rows = []
-            now = utcnow()
-            for _line, guest in cleaned:
-                keys = {a for a in (guest["email"], guest["phone"]) if a}
-                if keys & (known | seen):
-                    result.existing += 1
-                    continue
-                seen.update(keys)
-                new_rows.append({**guest, "team_id": team_id, "created_at": now, "updated_at": now})
-            if new_rows:
-                await conn.execute(insert(guests), new_rows)
-                result.created += len(new_rows)
+            await write_chunk(
+                conn,
+                team_id=team_id,
+                chunk=chunk,
+                region=region,
+                allow_special_use=allow_special_use,
+                result=result,
+                seen=seen,
+            )
         if on_progress is not None:
             on_progress(result.done, result.total)
     return result
@@ -180,3 +236,311 @@ async def _existing_addresses(
         )
     )
     return {a for row in found for a in (row.email, row.phone) if a}
+
+
+# --- imports as queue jobs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    """One queued import as the admin page shows it, read from `guest_imports`."""
+
+    id: int
+    team_id: int
+    filename: str
+    status: str
+    """queued (no worker took it yet), running, done or failed."""
+    total: int
+    processed: int
+    created: int
+    existing: int
+    rejected: int
+    errors: list[RowError]
+    failure: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.processed / self.total) if self.total else 100
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+_PROGRESS_COLUMNS = [c for c in imports.c if c.name != "content"]
+
+
+def _progress(row: Any) -> ImportProgress:
+    return ImportProgress(
+        id=row.id,
+        team_id=row.team_id,
+        filename=row.filename,
+        status=row.status,
+        total=row.total,
+        processed=row.processed,
+        created=row.created,
+        existing=row.existing,
+        rejected=row.rejected,
+        errors=[RowError(int(e["line"]), str(e["message"])) for e in row.error_lines],
+        failure=row.failure or "",
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def import_job(import_id: int) -> dict[str, Any]:
+    """The queue payload of an import (`job` names the handler, as `ProcessMsgDelivery` does)."""
+    return {"import_id": import_id, "job": JOB_NAME}
+
+
+def parse_import_job(job: ReservedJob) -> int | None:
+    """The import id of an ImportGuests job, or None when the payload is malformed."""
+    import_id = job.payload.get("import_id")
+    return import_id if _is_id(import_id) else None
+
+
+def _is_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _file_name(name: str) -> str:
+    """The uploaded file's name as shown on the page: printable characters, 255 at most."""
+    return "".join(ch for ch in name if ch.isprintable())[:255] or "upload.csv"
+
+
+async def queue_import(
+    database: Database, dispatcher: Dispatcher, *, team_id: int, filename: str, content: bytes
+) -> ImportProgress:
+    """Check an uploaded file (UTF-8, a header naming an address column: a ValidationFailed
+    on `file` otherwise), keep it with a new import and queue the job that works it. A queue
+    that refuses the job leaves nothing behind (QueueUnavailable)."""
+    rows = decode_csv(content)
+    now = utcnow()
+    values = {
+        "team_id": team_id,
+        "filename": _file_name(filename),
+        "status": "queued",
+        "total": rows.total,
+        "error_lines": [],
+        "content": content,
+        "created_at": now,
+        "updated_at": now,
+    }
+    driver = dispatcher.driver
+    async with database.connect() as conn:
+        import_id = (
+            await conn.execute(insert(imports).values(values).returning(imports.c.id))
+        ).scalar_one()
+        if driver.transactional:
+            await driver.push_many(dispatcher.queue, [import_job(import_id)], connection=conn)
+    if not driver.transactional:
+        try:
+            await driver.push(dispatcher.queue, import_job(import_id))
+        except Exception as exc:
+            async with database.connect() as conn:
+                await conn.execute(delete(imports).where(imports.c.id == import_id))
+            raise QueueUnavailable(
+                f"{driver.setting}: the {driver.name} queue did not take the import"
+                f" ({first_line(exc)}); nothing was imported, try again"
+            ) from exc
+    if dispatcher.on_dispatch is not None:
+        dispatcher.on_dispatch()
+    return await get_import(database, team_id=team_id, import_id=import_id)
+
+
+async def get_import(database: Database, *, team_id: int, import_id: int) -> ImportProgress:
+    """The team's import (another team's is NotFound, as a missing one)."""
+    async with database.read() as conn:
+        row = (
+            await conn.execute(
+                select(*_PROGRESS_COLUMNS).where(
+                    imports.c.id == import_id, imports.c.team_id == team_id
+                )
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"no import {import_id}")
+    return _progress(row)
+
+
+async def requeue_stalled(database: Database, dispatcher: Dispatcher, *, grace: float) -> int:
+    """Push a fresh job for every unfinished import that has not moved for `grace` seconds
+    (its job was lost with a broker's data; a duplicate is harmless): the sweeper's part for
+    imports. Returns how many."""
+    now = utcnow()
+    stalled = (
+        imports.c.status.in_(("queued", "running")),
+        imports.c.updated_at <= now - timedelta(seconds=grace),
+    )
+    driver = dispatcher.driver
+    async with database.connect() as conn:
+        ids = sorted(
+            (
+                await conn.execute(
+                    update(imports).where(*stalled).values(updated_at=now).returning(imports.c.id)
+                )
+            ).scalars()
+        )
+        payloads = [import_job(i) for i in ids]
+        if payloads and driver.transactional:
+            await driver.push_many(dispatcher.queue, payloads, connection=conn)
+    if payloads and not driver.transactional:
+        await driver.push_many(dispatcher.queue, payloads)
+    return len(ids)
+
+
+class ImportTakenOver(Exception):
+    """Another worker moved the import on (this one's job lease ran out): it finishes it."""
+
+
+async def run_import(
+    database: Database, import_id: int, *, region: str, allow_special_use: bool = False
+) -> None:
+    """Work an import from where it stands to its end. A finished import, or one gone with its
+    team, is left as it is, so a duplicate job does nothing."""
+    now = utcnow()
+    unfinished = (imports.c.id == import_id, imports.c.status.not_in(FINISHED))
+    async with database.connect() as conn:
+        row = (await conn.execute(select(imports).where(*unfinished))).first()
+        if row is None:
+            return
+        await conn.execute(
+            update(imports)
+            .where(*unfinished)
+            .values(status="running", started_at=row.started_at or now, updated_at=now)
+        )
+    try:
+        rows = decode_csv(row.content or b"")
+    except ValidationFailed as exc:  # checked at upload: only a file changed since
+        await fail_import(database, import_id, str(exc))
+        return
+    result = ImportResult(
+        total=rows.total,
+        created=row.created,
+        existing=row.existing,
+        rejected=row.rejected,
+        errors=_progress(row).errors,
+    )
+    seen: set[str] = set()
+    for chunk in _chunks(rows.rows[row.processed :]):
+        began = result.done
+        async with database.connect() as conn:
+            await write_chunk(
+                conn,
+                team_id=row.team_id,
+                chunk=chunk,
+                region=region,
+                allow_special_use=allow_special_use,
+                result=result,
+                seen=seen,
+            )
+            moved = await conn.execute(
+                update(imports)
+                .where(
+                    imports.c.id == import_id,
+                    imports.c.status == "running",
+                    imports.c.processed == began,
+                )
+                .values(
+                    processed=result.done,
+                    created=result.created,
+                    existing=result.existing,
+                    rejected=result.rejected,
+                    error_lines=[vars(e) for e in result.errors],
+                    updated_at=utcnow(),
+                )
+            )
+            if moved.rowcount != 1:
+                raise ImportTakenOver(import_id)  # rolls the chunk back
+    async with database.connect() as conn:
+        await conn.execute(
+            update(imports)
+            .where(imports.c.id == import_id, imports.c.status == "running")
+            .values(status="done", content=None, finished_at=utcnow(), updated_at=utcnow())
+        )
+    log.info(
+        "guest import %s done: %d created, %d existing, %d rejected",
+        import_id,
+        result.created,
+        result.existing,
+        result.rejected,
+    )
+
+
+async def fail_import(database: Database, import_id: int, failure: str) -> None:
+    """Stop an unfinished import for good, with the reason the page shows; its file is dropped."""
+    now = utcnow()
+    async with database.connect() as conn:
+        await conn.execute(
+            update(imports)
+            .where(imports.c.id == import_id, imports.c.status.not_in(FINISHED))
+            .values(status="failed", failure=failure, content=None, finished_at=now, updated_at=now)
+        )
+    log.warning("guest import %s failed: %s", import_id, failure)
+
+
+class ImportJobs:
+    """The worker's handler of ImportGuests jobs (`queue.router` hands them over).
+
+    An import runs to its end in one job. An error puts the job back after the retry backoff;
+    the attempt that uses up the tries fails the import (the page shows why) and acks the job,
+    since retrying it from `failed_jobs` could not help.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        region: str,
+        allow_special_use: bool,
+        retry: RetryPolicy,
+        max_attempts: int,
+    ) -> None:
+        self.database = database
+        self.region = region
+        self.allow_special_use = allow_special_use
+        self.retry = retry
+        self.max_attempts = max_attempts
+
+    async def __call__(self, jobs: Sequence[ReservedJob], settle: Settle) -> None:
+        await asyncio.gather(*(self._run(job, settle) for job in jobs))
+
+    async def drain(self) -> None:
+        """Nothing is held between jobs."""
+
+    async def _run(self, job: ReservedJob, settle: Settle) -> None:
+        import_id = parse_import_job(job)
+        if import_id is None:
+            await settle([JobResult(job, "fail", error=f"malformed {JOB_NAME} job")])
+            return
+        try:
+            await run_import(
+                self.database,
+                import_id,
+                region=self.region,
+                allow_special_use=self.allow_special_use,
+            )
+        except ImportTakenOver:
+            log.info("guest import %s: another worker took it over", import_id)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {first_line(exc)}"
+            if job.attempts < self.max_attempts:
+                log.warning(
+                    "guest import %s: attempt %d failed: %s", import_id, job.attempts, error
+                )
+                delay = self.retry.delay_after(job.attempts)
+                await settle([JobResult(job, "release", delay=delay)])
+                return
+            try:
+                await fail_import(
+                    self.database, import_id, f"stopped after {job.attempts} attempts: {error}"
+                )
+            except Exception as again:  # the database is down: the job comes back after its lease
+                log.warning("guest import %s: cannot record its failure: %s", import_id, again)
+                await settle([JobResult(job, "release", delay=self.retry.delay_after(1))])
+                return
+        await settle([JobResult(job, "ack")])

@@ -29,8 +29,8 @@ from prasso_messaging.errors import ConfigError
 
 if TYPE_CHECKING:
     from prasso_messaging.db.engine import Database
+    from prasso_messaging.failed_jobs import FailedJobs
     from prasso_messaging.queue.base import QueueDriver
-    from prasso_messaging.queue.failed import FailedJobStore
 
 LiveWorkers = Callable[[], Awaitable[Sequence[str]]]
 """The queue of each live worker (from the workers registry), for `prasso_live_workers`."""
@@ -122,7 +122,7 @@ async def exposition(
     database: Database,
     queue: QueueDriver,
     queue_name: str,
-    failed: FailedJobStore,
+    failed: FailedJobs,
     live_workers: LiveWorkers | None = None,
 ) -> bytes:
     """The Prometheus text of this host's processes and of the shared queue: counters summed

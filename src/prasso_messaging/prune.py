@@ -2,9 +2,10 @@
 
 Deletes, in chunks so a large backlog never holds one long lock: finished deliveries (every status
 but `queued`) created before the cutoff, messages left with no deliveries, outbox entries, failed
-jobs, idempotency keys, and cap reservations older than the longest cap window in use (they no
-longer count; the send path never deletes them). Consent events and the verification audit trail
-are kept: they are the record of what a recipient agreed to.
+jobs, idempotency keys, guest imports finished before the cutoff, and cap reservations older than
+the longest cap window in use (they no longer count; the send path never deletes them). Consent
+events and the verification audit trail are kept: they are the record of what a recipient agreed
+to.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
     Delivery,
     FailedJob,
+    GuestImport,
     IdempotencyKey,
     Message,
     OutboxMessage,
@@ -44,6 +46,7 @@ class PruneResult:
     failed_jobs: int
     idempotency_keys: int
     cap_reservations: int
+    guest_imports: int
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -66,7 +69,8 @@ async def _delete_in_chunks(
     | type[Delivery]
     | type[OutboxMessage]
     | type[FailedJob]
-    | type[IdempotencyKey],
+    | type[IdempotencyKey]
+    | type[GuestImport],
     condition: ColumnElement[bool],
     progress: Callable[[int], None],
 ) -> int:
@@ -149,4 +153,7 @@ async def prune(
             database, IdempotencyKey, table(IdempotencyKey).c.created_at < cutoff, progress
         ),
         cap_reservations=expired_caps,
+        guest_imports=await _delete_in_chunks(
+            database, GuestImport, table(GuestImport).c.finished_at < cutoff, progress
+        ),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prasso_messaging import inbound
+from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.channels.base import Channel
 from prasso_messaging.channels.email import EmailChannel
 from prasso_messaging.channels.inapp import InAppChannel
@@ -20,6 +21,9 @@ from prasso_messaging.delivery.pipeline import DeliveryPipeline
 from prasso_messaging.delivery.policy import Limits
 from prasso_messaging.delivery.repository import DeliveryRepository
 from prasso_messaging.errors import ConfigError
+from prasso_messaging.failed_jobs import FailedJobs
+from prasso_messaging.guest_import import JOB_NAME as IMPORT_JOB
+from prasso_messaging.guest_import import ImportJobs
 from prasso_messaging.messages import Dispatcher
 from prasso_messaging.metrics import use_directory
 from prasso_messaging.pacing import build_pacer
@@ -27,7 +31,7 @@ from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvi
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
 from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
 from prasso_messaging.queue.base import QueueDriver
-from prasso_messaging.queue.failed import FailedJobStore
+from prasso_messaging.queue.router import JobRouter
 from prasso_messaging.queue.sync import SyncQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
 from prasso_messaging.queue.workers import WorkerRegistry
@@ -170,7 +174,7 @@ class Runtime:
     database: Database
     queue: QueueDriver
     channels: dict[str, Channel]
-    failed: FailedJobStore
+    failed: FailedJobs
     pipeline: DeliveryPipeline
     registry: WorkerRegistry
     workers: list[Worker] = field(default_factory=list)
@@ -190,7 +194,7 @@ class Runtime:
             database=database,
             queue=driver,
             channels=channels,
-            failed=FailedJobStore(database),
+            failed=FailedJobs(database),
             pipeline=DeliveryPipeline(
                 repository=DeliveryRepository(database),
                 channels=channels,
@@ -207,10 +211,18 @@ class Runtime:
         return runtime
 
     def make_worker(self, options: WorkerOptions) -> Worker:
-        """A worker of this process's queue, registered (once it runs) in `queue_workers`."""
+        """A worker of this process's queue, registered (once it runs) in `queue_workers`: delivery
+        jobs go to the pipeline, guest imports to `guest_import`."""
+        imports = ImportJobs(
+            self.database,
+            region=self.settings.MESSAGING_DEFAULT_REGION,
+            allow_special_use=special_use_allowed(self.settings),
+            retry=self.pipeline.retry,
+            max_attempts=options.tries or self.pipeline.retry.max_attempts,
+        )
         worker = Worker(
             driver=self.queue,
-            handler=self.pipeline.handler(options),
+            handler=JobRouter(self.pipeline.handler(options), {IMPORT_JOB: imports}),
             failed=self.failed,
             options=options,
             registry=self.registry,

@@ -4,6 +4,8 @@ The delivery row is the source of truth and a broker only a wake-up call. A brok
 data (Redis restarted without persistence, a purged SQS queue) or a crash between the commit and
 the push leaves deliveries `queued` that no job will ever pick up. The sweeper finds them and
 pushes a fresh job; a duplicate job is harmless, since claiming a delivery is a conditional UPDATE.
+Guest imports left unfinished and unmoved get a fresh job the same way (a chunk is counted only
+where the import stood when it began, so a duplicate is harmless there too).
 
 A delivery counts as orphaned when it has been due, unclaimed and untouched for `grace` seconds
 (by default `QUEUE_RETRY_AFTER`, the time a job of a dead worker needs to come back) while the
@@ -21,6 +23,7 @@ from sqlalchemy import or_, select, update
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
 from prasso_messaging.delivery.job import delivery_job
+from prasso_messaging.guest_import import requeue_stalled
 from prasso_messaging.messages import Dispatcher
 from prasso_messaging.queue.worker import Worker
 
@@ -34,10 +37,13 @@ class SweepResult:
     redispatched: int
     waited: bool = False
     """True when the sweep did nothing because the queue still had ready jobs."""
+    imports: int = 0
+    """Guest imports whose job was pushed again (`guest_import.requeue_stalled`)."""
 
 
 async def sweep(database: Database, dispatcher: Dispatcher, *, grace: float) -> SweepResult:
-    """Push a fresh job for every orphaned delivery; returns how many were re-dispatched."""
+    """Push a fresh job for every orphaned delivery (and stalled guest import); returns how
+    many were re-dispatched."""
     if (await dispatcher.driver.size(dispatcher.queue)).ready > 0:
         return SweepResult(0, waited=True)
     total = 0
@@ -46,11 +52,17 @@ async def sweep(database: Database, dispatcher: Dispatcher, *, grace: float) -> 
         total += len(ids)
         if len(ids) < SWEEP_CHUNK:
             break
-    if total:
-        log.warning("sweeper: re-dispatched %d delivery job(s) on %s", total, dispatcher.queue)
+    imports = await requeue_stalled(database, dispatcher, grace=grace)
+    if total or imports:
+        log.warning(
+            "sweeper: re-dispatched %d delivery job(s) and %d guest import(s) on %s",
+            total,
+            imports,
+            dispatcher.queue,
+        )
         if dispatcher.on_dispatch is not None:
             dispatcher.on_dispatch()
-    return SweepResult(total)
+    return SweepResult(total, imports=imports)
 
 
 def sweep_periodically(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,13 @@ class Cli:
     def json(self, *args: str, **env: str) -> Any:
         return json.loads(self.run(*args, "--json", **env).stdout)
 
-    def spawn(self, *args: str, knobs: bool = False, **env: str) -> subprocess.Popen[str]:
-        """`prasso *args` in the background; with `knobs`, env may set those of `KNOBBED`."""
+    def spawn(
+        self, *args: str, knobs: bool = False, within: Sequence[str] = (), **env: str
+    ) -> subprocess.Popen[str]:
+        """`prasso *args` in the background; with `knobs`, env may set those of `KNOBBED`;
+        `within` is a prefix that runs the command elsewhere (`ip netns exec NAME`)."""
         return subprocess.Popen(
-            [*KNOBBED, *args] if knobs else [PRASSO, *args],
+            [*within, *KNOBBED, *args] if knobs else [*within, PRASSO, *args],
             env=importable_tests({**self.env, **env}) if knobs else {**self.env, **env},
             cwd=self.cwd,
             stdout=subprocess.PIPE,
@@ -95,6 +99,16 @@ async def other_connections(database_url: str) -> int:
                 )
             )
             return int(count.scalar_one())
+    finally:
+        await database.dispose()
+
+
+async def query(database_url: str, sql: str) -> list[tuple[object, ...]]:
+    """The rows of one statement, on a connection of its own."""
+    database = Database.from_url(database_url, pool_size=1)
+    try:
+        async with database.connect() as conn:
+            return [tuple(r) for r in await conn.execute(text(sql))]
     finally:
         await database.dispose()
 

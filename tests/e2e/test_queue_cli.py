@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
+from prasso_messaging import guest_import
 from prasso_messaging.channels.sms import SmsChannel
 from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.models import Job, table
@@ -20,7 +21,7 @@ from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.errors import PermanentSendError, Reason
 from prasso_messaging.runtime import Runtime
 from prasso_messaging.teams import create_team
-from tests.conftest import make_settings
+from tests.conftest import make_settings, make_team
 from tests.fakes import ScriptedSms
 from tests.integration.queue.scenario import (
     QUIET_LIMITS,
@@ -149,10 +150,18 @@ async def test_failed_jobs_can_be_listed_retried_forgotten_and_flushed(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-async def test_sweep_redispatches_deliveries_that_lost_their_job(
+async def test_sweep_redispatches_deliveries_and_imports_that_lost_their_job(
     runtime: Runtime, prasso: Prasso
 ) -> None:
     [delivery_id] = await fan_out_sms(runtime, 1)
+    team = await make_team(runtime)
+    upload = await guest_import.queue_import(
+        runtime.database,
+        runtime.dispatcher(),
+        team_id=team.id,
+        filename="g.csv",
+        content=b"email\nada@example.com\n",
+    )
     async with runtime.database.connect() as conn:
         await conn.execute(delete(table(Job)))
 
@@ -160,10 +169,13 @@ async def test_sweep_redispatches_deliveries_that_lost_their_job(
     # the subprocess takes to start (the fixture's 2 s did not, on a loaded machine).
     prasso.env["QUEUE_RETRY_AFTER"] = "3600"
     assert "re-dispatched 0" in prasso("queue", "sweep").stdout  # not late enough yet
-    assert "re-dispatched 1" in prasso("queue", "sweep", "--older-than", "0").stdout
-    assert prasso.json("queue", "status")["queues"][0]["ready"] == 1
+    swept = prasso("queue", "sweep", "--older-than", "0").stdout
+    assert "re-dispatched 1 delivery job(s) and 1 guest import job(s)" in swept
+    assert prasso.json("queue", "status")["queues"][0]["ready"] == 2
     prasso("queue", "work", "--stop-when-empty", "--sleep", "0.1")
     assert (await delivery_rows(runtime.database))[delivery_id].status == "sent"
+    done = await guest_import.get_import(runtime.database, team_id=team.id, import_id=upload.id)
+    assert (done.status, done.created) == ("done", 1)
 
 
 def _elsewhere(prasso: Prasso, **env: str) -> Prasso:

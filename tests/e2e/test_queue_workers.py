@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from prasso_messaging import guest_import
 from prasso_messaging.cancellation import cancel_message
-from prasso_messaging.db.models import Message
+from prasso_messaging.db.models import Guest, Message
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import make_settings, make_team
 from tests.e2e.conftest import KNOBBED, REPO, importable_tests
 from tests.integration.queue.scenario import (
     QUIET_LIMITS,
@@ -78,6 +79,14 @@ class Workers:
     def freezing(self, *, after: int) -> dict[str, str]:
         """Knobs for `start`: the worker freezes mid-batch after `after` sends, until `thaw`."""
         return {"PRASSO_TEST_FREEZE_AFTER": str(after), "PRASSO_TEST_FREEZE_DIR": str(self.logs)}
+
+    def freezing_imports(self, *, after: int) -> dict[str, str]:
+        """Knobs for `start`: the worker freezes inside the transaction of a guest import's
+        chunk after `after` chunks, until `thaw`."""
+        return {
+            "PRASSO_TEST_FREEZE_IMPORT_AFTER": str(after),
+            "PRASSO_TEST_FREEZE_DIR": str(self.logs),
+        }
 
     async def wait_frozen(self, count: int) -> None:
         deadline = time.monotonic() + 60
@@ -312,6 +321,51 @@ async def test_queue_restart_stops_every_worker_after_its_jobs_in_hand(
     calls = await outbox_counts(runtime.database)
     assert sorted(calls) == ids
     assert set(calls.values()) == {1}
+
+
+@pytest.mark.parametrize(("driver", "backend"), DRIVERS[:2])
+async def test_a_worker_killed_mid_import_leaves_it_to_resume_each_guest_once(
+    runtime: Runtime, workers: Workers
+) -> None:
+    team = await make_team(runtime)
+    rows = 5 * guest_import.CHUNK
+    content = "email,phone\n" + "".join(f"k{n}@example.com,\n" for n in range(rows))
+    queued = await guest_import.queue_import(
+        runtime.database,
+        runtime.dispatcher(),
+        team_id=team.id,
+        filename="k.csv",
+        content=content.encode(),
+    )
+    doomed = workers.start(**workers.freezing_imports(after=2))
+    await workers.wait_frozen(1)  # the third chunk's guests written, its transaction open
+    doomed.kill()
+    doomed.wait()
+
+    async def progress() -> guest_import.ImportProgress:
+        return await guest_import.get_import(runtime.database, team_id=team.id, import_id=queued.id)
+
+    killed = await progress()
+    assert (killed.status, killed.processed, killed.created) == ("running", 1000, 1000)
+    assert await guest_emails(runtime, team.id) == [f"k{n}@example.com" for n in range(1000)]
+
+    survivor = workers.start()  # the job comes back after its lease (QUEUE_RETRY_AFTER)
+    deadline = time.monotonic() + 60
+    while not (done := await progress()).finished:
+        assert time.monotonic() < deadline, f"the import did not resume: {done}"
+        await asyncio.sleep(0.1)
+    assert workers.stop(survivor) == 0, workers.log_of(survivor)
+    assert (done.status, done.processed) == ("done", rows)
+    assert (done.created, done.existing, done.rejected) == (rows, 0, 0)
+    assert sorted(await guest_emails(runtime, team.id)) == sorted(
+        f"k{n}@example.com" for n in range(rows)
+    )  # each guest once
+
+
+async def guest_emails(runtime: Runtime, team_id: int) -> list[str | None]:
+    async with runtime.database.read() as conn:
+        query = select(Guest.email).where(Guest.team_id == team_id).order_by(Guest.id)
+        return list((await conn.execute(query)).scalars())
 
 
 # --- cancelling a send while a worker is frozen mid-batch ----------------------------------------

@@ -7,14 +7,13 @@ import signal
 import time
 
 import pytest
-from sqlalchemy import text
 
 from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.engine import Database
 from prasso_messaging.messages import Dispatcher, SendRequest, create_message, send_message
 from prasso_messaging.queue.database import DatabaseQueue
 from prasso_messaging.teams import create_team
-from tests.e2e.conftest import wait_until_polling
+from tests.e2e.conftest import query, wait_until_polling
 
 RECIPIENTS = 400
 
@@ -43,15 +42,6 @@ async def fan_out(database_url: str) -> int:
             dispatcher=dispatcher,
         )
         return result.queued
-    finally:
-        await database.dispose()
-
-
-async def query(database_url: str, sql: str) -> list[tuple[object, ...]]:
-    database = Database.from_url(database_url, pool_size=1)
-    try:
-        async with database.connect() as conn:
-            return [tuple(r) for r in await conn.execute(text(sql))]
     finally:
         await database.dispose()
 

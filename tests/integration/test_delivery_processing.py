@@ -109,7 +109,7 @@ async def test_a_job_for_a_leased_delivery_is_released_not_dropped(runtime, team
 async def test_malformed_payloads_fail_into_failed_jobs(runtime):
     await runtime.queue.push(runtime.settings.QUEUE_NAME, {"job": "Unknown"})
     await drain(runtime)
-    failed = await runtime.failed.list()
+    failed = await runtime.failed.find()
     assert len(failed) == 1
     assert "malformed" in failed[0].exception
 
@@ -177,6 +177,6 @@ async def test_a_failed_delivery_and_its_failed_job_commit_together(runtime, tea
     assert [r.action for r in settled] == ["ack"]
     [delivery] = await deliveries(runtime)
     assert delivery.status == "failed"
-    [failed] = await runtime.failed.list()
+    [failed] = await runtime.failed.find()
     assert failed.exception.startswith("provider_rejected")
     assert failed.connection == "database"

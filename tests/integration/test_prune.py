@@ -8,7 +8,14 @@ import pytest
 from sqlalchemy import func, select, update
 
 from prasso_messaging.consent import ConsentSource, opt_out_address
-from prasso_messaging.db.models import ConsentEvent, Delivery, Message, OutboxMessage, utcnow
+from prasso_messaging.db.models import (
+    ConsentEvent,
+    Delivery,
+    GuestImport,
+    Message,
+    OutboxMessage,
+    utcnow,
+)
 from prasso_messaging.errors import ValidationFailed
 from prasso_messaging.prune import prune
 from tests.conftest import drain
@@ -63,6 +70,32 @@ async def test_old_queued_deliveries_are_never_pruned(runtime, team):
     await age(runtime, Message, 90)
     result = await prune(runtime.database, older_than_days=30)
     assert (result.deliveries, result.messages) == (0, 0)
+
+
+async def test_finished_guest_imports_go_after_the_cutoff(runtime, team):
+    now = utcnow()
+    async with runtime.database.session() as session:
+        session.add_all(
+            GuestImport(
+                team_id=team.id,
+                filename=f"{name}.csv",
+                status=status,
+                total=1,
+                error_lines=[],
+                finished_at=finished,
+            )
+            for name, status, finished in (
+                ("old", "done", now - timedelta(days=40)),
+                ("failed", "failed", now - timedelta(days=40)),
+                ("recent", "done", now - timedelta(days=1)),
+                ("running", "running", None),
+            )
+        )
+    result = await prune(runtime.database, older_than_days=30)
+    assert result.guest_imports == 2
+    async with runtime.database.session() as session:
+        left = await session.scalars(select(GuestImport.filename).order_by(GuestImport.id))
+        assert list(left) == ["recent.csv", "running.csv"]
 
 
 async def test_prune_needs_a_positive_age(runtime):

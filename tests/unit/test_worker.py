@@ -11,8 +11,8 @@ import pytest
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.migrate import upgrade
+from prasso_messaging.failed_jobs import FailedJobs
 from prasso_messaging.queue.base import ReservedJob
-from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.memory import MemoryQueue
 from prasso_messaging.queue.worker import JobResult, Settle, Worker, WorkerOptions
 
@@ -49,11 +49,11 @@ class Handler:
 
 
 @pytest.fixture
-async def failed(tmp_path: Path) -> AsyncIterator[FailedJobStore]:
+async def failed(tmp_path: Path) -> AsyncIterator[FailedJobs]:
     url = f"sqlite:///{tmp_path}/worker.db"
     await asyncio.to_thread(upgrade, url)
     database = Database.from_url(url, pool_size=1)
-    yield FailedJobStore(database)
+    yield FailedJobs(database)
     await database.dispose()
 
 
@@ -63,7 +63,7 @@ async def filled(count: int, **options: Any) -> MemoryQueue:
     return queue
 
 
-def worker(queue: MemoryQueue, handler: Handler, failed: FailedJobStore, **options: Any) -> Worker:
+def worker(queue: MemoryQueue, handler: Handler, failed: FailedJobs, **options: Any) -> Worker:
     return Worker(
         driver=queue,
         handler=handler,
@@ -72,7 +72,7 @@ def worker(queue: MemoryQueue, handler: Handler, failed: FailedJobStore, **optio
     )
 
 
-async def test_max_jobs_stops_after_that_many_jobs(failed: FailedJobStore) -> None:
+async def test_max_jobs_stops_after_that_many_jobs(failed: FailedJobs) -> None:
     queue, handler = await filled(25), Handler()
     assert await worker(queue, handler, failed, concurrency=10, max_jobs=12).run() == 12
     assert len(queue.acked) == 12
@@ -80,20 +80,20 @@ async def test_max_jobs_stops_after_that_many_jobs(failed: FailedJobStore) -> No
     assert handler.drained
 
 
-async def test_stop_when_empty_stops_once_everything_is_settled(failed: FailedJobStore) -> None:
+async def test_stop_when_empty_stops_once_everything_is_settled(failed: FailedJobs) -> None:
     queue, handler = await filled(70), Handler()
     assert await worker(queue, handler, failed, concurrency=5, stop_when_empty=True).run() == 70
     assert sorted(queue.acked, key=int) == [str(i) for i in range(1, 71)]
 
 
-async def test_the_window_bounds_the_jobs_in_hand(failed: FailedJobStore) -> None:
+async def test_the_window_bounds_the_jobs_in_hand(failed: FailedJobs) -> None:
     queue, handler = await filled(200), Handler()
     options = WorkerOptions(concurrency=15)
     assert await worker(queue, handler, failed, concurrency=15, stop_when_empty=True).run() == 200
     assert handler.most_in_hand <= options.window
 
 
-async def test_a_slow_job_never_holds_back_the_others(failed: FailedJobStore) -> None:
+async def test_a_slow_job_never_holds_back_the_others(failed: FailedJobs) -> None:
     """No stop-and-wait batch: while one job hangs, the rest of the queue goes through."""
     queue, handler = await filled(300), Handler(held=frozenset({"1"}))
     loop = worker(queue, handler, failed, concurrency=5, stop_when_empty=True)
@@ -109,7 +109,7 @@ async def test_a_slow_job_never_holds_back_the_others(failed: FailedJobStore) ->
 
 
 async def test_max_time_stops_reserving_and_finishes_the_jobs_in_hand(
-    failed: FailedJobStore,
+    failed: FailedJobs,
 ) -> None:
     queue = await filled(1000)
     handler = Handler(held=frozenset(str(i) for i in range(1, 1001)))
@@ -124,7 +124,7 @@ async def test_max_time_stops_reserving_and_finishes_the_jobs_in_hand(
     assert await asyncio.wait_for(task, 30) == WorkerOptions(concurrency=1).window
 
 
-async def test_a_push_wakes_an_idle_worker_at_once(failed: FailedJobStore) -> None:
+async def test_a_push_wakes_an_idle_worker_at_once(failed: FailedJobs) -> None:
     queue, handler = MemoryQueue(), Handler()
     found_empty = asyncio.Event()
     reserve = queue.reserve
@@ -145,7 +145,7 @@ async def test_a_push_wakes_an_idle_worker_at_once(failed: FailedJobStore) -> No
     assert await asyncio.wait_for(task, 30) == 1
 
 
-async def test_stop_finishes_the_jobs_in_hand(failed: FailedJobStore) -> None:
+async def test_stop_finishes_the_jobs_in_hand(failed: FailedJobs) -> None:
     queue = await filled(100)
     handler = Handler(held=frozenset(str(i) for i in range(1, 101)))
     loop = worker(queue, handler, failed, concurrency=5)
@@ -159,7 +159,7 @@ async def test_stop_finishes_the_jobs_in_hand(failed: FailedJobStore) -> None:
     assert queue.released == []
 
 
-async def test_a_second_stop_releases_the_jobs_in_hand_at_once(failed: FailedJobStore) -> None:
+async def test_a_second_stop_releases_the_jobs_in_hand_at_once(failed: FailedJobs) -> None:
     queue = await filled(100)
     handler = Handler(held=frozenset(str(i) for i in range(1, 101)))
     loop = worker(queue, handler, failed, concurrency=5)
@@ -173,7 +173,7 @@ async def test_a_second_stop_releases_the_jobs_in_hand_at_once(failed: FailedJob
 
 
 async def test_a_broker_error_while_settling_does_not_stop_the_worker(
-    failed: FailedJobStore,
+    failed: FailedJobs,
 ) -> None:
     queue, handler = await filled(6), Handler()
 
@@ -196,7 +196,7 @@ class Crashing:
         return None
 
 
-async def test_a_crashing_handler_releases_what_it_left(failed: FailedJobStore) -> None:
+async def test_a_crashing_handler_releases_what_it_left(failed: FailedJobs) -> None:
     queue = await filled(3)
     options = WorkerOptions(max_jobs=3)
     loop = Worker(driver=queue, handler=Crashing(), failed=failed, options=options)
@@ -205,17 +205,17 @@ async def test_a_crashing_handler_releases_what_it_left(failed: FailedJobStore) 
     assert sorted(job for job, _ in queue.released) == ["2", "3"]
 
 
-async def test_failed_jobs_are_recorded_then_removed(failed: FailedJobStore) -> None:
+async def test_failed_jobs_are_recorded_then_removed(failed: FailedJobs) -> None:
     queue, handler = await filled(2), Handler(action="fail")
     assert await worker(queue, handler, failed, stop_when_empty=True).run() == 2
-    records = await failed.list()
+    records = await failed.find()
     assert [(r.connection, r.queue, r.exception) for r in records] == [
         ("memory", "default", "permanent: no")
     ] * 2
     assert sorted(queue.acked) == ["1", "2"]
 
 
-async def test_periodic_tasks_run_while_idle(failed: FailedJobStore) -> None:
+async def test_periodic_tasks_run_while_idle(failed: FailedJobs) -> None:
     queue, handler = MemoryQueue(), Handler()
     runs: list[int] = []
     twice = asyncio.Event()

@@ -4,15 +4,13 @@ do-not-contact list, CSV import.
 Guests are written by `contacts` (the rules of `POST /api/guests`: an email or a phone, an
 address another guest holds is a conflict naming that guest). Opt-outs, opt-ins and the
 do-not-contact list go through `consent` (so every change is logged as a consent event with
-method `admin`); the CSV import runs `guest_import` in the background while the page polls its
-progress, and the guest list reloads when it finishes.
+method `admin`); a CSV upload is checked at once and queued as a `guest_import` job for the
+workers, while the page polls its progress from the database (any web process answers), and the
+guest list reloads when it finishes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, UploadFile
@@ -25,44 +23,13 @@ from prasso_messaging.admin import queries
 from prasso_messaging.admin.web import Admin, AdminContext, PageCursor, see_other
 from prasso_messaging.api.deps import ResourceId
 from prasso_messaging.db.models import Guest, utcnow
-from prasso_messaging.errors import Conflict, NotFound, ValidationFailed
+from prasso_messaging.errors import Conflict, NotFound, QueueUnavailable, ValidationFailed
 
 router = APIRouter()
 
-MAX_TRACKED_IMPORTS = 20
 IMPORT_FINISHED_EVENT = "guests-imported"
 """Sent (`HX-Trigger`) with the progress fragment that shows an import finished: the guest list
 listens for it and reloads."""
-
-
-@dataclass
-class ImportProgress:
-    """One CSV import running in the background, as its progress fragment shows it."""
-
-    id: str
-    team_id: int
-    filename: str
-    total: int
-    done: int = 0
-    result: guest_import.ImportResult | None = None
-    failure: str = ""
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.done / self.total) if self.total else 100
-
-    @property
-    def finished(self) -> bool:
-        return self.result is not None or bool(self.failure)
-
-
-def _imports(admin: AdminContext) -> dict[str, ImportProgress]:
-    state = admin.request.app.state
-    if not hasattr(state, "admin_imports"):
-        state.admin_imports = {}
-    tracked: dict[str, ImportProgress] = state.admin_imports
-    return tracked
 
 
 def _origin(admin: AdminContext) -> consent.ConsentSource:
@@ -81,7 +48,7 @@ async def _page(
     q: str = "",
     after: int | None = None,
     errors: dict[str, str] | None = None,
-    import_id: str = "",
+    import_id: int | None = None,
     saved: int | None = None,
 ) -> Response:
     async with admin.runtime.database.session() as session:
@@ -100,7 +67,14 @@ async def _page(
                 saved_name = queries.display_name(guest)
             except NotFound:
                 saved = None
-    running = _imports(admin).get(import_id)
+    progress = None
+    if import_id is not None:
+        try:
+            progress = await guest_import.get_import(
+                admin.runtime.database, team_id=admin.team.id, import_id=import_id
+            )
+        except NotFound:
+            progress = None
     return admin.page(
         "contacts.html",
         status_code=422 if errors else 200,
@@ -109,7 +83,7 @@ async def _page(
         q=q,
         next_after=rows[-1].guest.id if len(rows) == queries.PAGE_SIZE else None,
         errors=errors or {},
-        progress=running if running and running.team_id == admin.team.id else None,
+        progress=progress,
         saved=saved_name,
         saved_id=saved,
     )
@@ -120,7 +94,7 @@ async def contacts_page(
     admin: Admin,
     q: str = "",
     after: PageCursor = None,
-    import_id: str = "",
+    import_id: PageCursor = None,
     saved: PageCursor = None,
 ) -> Response:
     return await _page(admin, q=q[:100], after=after, import_id=import_id, saved=saved)
@@ -358,50 +332,29 @@ async def remove_do_not_contact(
 
 @router.post("/admin/contacts/import")
 async def start_import(admin: Admin, file: UploadFile) -> Response:
-    """Parse the upload now (a bad header answers at once), import it in the background."""
+    """Check the upload now (a bad file answers at once) and queue it for the workers."""
     try:
-        text = (await file.read()).decode("utf-8-sig")
-        rows = guest_import.read_csv(text)
-    except UnicodeDecodeError:
-        return await _page(admin, errors={"import": "the file is not UTF-8 text"})
+        progress = await guest_import.queue_import(
+            admin.runtime.database,
+            admin.runtime.dispatcher(),
+            team_id=admin.team.id,
+            filename=file.filename or "upload.csv",
+            content=await file.read(),
+        )
     except ValidationFailed as exc:
-        return await _page(admin, errors={"import": exc.message})
-    tracked = _imports(admin)
-    if len(tracked) >= MAX_TRACKED_IMPORTS:
-        for stale in [key for key, old in tracked.items() if old.finished]:
-            del tracked[stale]
-    progress = ImportProgress(
-        id=secrets.token_urlsafe(12),
-        team_id=admin.team.id,
-        filename=file.filename or "upload.csv",
-        total=rows.total,
-    )
-
-    def report(done: int, _total: int) -> None:
-        progress.done = done
-
-    async def run() -> None:
-        try:
-            progress.result = await guest_import.import_guests(
-                admin.runtime.database,
-                team_id=admin.team.id,
-                rows=rows,
-                region=admin.runtime.settings.MESSAGING_DEFAULT_REGION,
-                allow_special_use=special_use_allowed(admin.runtime.settings),
-                on_progress=report,
-            )
-        except Exception as exc:  # shown on the page instead of vanishing with the task
-            progress.failure = f"the import stopped: {exc}"
-
-    progress.task = asyncio.create_task(run())
-    tracked[progress.id] = progress
+        return await _page(admin, errors={"import": f"the file {exc.message}"})
+    except QueueUnavailable as exc:
+        return await _page(admin, errors={"import": str(exc)})
     return see_other(f"/admin/contacts?import_id={progress.id}#import")
 
 
 @router.get("/admin/contacts/import/{import_id}")
-async def import_progress(admin: Admin, import_id: str) -> Response:
-    progress = _imports(admin).get(import_id)
-    if progress is None or progress.team_id != admin.team.id:
+async def import_progress(admin: Admin, import_id: ResourceId) -> Response:
+    try:
+        progress = await guest_import.get_import(
+            admin.runtime.database, team_id=admin.team.id, import_id=import_id
+        )
+    except NotFound:
         return admin.page("not_found.html", status_code=404, what="import")
     response = admin.page("partials/import_progress.html", progress=progress)
     if progress.finished:

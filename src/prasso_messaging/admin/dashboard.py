@@ -10,7 +10,6 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from prasso_messaging.admin import queries
-from prasso_messaging.admin.failed_jobs import team_failed_jobs
 from prasso_messaging.admin.web import Admin
 from prasso_messaging.backlog import oldest_due_age
 from prasso_messaging.queue.workers import WorkerRegistry
@@ -36,7 +35,7 @@ async def dashboard(admin: Admin) -> Response:
         )
         team_queued = await queries.team_queued(session, team_id=admin.team.id)
     queue_size = await runtime.queue.size(runtime.settings.QUEUE_NAME)
-    failed = await team_failed_jobs(runtime, team_id=admin.team.id)
+    failed_count = await runtime.failed.count(team_id=admin.team.id)
     workers = await WorkerRegistry(runtime.database).live()
     oldest_due = await oldest_due_age(runtime.database)
     return admin.page(
@@ -48,7 +47,7 @@ async def dashboard(admin: Admin) -> Response:
         queue_size=queue_size,
         queue_name=runtime.settings.QUEUE_NAME,
         team_queued=team_queued,
-        failed_count=len(failed),
+        failed_count=failed_count,
         workers=workers,
         oldest_due=None if oldest_due is None else format_age(oldest_due),
     )

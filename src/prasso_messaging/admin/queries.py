@@ -21,7 +21,6 @@ from prasso_messaging.db.models import (
     Guest,
     Message,
     OptOut,
-    OutboxMessage,
     PushSubscription,
     User,
     utcnow,
@@ -319,30 +318,6 @@ async def do_not_contact_entries(session: AsyncSession, *, team_id: int) -> list
         .limit(500)
     )
     return list(rows.scalars())
-
-
-async def outbox_rows(
-    session: AsyncSession, *, team_id: int, channel: str | None, before_id: int | None
-) -> list[OutboxMessage]:
-    query = select(OutboxMessage).where(OutboxMessage.team_id == team_id)
-    if channel:
-        query = query.where(OutboxMessage.channel == channel)
-    if before_id is not None:
-        query = query.where(OutboxMessage.id < before_id)
-    rows = await session.execute(query.order_by(OutboxMessage.id.desc()).limit(PAGE_SIZE))
-    return list(rows.scalars())
-
-
-async def outbox_message(
-    session: AsyncSession, *, team_id: int, outbox_id: int
-) -> OutboxMessage | None:
-    return (
-        await session.execute(
-            select(OutboxMessage).where(
-                OutboxMessage.id == outbox_id, OutboxMessage.team_id == team_id
-            )
-        )
-    ).scalar_one_or_none()
 
 
 @dataclass

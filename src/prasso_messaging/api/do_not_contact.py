@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import select
 
 from prasso_messaging import consent
 from prasso_messaging.api.deps import CurrentTeam, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import DoNotContactEntry, DoNotContactPublic, Page
-from prasso_messaging.db.models import DoNotContact
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 
 router = APIRouter(
@@ -56,12 +54,11 @@ async def list_entries(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[DoNotContactPublic]:
     after = decode_cursor(cursor)
-    query = select(DoNotContact).where(DoNotContact.team_id == team.id)
-    if after is not None:
-        query = query.where(DoNotContact.id > after)
     async with runtime.database.session() as session:
-        rows = (await session.execute(query.order_by(DoNotContact.id).limit(limit + 1))).scalars()
-        items, next_cursor = page(list(rows), limit, key=lambda e: e.id)
+        rows = await consent.do_not_contact_entries(
+            session, team_id=team.id, after_id=after, limit=limit
+        )
+    items, next_cursor = page(rows, limit, key=lambda e: e.id)
     return Page(
         items=[DoNotContactPublic.model_validate(e) for e in items], next_cursor=next_cursor
     )

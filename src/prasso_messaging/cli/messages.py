@@ -11,6 +11,18 @@ from rich.table import Table
 
 from prasso_messaging.cli.app import fail, open_runtime, print_json, run, settings
 
+OUTBOX_FIELDS = (
+    "id",
+    "channel",
+    "team_id",
+    "delivery_id",
+    "to_address",
+    "from_address",
+    "subject",
+    "body_text",
+    "created_at",
+)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("send")
@@ -73,42 +85,20 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
     ) -> None:
         """List what the `log` mail and SMS drivers sent (the local outbox)."""
-        from sqlalchemy import select
-
-        from prasso_messaging.db.models import OutboxMessage, table
+        from prasso_messaging.outbox import outbox_messages
 
         config = settings()
         if channel not in (None, "email", "sms"):
             fail("--channel: must be email or sms")
 
         async def work() -> list[dict[str, Any]]:
-            async with open_runtime(config) as runtime, runtime.database.engine.connect() as conn:
-                query = select(table(OutboxMessage)).order_by(OutboxMessage.id.desc()).limit(limit)
-                if channel:
-                    query = query.where(OutboxMessage.channel == channel)
-                return [dict(r._mapping) for r in await conn.execute(query)]
+            async with open_runtime(config) as runtime, runtime.database.session() as session:
+                rows = await outbox_messages(session, team_id=None, channel=channel, limit=limit)
+                return [{c: getattr(r, c) for c in OUTBOX_FIELDS} for r in rows]
 
         rows = run(work)
         if as_json:
-            print_json(
-                [
-                    {
-                        k: r[k]
-                        for k in (
-                            "id",
-                            "channel",
-                            "team_id",
-                            "delivery_id",
-                            "to_address",
-                            "from_address",
-                            "subject",
-                            "body_text",
-                            "created_at",
-                        )
-                    }
-                    for r in rows
-                ]
-            )
+            print_json(rows)
             return
         grid = Table("id", "channel", "to", "subject / body", "at")
         for r in rows:

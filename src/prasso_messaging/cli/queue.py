@@ -98,7 +98,7 @@ def status(
 ) -> None:
     """Jobs per queue (ready, delayed, reserved, failed), deliveries by status, live workers and
     how long the first due delivery has waited."""
-    from prasso_messaging.failures import QueueStatus, queue_status
+    from prasso_messaging.queue_status import QueueStatus, queue_status
 
     config = settings()
 
@@ -137,13 +137,11 @@ def failed(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """Failed jobs, oldest first."""
-    from prasso_messaging.failures import list_failed
-
     config = settings()
 
     async def load() -> list[dict[str, object]]:
         async with open_runtime(config) as runtime:
-            return [view.as_dict() for view in await list_failed(runtime.database)]
+            return [view.as_dict() for view in await runtime.failed.find()]
 
     jobs = run(load)
     if as_json:
@@ -185,14 +183,12 @@ def retry(
     ],
 ) -> None:
     """Queue failed jobs again: each delivery goes back to `queued` with its attempts reset."""
-    from prasso_messaging.failures import retry_failed
-
     config = settings()
 
     async def go() -> list[int]:
         chosen = _ids(ids, allow_all=True)
         async with open_runtime(config, queues=[config.QUEUE_NAME]) as runtime:
-            return await retry_failed(runtime.database, runtime.dispatcher(), ids=chosen)
+            return await runtime.failed.retry(runtime.dispatcher(), ids=chosen)
 
     retried = run(go)
     typer.echo(
@@ -205,15 +201,13 @@ def forget(
     ids: Annotated[list[str], typer.Argument(help="Failed job id(s).", metavar="ID...")],
 ) -> None:
     """Delete failed jobs without retrying them."""
-    from prasso_messaging.failures import forget_failed
-
     config = settings()
 
     async def go() -> list[int]:
         chosen = _ids(ids, allow_all=False)
         assert chosen != "all"
         async with open_runtime(config) as runtime:
-            return await forget_failed(runtime.database, ids=chosen)
+            return await runtime.failed.forget(ids=chosen)
 
     forgotten = run(go)
     typer.echo(f"forgot {len(forgotten)} failed job(s): {_joined(forgotten)}")
@@ -222,13 +216,11 @@ def forget(
 @queue_app.command("flush")
 def flush() -> None:
     """Delete every failed job."""
-    from prasso_messaging.failures import flush_failed
-
     config = settings()
 
     async def go() -> int:
         async with open_runtime(config) as runtime:
-            return await flush_failed(runtime.database)
+            return await runtime.failed.flush()
 
     typer.echo(f"flushed {run(go)} failed job(s)")
 
@@ -245,26 +237,28 @@ def sweep(
         ),
     ] = None,
 ) -> None:
-    """Re-dispatch deliveries left `queued` with no live job (say, the broker lost its data)."""
+    """Re-dispatch deliveries left `queued` with no live job (say, the broker lost its data),
+    and guest imports that stopped moving."""
+    from prasso_messaging.sweeper import SweepResult
     from prasso_messaging.sweeper import sweep as sweep_orphans
 
     config = settings()
 
-    async def go() -> tuple[int, bool]:
+    async def go() -> SweepResult:
         async with open_runtime(config, queues=[queue or config.QUEUE_NAME]) as runtime:
             dispatcher = runtime.dispatcher()
             dispatcher.queue = queue or config.QUEUE_NAME
             grace = config.QUEUE_RETRY_AFTER if older_than is None else older_than
-            result = await sweep_orphans(runtime.database, dispatcher, grace=grace)
-            return result.redispatched, result.waited
+            return await sweep_orphans(runtime.database, dispatcher, grace=grace)
 
-    redispatched, waited = run(go)
-    if waited:
+    result = run(go)
+    if result.waited:
         typer.echo(
             "the queue still has ready jobs; nothing swept (run it again once they are taken)"
         )
     else:
-        typer.echo(f"re-dispatched {redispatched} delivery job(s)")
+        imports = f" and {result.imports} guest import job(s)" if result.imports else ""
+        typer.echo(f"re-dispatched {result.redispatched} delivery job(s){imports}")
 
 
 def _joined(ids: list[int]) -> str:

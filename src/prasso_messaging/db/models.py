@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -199,6 +200,35 @@ class Guest(Timestamps, Base):
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     opt_in_requested_at: Mapped[datetime | None] = mapped_column()  # double opt-in pending
     anonymized_at: Mapped[datetime | None] = mapped_column()
+
+
+class GuestImport(Base):
+    """A CSV import of guests, worked by the queue's workers in chunks (`guest_import`).
+
+    The uploaded file is kept here, where every worker can read it, until the import finishes;
+    the counts and `processed` move together, one committed chunk at a time, so an import whose
+    worker died resumes after the last chunk committed.
+    """
+
+    __tablename__ = "guest_imports"
+    __table_args__ = (Index(None, "team_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20))  # queued | running | done | failed
+    total: Mapped[int] = mapped_column(Integer)
+    processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    existing: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rejected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error_lines: Mapped[list[Any]] = mapped_column(JSON)  # [{"line", "message"}], bounded
+    failure: Mapped[str | None] = mapped_column(Text)  # why a failed import stopped
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)  # the CSV, until finished
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
 
 
 class PushSubscription(Base):

@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -46,10 +47,10 @@ from prasso_messaging.delivery.policy import (
 from prasso_messaging.delivery.repository import DeliveryRepository, Record
 from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError
+from prasso_messaging.failed_jobs import failed_job_row
 from prasso_messaging.metrics import delivery_outcome, provider_latency
 from prasso_messaging.pacing import Rate, Slot
 from prasso_messaging.queue.base import ReservedJob
-from prasso_messaging.queue.failed import failed_job_row
 from prasso_messaging.queue.worker import JobResult, Settle, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,9 @@ class DeliveryHandler:
         lease = max(pipeline.lease_seconds, ahead + self.options.timeout + LEASE_MARGIN_SECONDS)
         by_id = {item.delivery_id: item for item in items}
         sends: list[_Item] = []
-        flushed: list[asyncio.Future[None]] = []
+        # Outcomes decided here are handed to the recorder only once the claim has committed:
+        # its flush runs on another connection, where an uncommitted claim is not yet seen.
+        decided: list[Callable[[], asyncio.Future[None]]] = []
         async with pipeline.repository.claiming() as claim:
             rows = await claim.claim(list(by_id), now=now, lease=now + timedelta(seconds=lease))
             await self._refresh(rows, claim.conn)
@@ -337,9 +340,11 @@ class DeliveryHandler:
                 elif decision.action == "defer":
                     assert decision.not_before is not None
                     wait = (decision.not_before - now).total_seconds()
-                    flushed.append(self._defer(item, wait, settle))
+                    decided.append(partial(self._defer, item, wait, settle))
                 else:
-                    flushed.append(self._skip(item, decision.reason, decision.error, settle))
+                    decided.append(
+                        partial(self._skip, item, decision.reason, decision.error, settle)
+                    )
             if requests:
                 granted = await claim.reserve_caps(requests, now=now)
                 for item in list(sends):
@@ -350,7 +355,10 @@ class DeliveryHandler:
                     else:
                         sends.remove(item)
                         denied = over_cap(item.policy.cap, item.policy.window_days)
-                        flushed.append(self._skip(item, denied.reason, denied.error, settle))
+                        decided.append(
+                            partial(self._skip, item, denied.reason, denied.error, settle)
+                        )
+        flushed = [outcome() for outcome in decided]
         unclaimed = [item for item in items if item.attempt == 0]
         if unclaimed:
             await self._settle_unclaimed(unclaimed, now, settle)

@@ -51,7 +51,6 @@ from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
     Delivery,
     DoNotContact,
-    FailedJob,
     Guest,
     Message,
     OptOut,
@@ -61,6 +60,7 @@ from prasso_messaging.db.models import (
     User,
     table,
 )
+from prasso_messaging.failed_jobs import insert_failed_jobs
 
 log = logging.getLogger(__name__)
 deliveries = table(Delivery)
@@ -72,7 +72,6 @@ guests = table(Guest)
 opt_outs = table(OptOut)
 do_not_contact = table(DoNotContact)
 outbox = table(OutboxMessage)
-failed_jobs = table(FailedJob)
 
 
 @dataclass(slots=True)
@@ -381,7 +380,7 @@ class DeliveryRepository:
     async def record(self, records: Sequence[Record], *, now: datetime) -> None:
         """Write a flush: every outcome, its cap releases, outbox rows and failed jobs, at once."""
         outbox_rows = [dict(r.outbox) for r in records if r.outbox is not None]
-        failed_rows = [dict(r.failed_job) for r in records if r.failed_job is not None]
+        failed_rows = [r.failed_job for r in records if r.failed_job is not None]
         releases = [r.delivery_id for r in records if r.release_cap]
         alone = not (outbox_rows or failed_rows or releases)
         opened = self.database.autocommit() if alone else self.database.connect()
@@ -390,8 +389,7 @@ class DeliveryRepository:
             await release_caps(conn, releases)
             if outbox_rows:
                 await conn.execute(insert(outbox).returning(outbox.c.id), outbox_rows)
-            if failed_rows:
-                await conn.execute(insert(failed_jobs).returning(failed_jobs.c.id), failed_rows)
+            await insert_failed_jobs(conn, failed_rows)
 
     async def _update(
         self, conn: AsyncConnection, records: Sequence[Record], now: datetime

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from prasso_messaging.queue.base import QueueDriver, ReservedJob, first_line
-from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.workers import HEARTBEAT_SECONDS, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -81,6 +80,11 @@ class JobHandler(Protocol):
         """Finish writing whatever the handler still holds (the worker is stopping)."""
 
 
+class FailureRecorder(Protocol):
+    async def record(self, *, connection: str, job: ReservedJob, exception: str) -> None:
+        """Keep a job that failed for good (`failed_jobs`), before the worker acks it."""
+
+
 @dataclass
 class _Periodic:
     seconds: float
@@ -94,7 +98,7 @@ class Worker:
         *,
         driver: QueueDriver,
         handler: JobHandler,
-        failed: FailedJobStore,
+        failed: FailureRecorder,
         options: WorkerOptions,
         clock: Callable[[], float] = time.monotonic,
         registry: WorkerRegistry | None = None,

@@ -4,7 +4,6 @@ Twilio-compatible Messages API and a Web Push service, each started and stopped 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -19,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,6 +29,7 @@ from starlette.routing import Route
 from prasso_messaging.cli.push import new_vapid_keys
 from prasso_messaging.config import Settings
 from tests.conftest import TeamAccess, make_settings
+from tests.fakes import serving
 
 APP_URL = "https://prasso.example.test"
 TWILIO_SID = "AC" + "0" * 32
@@ -192,21 +191,8 @@ async def http_peers() -> AsyncIterator[Peers]:
             Route("/push/{name}", push.push, methods=["POST"]),
         ]
     )
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", ws="none", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield Peers(f"http://127.0.0.1:{port}", twilio, push)
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(app) as base_url:
+        yield Peers(base_url, twilio, push)
 
 
 # --- settings wired to the peers ----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ from sqlalchemy import func, select, update
 from prasso_messaging.caps import CapRequest, reserve_caps
 from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.models import CapReservation, Delivery, Job, utcnow
+from prasso_messaging.delivery.repository import DeliveryRepository
 from prasso_messaging.errors import Reason, TransientSendError
 from prasso_messaging.messages import SendRequest, create_message, send_message
 from prasso_messaging.runtime import Runtime
@@ -105,3 +107,26 @@ async def test_a_failed_send_gives_its_room_back(runtime, team, monkeypatch):
     assert sorted(r.status for r in rows) == ["sent", "skipped"]
     assert "frequency_cap" in reasons(rows)
     assert await reservations(runtime) == 1  # the delivered one still counts
+
+
+async def test_a_skip_decided_while_claiming_is_recorded_after_the_claim_commits(
+    runtime, team, monkeypatch
+):
+    """The skip's outcome is written by the shared flush on another connection: written before
+    the claim commits (a slow round trip to the database), it found the delivery unclaimed,
+    changed nothing, and its job was acked, leaving the delivery queued until the sweeper."""
+    runtime.pipeline.limits = dataclasses.replace(runtime.pipeline.limits, per_guest_cap=1)
+    claiming = DeliveryRepository.claiming
+
+    @contextlib.asynccontextmanager
+    async def slow_commit(self):
+        async with claiming(self) as claim:
+            yield claim
+            await asyncio.sleep(0.2)  # the commit of a distant database: flushes run meanwhile
+
+    monkeypatch.setattr(DeliveryRepository, "claiming", slow_commit)
+    await queue_for_one_guest(runtime, team.id, 3)
+    await drain(runtime)
+    rows = await deliveries_of(runtime)
+    assert sorted(r.status for r in rows) == ["sent", "skipped", "skipped"]
+    assert reasons(rows).count("frequency_cap") == 2

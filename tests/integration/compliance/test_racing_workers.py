@@ -27,6 +27,7 @@ from prasso_messaging.messages import Dispatcher, SendRequest, create_message, s
 from prasso_messaging.queue.database import DatabaseQueue
 from prasso_messaging.teams import create_team
 from tests.e2e.conftest import Cli, base_env, wait_until_polling
+from tests.fakes import crowded_windows, read_slot_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["postgresql"], indirect=True)]
 WORKERS = 3
@@ -177,14 +178,9 @@ def test_thirty_sms_at_five_per_second_never_crowd_a_window(cli, database_url, t
     )
     assert {r.status for r in rows} == {"sent"}
     assert all(r.attempts == 1 for r in rows)  # waiting for a slot is not an attempt
-    slots = sorted(tuple(map(float, line.split())) for line in slot_log.read_text().splitlines())
+    slots = read_slot_log(slot_log)
     assert len(slots) >= 30  # a send that missed its slot's tolerance took a new one
-    crowded = [
-        (slots[i], slots[i + 5])
-        for i in range(len(slots) - 5)
-        if slots[i + 5][0] - sum(slots[i]) < 1.0
-    ]
-    assert crowded == [], "six slots within one second"
+    assert crowded_windows(slots, 5, 1.0) == [], "six slots within one second"
     sends = asyncio.run(outbox_times(database_url))
     assert len(sends) == 30
     # The k-th send is no earlier than the k-th slot: no send went before its own slot.

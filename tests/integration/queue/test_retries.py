@@ -1,4 +1,4 @@
-"""Retries, permanent failures, timeouts and `retry_failed`, in-process, on every driver.
+"""Retries, permanent failures, timeouts and `FailedJobs.retry`, in-process, on every driver.
 
 The SMS provider is replaced by a scripted fake, so each test decides exactly how sends fail.
 """
@@ -13,7 +13,6 @@ import pytest
 
 from prasso_messaging.channels.sms import SmsChannel
 from prasso_messaging.errors import PermanentSendError, Reason, TransientSendError
-from prasso_messaging.failures import list_failed, retry_failed
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 from tests.conftest import make_settings
@@ -112,13 +111,13 @@ async def test_permanent_error_fails_at_once_and_retry_sends_it_again(
     assert row.error is not None and row.error.startswith("provider_rejected")
     assert row.failed_at is not None
     assert fake_of(runtime).calls_for(delivery_id) == 1
-    [failed] = await list_failed(runtime.database)
+    [failed] = await runtime.failed.find()
     assert failed.delivery_id == delivery_id
     assert failed.queue == runtime.settings.QUEUE_NAME
     assert failed.connection == driver
     assert failed.exception.startswith("provider_rejected")
 
-    assert await retry_failed(runtime.database, runtime.dispatcher(), ids="all") == [failed.id]
+    assert await runtime.failed.retry(runtime.dispatcher(), ids="all") == [failed.id]
     assert await failed_job_count(runtime.database) == 0
     await settle(runtime, [delivery_id])
     row = (await delivery_rows(runtime.database))[delivery_id]

@@ -14,16 +14,17 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from prasso_messaging import guest_import
 from prasso_messaging.app import create_app
 from prasso_messaging.contacts import create_guest
 from prasso_messaging.db.engine import Database
-from prasso_messaging.db.models import Delivery, IdempotencyKey, Message
+from prasso_messaging.db.models import Delivery, GuestImport, IdempotencyKey, Message
 from prasso_messaging.errors import QueueUnavailable
+from prasso_messaging.failed_jobs import FailedJobs
 from prasso_messaging.messages import compose_and_send, create_message
 from prasso_messaging.queue.base import QueueDriver, ReservedJob
 from prasso_messaging.queue.beanstalkd import BeanstalkdQueue
 from prasso_messaging.queue.database import DatabaseQueue
-from prasso_messaging.queue.failed import FailedJobStore
 from prasso_messaging.queue.memory import MemoryQueue
 from prasso_messaging.queue.redis import RedisQueue
 from prasso_messaging.queue.sqs import SqsQueue
@@ -197,6 +198,23 @@ async def test_compose_and_send_with_a_failing_push_leaves_no_message(
     assert await _count(runtime.database, Delivery, Delivery.team_id == team.id) == 0
 
 
+async def test_an_import_whose_push_fails_leaves_nothing(
+    broken_runtime: Runtime, broken_queue: tuple[QueueDriver, str]
+) -> None:
+    runtime = broken_runtime
+    async with runtime.database.session() as session:
+        team = await create_team(session, name="Acme", sms_verified=True, actor="test")
+    with pytest.raises(QueueUnavailable, match=f"^{broken_queue[1]}: .* nothing was imported"):
+        await guest_import.queue_import(
+            runtime.database,
+            runtime.dispatcher(),
+            team_id=team.id,
+            filename="g.csv",
+            content=b"email\nada@example.com\n",
+        )
+    assert await _count(runtime.database, GuestImport) == 0
+
+
 class FlakyQueue(MemoryQueue):
     """Fails `failures` reserves in a row, then works."""
 
@@ -229,7 +247,7 @@ async def test_a_failing_reserve_backs_off_logs_once_and_is_not_an_empty_queue(
     worker = Worker(
         driver=queue,
         handler=Acker(),
-        failed=FailedJobStore(unused),
+        failed=FailedJobs(unused),
         options=WorkerOptions(sleep=0, stop_when_empty=True),
     )
     waits: list[float | None] = []

@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import QueueWorker, table
-from prasso_messaging.queue.failed import FailedJobStore
+from prasso_messaging.failed_jobs import FailedJobs
 from prasso_messaging.queue.memory import MemoryQueue
 from prasso_messaging.queue.worker import Worker, WorkerOptions
 from prasso_messaging.queue.workers import HEARTBEAT_SECONDS, STALE_SECONDS, WorkerRegistry
@@ -66,7 +66,7 @@ def make_worker(
     return Worker(
         driver=queue,
         handler=handler,
-        failed=FailedJobStore(database),
+        failed=FailedJobs(database),
         options=WorkerOptions(sleep=0.01, concurrency=5),
         clock=clocks.monotonic,
         registry=registry,
