@@ -36,7 +36,8 @@ TABLES = [
     "push_subscriptions", "guests", "users", "admin_users", "api_tokens",
     "team_verification_events", "team_settings", "teams",
     "msg_pacing_keys", "msg_pacing_slots", "msg_cap_reservations", "queue_workers",
-    "scheduled_runs", "guest_imports",
+    "scheduled_runs", "guest_imports", "msg_template_versions", "msg_templates", "guest_tags",
+    "guest_field_names",
 ]  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from prasso_messaging.api import (
     messages,
     push_subscriptions,
     team,
+    templates,
     unsubscribe,
     users,
     webhooks,
@@ -228,6 +229,7 @@ def create_app(
         unsubscribe,
         team,
         consents,
+        templates,
     ):
         app.include_router(module.router)
     app.include_router(build_admin_router())

@@ -57,7 +57,7 @@ async def cancel_message(database: Database, *, team_id: int, message_id: int) -
     """Cancel the team's message (404 for another team's); answers once nothing of it can be
     sent any more. Cancelling again skips what is left (usually nothing) and answers the same."""
     async with database.session() as session:
-        message = await get_message(session, team_id=team_id, message_id=message_id, lock="update")
+        message = await get_message(session, team_id=team_id, message_id=message_id, lock=True)
         if message.cancelled_at is None:
             message.cancelled_at = utcnow()
         cancelled_at, channel = message.cancelled_at, message.type

@@ -157,8 +157,9 @@ def decide(
 
     Blocks in this order: the channel cannot reach the recipient; no or malformed address; the
     do-not-contact list (everything); SMS from a team not verified; an opt-out (SMS: everything,
-    other channels: non-transactional); an unsubscribed guest (non-transactional). A
-    non-transactional SMS that would arrive in the team's quiet hours waits for them to end.
+    other channels: non-transactional); an unsubscribed guest (non-transactional); a token the
+    recipient has no value for (`missing_field`). A non-transactional SMS that would arrive in
+    the team's quiet hours waits for them to end.
     """
     recipient = outgoing.recipient
     channel = outgoing.channel
@@ -180,6 +181,12 @@ def decide(
         return blocked(Reason.OPTED_OUT)
     if recipient.kind == "guest" and not recipient.subscribed and not outgoing.transactional:
         return blocked(Reason.GUEST_UNSUBSCRIBED)
+    missing = outgoing.missing_tokens()
+    if missing:
+        detail = skip_detail(
+            Reason.MISSING_FIELD, channel=channel, kind=recipient.kind, token=missing[0]
+        )
+        return skip(Reason.MISSING_FIELD, detail)
     if channel == "sms" and quiet_hours is not None and not outgoing.transactional:
         until = quiet_until(address, now, quiet_hours)
         if until is not None:
@@ -201,13 +208,14 @@ _DETAILS = {
     Reason.OPTED_OUT: "the recipient opted out of {channel}",
     Reason.GUEST_UNSUBSCRIBED: "the guest is not subscribed",
     Reason.DUPLICATE_ADDRESS: "another recipient of this send has the same {channel} address",
+    Reason.MISSING_FIELD: "the {kind} has no value for {{{{{token}}}}}",
 }
 
 
-def skip_detail(reason: Reason, *, channel: str, kind: str) -> str:
+def skip_detail(reason: Reason, *, channel: str, kind: str, token: str = "") -> str:
     """The words after a skip's reason code, shared by the worker and the fan-out's up-front
     skips so that one reason always reads the same."""
-    return _DETAILS[reason].format(channel=channel, kind=kind)
+    return _DETAILS[reason].format(channel=channel, kind=kind, token=token)
 
 
 def counts_toward_cap(outgoing: Outgoing, *, transactional_bypass: bool) -> bool:

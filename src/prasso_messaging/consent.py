@@ -111,24 +111,29 @@ async def set_guest_opt_out(
 
 async def opted_out_channels(session: AsyncSession, *, guest: Guest) -> list[str]:
     """The channels the guest's current addresses are opted out of."""
-    return (await opted_out_by_guest(session, guests=[guest]))[guest.id]
+    return (await opted_out_by_guest(session, guests=[guest])).get(guest.id, [])
 
 
 async def opted_out_by_guest(
     session: AsyncSession, *, guests: Sequence[Guest]
 ) -> dict[int, list[str]]:
-    """`opted_out_channels` of each guest (all of one team), in one query."""
-    pairs = {g.id: [(c, a) for c, a in (("email", g.email), ("sms", g.phone)) if a] for g in guests}
-    addresses = sorted({a for found in pairs.values() for _, a in found})
-    found: set[tuple[str, str]] = set()
-    if addresses:
-        rows = await session.execute(
-            select(OptOut.channel, OptOut.address).where(
-                OptOut.team_id == guests[0].team_id, OptOut.address.in_(addresses)
-            )
+    """For guests of one team: the channels each one's addresses are opted out of, in one query
+    (guests opted out of nothing are absent)."""
+    pairs = [(g.id, c, a) for g in guests for c, a in (("email", g.email), ("sms", g.phone)) if a]
+    if not pairs:
+        return {}
+    addresses = sorted({address for _, _, address in pairs})
+    rows = await session.execute(
+        select(OptOut.channel, OptOut.address).where(
+            OptOut.team_id == guests[0].team_id, OptOut.address.in_(addresses)
         )
-        found = {(r.channel, r.address) for r in rows}
-    return {guest_id: [c for c, a in own if (c, a) in found] for guest_id, own in pairs.items()}
+    )
+    found = {(r.channel, r.address) for r in rows}
+    channels: dict[int, list[str]] = {}
+    for guest_id, channel, address in pairs:
+        if (channel, address) in found:
+            channels.setdefault(guest_id, []).append(channel)
+    return channels
 
 
 async def add_do_not_contact(

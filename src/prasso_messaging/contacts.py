@@ -1,15 +1,19 @@
 """Users (team members) and guests (contacts): creation and changes with normalized addresses,
-lookup, lists and search, and the guest's privacy rights (anonymize, delete)."""
+custom fields and tags, lookup, lists and search, and the guest's privacy rights (anonymize,
+delete)."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from prasso_messaging import guest_fields
 from prasso_messaging.addresses import normalize_email, normalize_phone
 from prasso_messaging.db.models import (
     CapReservation,
@@ -22,6 +26,7 @@ from prasso_messaging.db.models import (
     utcnow,
 )
 from prasso_messaging.errors import Conflict, NotFound, ValidationFailed
+from prasso_messaging.tags import clean_tags, set_tags, tagged_guest_ids
 
 
 def _optional_email(raw: str | None, allow_special_use: bool) -> str | None:
@@ -66,11 +71,15 @@ async def create_guest(
     email: str | None = None,
     phone: str | None = None,
     subscribed: bool = True,
+    fields: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
     region: str,
     allow_special_use: bool = False,
 ) -> Guest:
     """A new guest of the team. Like a CSV import, it needs an email or a phone, and an address
     the team already has names that guest instead (409)."""
+    clean_fields = guest_fields.clean_values(fields, field="fields")
+    clean = clean_tags(tags)
     clean_email, clean_phone = await _guest_addresses(
         session, team_id, email, phone, region, allow_special_use
     )
@@ -81,8 +90,40 @@ async def create_guest(
         email=clean_email,
         phone=clean_phone,
         subscribed=subscribed,
+        fields=clean_fields or None,
     )
     session.add(guest)
+    await session.flush()
+    conn = await session.connection()
+    await guest_fields.remember_names(conn, team_id=team_id, names=clean_fields)
+    await set_tags(conn, team_id=team_id, guest_id=guest.id, tags=clean)
+    return guest
+
+
+async def update_guest_fields_and_tags(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    guest_id: int,
+    fields: Mapping[str, Any] | None,
+    tags: Sequence[str] | None,
+) -> Guest:
+    """Change a guest's custom fields (merged: a null value removes a name) and replace its
+    tags; None leaves either as it is. An anonymized guest stays erased."""
+    changes = guest_fields.clean_values(fields, field="fields", keep_empty=True)
+    clean = clean_tags(tags) if tags is not None else None
+    guest = await get_guest(session, team_id=team_id, guest_id=guest_id)
+    if guest.anonymized_at is not None:
+        raise ValidationFailed("guest", "was anonymized; its personal data cannot be added back")
+    conn = await session.connection()
+    if changes:
+        guest.fields = guest_fields.merged(guest.fields, changes) or None
+        await guest_fields.remember_names(
+            conn, team_id=team_id, names=[n for n, v in changes.items() if v is not None]
+        )
+    if clean is not None:
+        await set_tags(conn, team_id=team_id, guest_id=guest.id, tags=clean)
+        guest.updated_at = utcnow()  # the guest row itself may not change
     await session.flush()
     return guest
 
@@ -213,9 +254,13 @@ class GuestFilter:
     """Which guests `list_guests` keeps; every field given must hold."""
 
     query: str = ""  # `guest_search`
+    tag: str | None = None  # guests holding this tag
 
-    def conditions(self, *, region: str) -> list[ColumnElement[bool]]:
-        found = []
+    def conditions(self, *, team_id: int, region: str) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.tag is not None:
+            [clean] = clean_tags([self.tag], field="tag", location="query")
+            found.append(Guest.id.in_(tagged_guest_ids(team_id, [clean])))
         if self.query.strip():
             found.append(guest_search(self.query, region=region))
         return found
@@ -231,7 +276,9 @@ async def list_guests(
     region: str,
 ) -> list[Guest]:
     """The team's guests that `where` keeps, in id order."""
-    stmt = select(Guest).where(Guest.team_id == team_id, *where.conditions(region=region))
+    stmt = select(Guest).where(
+        Guest.team_id == team_id, *where.conditions(team_id=team_id, region=region)
+    )
     if after_id is not None:
         stmt = stmt.where(Guest.id > after_id)
     return list((await session.execute(stmt.order_by(Guest.id).limit(limit))).scalars())
@@ -261,6 +308,8 @@ async def anonymize_guest(session: AsyncSession, *, team_id: int, guest_id: int)
     guest = await get_guest(session, team_id=team_id, guest_id=guest_id)
     await _erase_linked_personal_data(session, guest)
     guest.first_name = guest.last_name = guest.email = guest.phone = None
+    guest.fields = None
+    await set_tags(await session.connection(), team_id=guest.team_id, guest_id=guest.id, tags=())
     guest.subscribed = False
     guest.opt_in_requested_at = None
     guest.anonymized_at = guest.anonymized_at or utcnow()

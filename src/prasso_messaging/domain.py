@@ -8,10 +8,10 @@ them, channels render and send them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prasso_messaging.rendering import TokenValues, sms_footer
+from prasso_messaging.rendering import TokenValues, missing_tokens, sms_footer
 
 RecipientKind = Literal["user", "guest"]
 
@@ -26,6 +26,7 @@ class Recipient:
     email: str | None
     phone: str | None
     subscribed: bool = True
+    fields: Mapping[str, Any] = field(default_factory=dict)  # a guest's custom fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +65,16 @@ class Outgoing:
     transactional: bool
     recipient: Recipient
     team: TeamProfile
+    data: Mapping[str, Any] = field(default_factory=dict)  # the send's values of tokens
 
     @property
     def tokens(self) -> TokenValues:
         r = self.recipient
-        return TokenValues(r.first_name, r.last_name, r.name, self.team.name)
+        return TokenValues(r.first_name, r.last_name, r.name, self.team.name, r.fields, self.data)
+
+    def missing_tokens(self) -> list[str]:
+        """The tokens of the subject and body this recipient has no value for."""
+        return missing_tokens((self.subject, self.body), self.tokens)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ class Reason(StrEnum):
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     INVALID_MESSAGE = "invalid_message"
     DUPLICATE_ADDRESS = "duplicate_address"
+    MISSING_FIELD = "missing_field"
     CANCELLED = "cancelled"
 
 

@@ -6,7 +6,7 @@ the unread filter queries it through SQLAlchemy's portable JSON accessors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, select
@@ -32,7 +32,8 @@ def _read_at(delivery: Delivery) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def _item(delivery: Delivery, message: Message, tokens: TokenValues) -> InboxItem:
+def _item(delivery: Delivery, message: Message, user_tokens: TokenValues) -> InboxItem:
+    tokens = replace(user_tokens, data=message.data or {})  # the send's values of tokens
     return InboxItem(
         delivery_id=delivery.id,
         message_id=message.id,

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from prasso_messaging import guest_fields
 from prasso_messaging.compliance import opt_out_applies, skip_detail
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
@@ -61,18 +62,26 @@ from prasso_messaging.errors import (
     Reason,
     ValidationFailed,
 )
+from prasso_messaging.message_content import (  # re-exported: where they were first defined
+    MAX_BODY_LENGTH as MAX_BODY_LENGTH,
+)
+from prasso_messaging.message_content import (
+    MESSAGE_TYPES as MESSAGE_TYPES,
+)
+from prasso_messaging.message_content import (
+    SUBJECT_CHANNELS as SUBJECT_CHANNELS,
+)
+from prasso_messaging.message_content import validate_message
+from prasso_messaging.message_templates import template_content
 from prasso_messaging.metrics import deliveries_created
 from prasso_messaging.queue.base import QueueDriver, TransactionalQueue, first_line
+from prasso_messaging.rendering import BUILTIN_TOKENS, token_names
+from prasso_messaging.tags import clean_tags, tagged_guest_ids, unknown_tags
 from prasso_messaging.teams import get_team
 
-MESSAGE_TYPES = ("email", "sms", "push", "inapp")
 STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
-SUBJECT_CHANNELS = ("email", "push", "inapp")
 USER_ONLY_CHANNELS = ("push", "inapp")
 ADDRESS_CHANNELS = ("email", "sms")  # where two recipients may share an address
-MAX_SUBJECT_LENGTH = 255
-MAX_BODY_LENGTH = 100_000
-MAX_SMS_BODY_LENGTH = 1600
 IDS_CHUNK = 10_000  # recipient ids per INSERT ... SELECT of a list
 ALL_GUESTS_CHUNK = 100_000  # recipients per INSERT ... SELECT of all guests (none in Python)
 DISPATCH_CHUNK = 5_000  # ids read back per push, for drivers outside the database
@@ -98,6 +107,8 @@ class SendRequest:
     guest_ids: Sequence[int] = ()
     all_guests: bool = False
     send_at: datetime | None = None
+    tags: Sequence[str] = ()  # guests holding any of them
+    data: Mapping[str, Any] | None = None  # values of tokens, under the guests' own fields
 
 
 @dataclass(frozen=True)
@@ -129,39 +140,7 @@ class _FanOut:
     first_id: int | None = None
     last_id: int | None = None
     seen: set[str] = field(default_factory=set)  # addresses taken by earlier recipients
-
-
-def _has_control_characters(value: str) -> bool:
-    return any(ch in value for ch in ("\r", "\n", "\x00"))
-
-
-def validate_message(
-    *, type: str | None, subject: str | None, body: str | None
-) -> tuple[str, str | None, str]:
-    """Check a message's fields; returns the cleaned (type, subject, body)."""
-    if not type:
-        raise ValidationFailed("type", "is required (one of: email, sms, push, inapp)")
-    if type not in MESSAGE_TYPES:
-        raise ValidationFailed("type", f"must be one of: {', '.join(MESSAGE_TYPES)} (got {type!r})")
-    if body is None or not body.strip():
-        raise ValidationFailed("body", "must not be empty")
-    if len(body) > MAX_BODY_LENGTH:
-        raise ValidationFailed("body", f"must be at most {MAX_BODY_LENGTH} characters")
-    if type == "sms" and len(body) > MAX_SMS_BODY_LENGTH:
-        raise ValidationFailed("body", f"an SMS must be at most {MAX_SMS_BODY_LENGTH} characters")
-    if "\x00" in body:
-        raise ValidationFailed("body", "must not contain NUL characters")
-    cleaned_subject = subject.strip() if subject else None
-    if type == "email" and not cleaned_subject:
-        raise ValidationFailed("subject", "is required for an email")
-    if cleaned_subject is not None:
-        if _has_control_characters(subject or ""):
-            raise ValidationFailed("subject", "must not contain line breaks or NUL characters")
-        if len(cleaned_subject) > MAX_SUBJECT_LENGTH:
-            raise ValidationFailed("subject", f"must be at most {MAX_SUBJECT_LENGTH} characters")
-    if type == "sms":
-        cleaned_subject = None
-    return type, cleaned_subject, body
+    field_tokens: Sequence[str] = ()  # tokens only a guest's custom fields can fill
 
 
 async def create_message(
@@ -172,7 +151,26 @@ async def create_message(
     body: str | None,
     subject: str | None = None,
     transactional: bool = False,
+    template_id: int | None = None,
+    template_version: int | None = None,
 ) -> Message:
+    """A message with its own subject and body, or copied from a template's version (the
+    current one unless `template_version` says which), which the message records."""
+    if template_id is not None:
+        template = await template_content(
+            session, team_id=team_id, template_id=template_id, version=template_version
+        )
+        if type is not None and type != template.channel:
+            raise ValidationFailed(
+                "type", f"template {template_id} is for {template.channel}; leave type out"
+            )
+        for name, value in (("subject", subject), ("body", body)):
+            if value is not None:
+                raise ValidationFailed(name, "leave it out: the template's version gives it")
+        type, subject, body = template.channel, template.subject, template.body
+        template_version = template.version
+    elif template_version is not None:
+        raise ValidationFailed("template_version", "needs a template_id")
     kind, clean_subject, clean_body = validate_message(type=type, subject=subject, body=body)
     await get_team(session, team_id)
     message = Message(
@@ -181,6 +179,8 @@ async def create_message(
         subject=clean_subject,
         body=clean_body,
         is_transactional=transactional,
+        template_id=template_id,
+        template_version=template_version,
     )
     session.add(message)
     await session.flush()
@@ -192,14 +192,15 @@ async def get_message(
     *,
     team_id: int,
     message_id: int,
-    lock: Literal["share", "update"] | None = None,
+    lock: bool = False,
 ) -> Message:
-    """The team's message (404 otherwise). `lock` takes its row lock on PostgreSQL until the
-    transaction ends: a send holds `share` while it fans out, so a cancel or a delete (which
-    take `update`) waits for its deliveries, or the send sees what they did."""
+    """The team's message (404 otherwise). With `lock`, its row is locked on PostgreSQL until
+    the transaction ends (SQLite's single writer serializes writers anyway): a send holds it
+    while it fans out, so a cancel or a delete waits for the send's deliveries, or the send
+    sees what they did; two sends of one message take turns (the first fixes its `data`)."""
     query = select(Message).where(Message.id == message_id, Message.team_id == team_id)
-    if lock is not None:
-        query = query.with_for_update(read=lock == "share")
+    if lock:
+        query = query.with_for_update()
     message = (await session.execute(query)).scalar_one_or_none()
     if message is None:
         raise NotFound(f"message {message_id} not found")
@@ -274,7 +275,7 @@ async def list_messages(
 async def delete_message(session: AsyncSession, *, team_id: int, message_id: int) -> None:
     """Delete a message that has no deliveries (409 otherwise: they are its record). The row
     lock waits for a send in progress, whose deliveries the count then sees."""
-    message = await get_message(session, team_id=team_id, message_id=message_id, lock="update")
+    message = await get_message(session, team_id=team_id, message_id=message_id, lock=True)
     written = await session.scalar(
         select(func.count()).select_from(Delivery).where(Delivery.msg_message_id == message.id)
     )
@@ -306,9 +307,12 @@ async def send_message(
         replay = await _replay(database, team_id, idempotency_key, fingerprint)
         if replay is not None:
             return replay
-    if not (request.user_ids or request.guest_ids or request.all_guests):
-        raise ValidationFailed("user_ids", "give at least one recipient (user_ids or guest_ids)")
+    if not (request.user_ids or request.guest_ids or request.all_guests or request.tags):
+        raise ValidationFailed(
+            "user_ids", "give at least one recipient (user_ids, guest_ids, tags or all_guests)"
+        )
     send_at = _check_send_at(request.send_at)
+    tags = clean_tags(request.tags)
     try:
         async with database.sessions() as session, session.begin():
             if idempotency_key is not None:
@@ -323,7 +327,7 @@ async def send_message(
                 )
                 await session.flush()
             message = await get_message(
-                session, team_id=team_id, message_id=request.message_id, lock="share"
+                session, team_id=team_id, message_id=request.message_id, lock=True
             )
             if message.cancelled_at is not None:
                 raise InvalidState(
@@ -336,10 +340,17 @@ async def send_message(
                     "this team is not verified for SMS; ask an operator to verify it",
                     reason=Reason.TEAM_NOT_VERIFIED,
                 )
+            data = _send_data(message, request.data)
             conn = await session.connection()
+            field_tokens = await _field_tokens(conn, message, data, team_id)
+            if tags and not request.all_guests:
+                unknown = await unknown_tags(conn, team_id=team_id, tags=tags)
+                if unknown:
+                    raise ValidationFailed("tags", f"no guest has the tag(s): {', '.join(unknown)}")
+            await session.flush()  # the message's data, before its deliveries
             delay = max(0.0, (send_at - utcnow()).total_seconds()) if send_at else 0.0
-            fan_out = _FanOut(dispatcher, delay)
-            await _fan_out(conn, message, request, send_at, team_id, fan_out)
+            fan_out = _FanOut(dispatcher, delay, field_tokens=field_tokens)
+            await _fan_out(conn, message, request, tags, send_at, team_id, fan_out)
             result = SendResult(
                 message.id, fan_out.queued, fan_out.skipped.total(), fan_out.skipped
             )
@@ -404,6 +415,8 @@ async def compose_and_send(
     user_ids: Sequence[int] = (),
     guest_ids: Sequence[int] = (),
     all_guests: bool = False,
+    tags: Sequence[str] = (),
+    data: Mapping[str, Any] | None = None,
     send_at: datetime | None = None,
     dispatcher: Dispatcher,
 ) -> SendResult:
@@ -421,7 +434,7 @@ async def compose_and_send(
         return await send_message(
             database,
             team_id=team_id,
-            request=SendRequest(message.id, user_ids, guest_ids, all_guests, send_at),
+            request=SendRequest(message.id, user_ids, guest_ids, all_guests, send_at, tags, data),
             dispatcher=dispatcher,
         )
     except Exception:
@@ -434,6 +447,42 @@ async def compose_and_send(
             if not kept:
                 await session.delete(await session.get(Message, message.id))
         raise
+
+
+def _send_data(message: Message, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values of the send's `data`, kept with the message for its deliveries. A message
+    holds one set: a later send may repeat it or leave it out, but not bring other values
+    (the deliveries already queued would read them)."""
+    clean = guest_fields.clean_values(given, field="data")
+    if message.data is None:
+        message.data = clean or None
+    elif clean and clean != message.data:
+        raise ValidationFailed(
+            "data",
+            f"message {message.id} was already sent with other data; send these values with"
+            " a new message (or from the same template)",
+        )
+    return dict(message.data or {})
+
+
+async def _field_tokens(
+    conn: AsyncConnection, message: Message, data: Mapping[str, Any], team_id: int
+) -> list[str]:
+    """The message's tokens only a guest's custom fields can fill: neither built-ins nor keys
+    of `data`. A token that is none of these, nor a field name of the team's guests, is a 422
+    naming it, before anything is written."""
+    names = token_names({"subject": message.subject, "body": message.body})
+    wanted = [name for name in names if name not in BUILTIN_TOKENS and name not in data]
+    known = await guest_fields.known_names(conn, team_id=team_id, names=wanted)
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        shown = ", ".join("{{" + name + "}}" for name in unknown)
+        raise ValidationFailed(
+            "data",
+            f"unknown token {shown}: neither a built-in token, a key of data, nor a custom"
+            " field of the team's guests",
+        )
+    return wanted
 
 
 def _check_send_at(send_at: datetime | None) -> datetime | None:
@@ -541,41 +590,59 @@ async def _fan_out(
     conn: AsyncConnection,
     message: Message,
     request: SendRequest,
+    tags: Sequence[str],
     send_at: datetime | None,
     team_id: int,
     result: _FanOut,
 ) -> None:
     """Deliveries (and, with a transactional driver, their jobs) written by the database from
     a SELECT of the recipients, a chunk per statement: nothing per row passes through Python
-    but, for recipients listed by id, their addresses (to find the same address twice)."""
+    but, for recipients listed by id, their addresses (to find the same address twice).
+    Guests come from all guests, or from their tags and then their ids (those the tags
+    already reached left out), each guest once."""
     if request.user_ids:
         await _fan_out_listed(conn, message, User, request.user_ids, send_at, team_id, result)
     if request.all_guests:
-        guests = table(Guest)
-        after = 0
-        while True:
-            recipients = (
-                _recipients(Guest, team_id)
-                .where(guests.c.id > after)
-                .order_by(guests.c.id)
-                .limit(ALL_GUESTS_CHUNK)
+        await _fan_out_guests(conn, message, (), send_at, team_id, result)
+    else:
+        if tags:
+            await _fan_out_guests(conn, message, tags, send_at, team_id, result)
+        if request.guest_ids:
+            await _fan_out_listed(
+                conn, message, Guest, request.guest_ids, send_at, team_id, result, but_tags=tags
             )
-            inserted = await _insert_chunk(
-                conn,
-                message,
-                "guest",
-                recipients,
-                send_at,
-                result,
-                duplicate=lambda r: _earlier_guest_has(message, team_id, r, result.seen),
-            )
-            if inserted.count < ALL_GUESTS_CHUNK:
-                break
-            after = inserted.last_recipient
-    elif request.guest_ids:
-        await _fan_out_listed(conn, message, Guest, request.guest_ids, send_at, team_id, result)
     if result.queued and isinstance(result.dispatcher.driver, TransactionalQueue):
         await result.dispatcher.driver.announce(conn, result.dispatcher.queue, delay=result.delay)
+
+
+async def _fan_out_guests(
+    conn: AsyncConnection,
+    message: Message,
+    tags: Sequence[str],
+    send_at: datetime | None,
+    team_id: int,
+    result: _FanOut,
+) -> None:
+    """All guests, or those holding any of `tags`, in chunks by id: none passes through
+    Python, and a guest whose address an older one of them takes is skipped."""
+    guests = table(Guest)
+    after = 0
+    while True:
+        recipients = _recipients(Guest, team_id).where(guests.c.id > after)
+        if tags:
+            recipients = recipients.where(guests.c.id.in_(tagged_guest_ids(team_id, tags)))
+        inserted = await _insert_chunk(
+            conn,
+            message,
+            "guest",
+            recipients.order_by(guests.c.id).limit(ALL_GUESTS_CHUNK),
+            send_at,
+            result,
+            duplicate=lambda r: _earlier_guest_has(message, team_id, r, result.seen, tags),
+        )
+        if inserted.count < ALL_GUESTS_CHUNK:
+            break
+        after = inserted.last_recipient
 
 
 async def _fan_out_listed(
@@ -586,13 +653,23 @@ async def _fan_out_listed(
     send_at: datetime | None,
     team_id: int,
     result: _FanOut,
+    *,
+    but_tags: Sequence[str] = (),
 ) -> None:
+    """Recipients listed by id; guests holding any of `but_tags` are left out (the tags
+    reached them already) and so is any guest whose address one of those took."""
     recipient_type = "user" if model is User else "guest"
     field_name = f"{recipient_type}_ids"
     source = table(model)
     for chunk in _chunks(ids):
         recipients = _recipients(model, team_id).where(source.c.id.in_(chunk))
+        duplicate = None
+        if but_tags:
+            recipients = recipients.where(source.c.id.not_in(tagged_guest_ids(team_id, but_tags)))
+            duplicate = _tagged_guest_has(message, team_id, but_tags)
         duplicates = await _listed_duplicates(conn, message, model, team_id, chunk, result.seen)
+        if duplicates:
+            duplicate = _either(_one_of(duplicates), duplicate)
         inserted = await _insert_chunk(
             conn,
             message,
@@ -600,7 +677,7 @@ async def _fan_out_listed(
             recipients,
             send_at,
             result,
-            duplicate=_one_of(duplicates) if duplicates else None,
+            duplicate=duplicate,
         )
         await _check_all_found(conn, model, team_id, chunk, inserted, field_name)
 
@@ -614,8 +691,13 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
 def _recipients(model: type[User] | type[Guest], team_id: int) -> Select[Any]:
     source = table(model)
     subscribed = source.c.subscribed if model is Guest else true()
+    fields = source.c.fields if model is Guest else null()
     return select(
-        source.c.id, source.c.email, source.c.phone, subscribed.label("subscribed")
+        source.c.id,
+        source.c.email,
+        source.c.phone,
+        subscribed.label("subscribed"),
+        fields.label("fields"),
     ).where(source.c.team_id == team_id)
 
 
@@ -668,20 +750,61 @@ def _one_of(ids: list[int]) -> Callable[[Any], Any]:
     return lambda recipients: recipients.c.id.in_(ids)
 
 
-def _earlier_guest_has(message: Message, team_id: int, recipients: Any, seen: set[str]) -> Any:
-    """All guests: a guest whose address an older guest (or a user of the send) takes. One
-    index probe per recipient on the team's addresses, across every chunk of the fan-out."""
+Duplicate = Callable[[Any], Any]
+"""(the recipients' subquery) → the condition that a recipient's address is taken, or None."""
+
+
+def _either(first: Duplicate, second: Duplicate | None) -> Duplicate:
+    if second is None:
+        return first
+    return lambda recipients: _or_none(first(recipients), second(recipients))
+
+
+def _or_none(first: Any, second: Any) -> Any:
+    return first if second is None else or_(first, second)
+
+
+def _address_taken_by(
+    message: Message, team_id: int, recipients: Any, *where: Any, other: Any
+) -> Any:
+    """One index probe per recipient on the team's addresses: another guest (`other`, where
+    `where` holds) that would be sent to has the recipient's address."""
+    return exists().where(
+        other.c.team_id == team_id,
+        _address(message.type, other) == _address(message.type, recipients),
+        *where,
+        *(() if message.is_transactional else (other.c.subscribed == true(),)),
+    )
+
+
+def _earlier_guest_has(
+    message: Message, team_id: int, recipients: Any, seen: set[str], tags: Sequence[str]
+) -> Any:
+    """All guests (or those holding any of `tags`): a guest whose address an older one of them
+    (or a user of the send) takes, across every chunk of the fan-out."""
     if message.type not in ADDRESS_CHANNELS:
         return None
     earlier = table(Guest).alias("earlier")
-    address = _address(message.type, recipients)
-    taken = exists().where(
-        earlier.c.team_id == team_id,
-        _address(message.type, earlier) == address,
-        earlier.c.id < recipients.c.id,
-        *(() if message.is_transactional else (earlier.c.subscribed == true(),)),
+    among = (earlier.c.id.in_(tagged_guest_ids(team_id, tags)),) if tags else ()
+    taken = _address_taken_by(
+        message, team_id, recipients, earlier.c.id < recipients.c.id, *among, other=earlier
     )
+    address = _address(message.type, recipients)
     return or_(taken, address.in_(sorted(seen))) if seen else taken
+
+
+def _tagged_guest_has(message: Message, team_id: int, tags: Sequence[str]) -> Duplicate | None:
+    """Guests listed by id beside `tags`: one whose address a tagged guest took."""
+    if message.type not in ADDRESS_CHANNELS:
+        return None
+    tagged = table(Guest).alias("tagged")
+    return lambda recipients: _address_taken_by(
+        message,
+        team_id,
+        recipients,
+        tagged.c.id.in_(tagged_guest_ids(team_id, tags)),
+        other=tagged,
+    )
 
 
 @dataclass(frozen=True)
@@ -690,15 +813,29 @@ class _Inserted:
     last_recipient: int
 
 
+Skip = tuple[Any, Reason, str]
+"""(the condition, its reason, the error text) of an up-front skip."""
+
+
 def _up_front_skips(
-    message: Message, recipient_type: str, recipients: Any, duplicate: Any
-) -> list[tuple[Any, Reason]]:
+    message: Message,
+    recipient_type: str,
+    recipients: Any,
+    duplicate: Any,
+    field_tokens: Sequence[str] = (),
+) -> list[Skip]:
     """The skips known when a delivery is written, in the order the worker checks them: a
     channel that cannot reach this kind of recipient, no address, the do-not-contact list, an
-    opt-out, an unsubscribed guest, an address another recipient of the send takes. The worker
-    checks again before sending (state changes while a delivery waits)."""
+    opt-out, an unsubscribed guest, an address another recipient of the send takes, no value
+    for a token only custom fields fill. The worker checks again before sending (state
+    changes while a delivery waits)."""
+
+    def skip(condition: Any, reason: Reason, token: str = "") -> Skip:
+        detail = skip_detail(reason, channel=message.type, kind=recipient_type, token=token)
+        return condition, reason, f"{reason}: {detail}"
+
     if message.type in USER_ONLY_CHANNELS and recipient_type != "user":
-        return [(true(), Reason.CHANNEL_UNSUPPORTED)]
+        return [skip(true(), Reason.CHANNEL_UNSUPPORTED)]
     address = _address(message.type, recipients)
 
     def listed(model: Any) -> Any:
@@ -709,31 +846,29 @@ def _up_front_skips(
             entries.c.address == address,
         )
 
-    rules: list[tuple[Any, Reason]] = [
-        (address.is_(None), Reason.MISSING_ADDRESS),
-        (listed(DoNotContact), Reason.DO_NOT_CONTACT),
+    rules: list[Skip] = [
+        skip(address.is_(None), Reason.MISSING_ADDRESS),
+        skip(listed(DoNotContact), Reason.DO_NOT_CONTACT),
     ]
     if opt_out_applies(message.type, transactional=message.is_transactional):
-        rules.append((listed(OptOut), Reason.OPTED_OUT))
+        rules.append(skip(listed(OptOut), Reason.OPTED_OUT))
     if recipient_type == "guest" and not message.is_transactional:
-        rules.append((recipients.c.subscribed == false(), Reason.GUEST_UNSUBSCRIBED))
+        rules.append(skip(recipients.c.subscribed == false(), Reason.GUEST_UNSUBSCRIBED))
     if duplicate is not None:
-        rules.append((duplicate, Reason.DUPLICATE_ADDRESS))
+        rules.append(skip(duplicate, Reason.DUPLICATE_ADDRESS))
+    for token in field_tokens:
+        no_value: Any = true()  # users have no custom fields
+        if recipient_type == "guest":
+            value = func.trim(recipients.c.fields[token].as_string())
+            no_value = func.coalesce(value, "") == ""
+        rules.append(skip(no_value, Reason.MISSING_FIELD, token))
     return rules
 
 
-def _skip_columns(
-    message: Message, recipient_type: str, rules: list[tuple[Any, Reason]]
-) -> tuple[Any, Any]:
+def _skip_columns(rules: list[Skip]) -> tuple[Any, Any]:
     """The `reason` and `error` columns of the rules: the first that holds, else NULL."""
-    reasons = [(condition, literal(reason.value)) for condition, reason in rules]
-    errors = [
-        (
-            condition,
-            literal(f"{reason}: {skip_detail(reason, channel=message.type, kind=recipient_type)}"),
-        )
-        for condition, reason in rules
-    ]
+    reasons = [(condition, literal(reason.value)) for condition, reason, _ in rules]
+    errors = [(condition, literal(error)) for condition, _, error in rules]
     return case(*reasons, else_=null()), case(*errors, else_=null())
 
 
@@ -750,9 +885,13 @@ async def _insert_chunk(
     now = utcnow()
     source = recipients.subquery("r")
     rules = _up_front_skips(
-        message, recipient_type, source, duplicate(source) if duplicate else None
+        message,
+        recipient_type,
+        source,
+        duplicate(source) if duplicate else None,
+        result.field_tokens,
     )
-    reason, error = _skip_columns(message, recipient_type, rules)
+    reason, error = _skip_columns(rules)
     status = case((reason.is_(None), literal("queued")), else_=literal("skipped"))
     columns = {
         "team_id": literal(message.team_id, type_=BigInteger),
@@ -779,7 +918,7 @@ async def _insert_chunk(
         )
     )
     driver = result.dispatcher.driver
-    possible = [rule_reason.value for _, rule_reason in rules]
+    possible = list(dict.fromkeys(rule_reason.value for _, rule_reason, _ in rules))
     if conn.dialect.name == "postgresql":
         rows = written.cte("d")
         summary = select(
@@ -845,6 +984,8 @@ async def _check_all_found(
         ).scalars()
     )
     missing = [i for i in chunk if i not in found]
+    if not missing:  # all found: some were left to the send's tags
+        return
     shown = ", ".join(str(i) for i in missing[:10])
     more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     raise ValidationFailed(field_name, f"unknown ids: {shown}{more}")

@@ -1,7 +1,10 @@
 """Turning a message into what one recipient receives: tokens, email HTML and text, SMS footer.
 
 Tokens are replaced by plain substitution in one pass, never by a template language over user
-data, so a value that itself looks like a token (or like template code) stays inert text.
+data: a body can never run code or read anything but the recipient's values, and a value that
+itself looks like a token (or like template code) stays inert text. A token is a name between
+double braces: a built-in (`{{FirstName}}`, `{{LastName}}`, `{{Name}}`, `{{TeamName}}`), or a
+custom field of the guest or a key of the send's `data` (`{{seat}}`), the guest's value first.
 """
 
 from __future__ import annotations
@@ -9,23 +12,33 @@ from __future__ import annotations
 import html
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-TOKEN_PATTERN = re.compile(r"\{\{\s*(FirstName|LastName|Name|TeamName)\s*\}\}")
+from prasso_messaging.errors import ValidationFailed
+
+TOKEN_PATTERN = re.compile(r"\{\{([^{}]*)\}\}")  # the text between double braces
+TOKEN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+BUILTIN_TOKENS = ("FirstName", "LastName", "Name", "TeamName")
 ANONYMOUS_NAME = "there"
 DEFAULT_SMS_FOOTER = "Reply STOP to opt out"
 
 
 @dataclass(frozen=True)
 class TokenValues:
+    """What one recipient's tokens read: built-ins, then their custom fields over `data`."""
+
     first_name: str | None
     last_name: str | None
     full_name: str | None
     team_name: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
 
-    def lookup(self, token: str) -> str:
+    def lookup(self, token: str) -> str | None:
+        """The token's text, or None when this recipient has no value for it."""
         if token == "FirstName":
             return self.first_name or (self.full_name or "").split(" ")[0] or ANONYMOUS_NAME
         if token == "LastName":
@@ -33,7 +46,55 @@ class TokenValues:
         if token == "Name":
             joined = " ".join(p for p in (self.first_name, self.last_name) if p)
             return self.full_name or joined or ANONYMOUS_NAME
-        return self.team_name
+        if token == "TeamName":
+            return self.team_name
+        for source in (self.fields, self.data):
+            text = value_text(source.get(token))
+            if text is not None:
+                return text
+        return None
+
+
+def value_text(value: Any) -> str | None:
+    """A field or data value as text; None (absent, null, blank) counts as no value."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return text if text.strip() else None
+
+
+def token_names(texts: Mapping[str, str | None]) -> list[str]:
+    """The distinct token names of the texts (keyed by their field), in order of first use.
+
+    Raises ValidationFailed naming the field and a token that is not a name (`{{ 7*7 }}`,
+    `{{ ''.__class__ }}`): nothing between braces is ever evaluated, so such a token could only
+    be sent as typed.
+    """
+    names: dict[str, None] = {}
+    for field_name, text in texts.items():
+        for raw in _template(text or "")[1::2]:
+            name = raw.strip()
+            if not TOKEN_NAME.fullmatch(name):
+                raise ValidationFailed(
+                    field_name,
+                    f"{{{{{raw}}}}} is not a token: a token is a name of letters, digits and _"
+                    " (a built-in, a guest's custom field or a key of the send's data)",
+                )
+            names[name] = None
+    return list(names)
+
+
+def missing_tokens(texts: Iterable[str | None], values: TokenValues) -> list[str]:
+    """The tokens of the texts this recipient has no value for (absent, null or blank)."""
+    missing: dict[str, None] = {}
+    for text in texts:
+        parts = _template(text or "")
+        for raw in parts[1::2]:
+            if values.lookup(raw.strip()) is None:
+                missing[raw.strip()] = None
+    return list(missing)
 
 
 HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
@@ -49,20 +110,23 @@ def header_safe(value: str) -> str:
 
 
 def render_tokens(text: str, values: TokenValues, *, escape: bool = False) -> str:
-    """Replace `{{FirstName}}`, `{{LastName}}`, `{{Name}}`, `{{TeamName}}` in one pass."""
+    """Replace every token in one pass; a token without a value stays as typed (the worker
+    skips such a recipient `missing_field` before anything is rendered for it)."""
     parts = _template(text)
     if len(parts) == 1:
         return text
     rendered = list(parts)
     for index in range(1, len(rendered), 2):
-        value = values.lookup(rendered[index])
+        value = values.lookup(rendered[index].strip())
+        if value is None:
+            value = "{{" + rendered[index] + "}}"
         rendered[index] = html.escape(value) if escape else value
     return "".join(rendered)
 
 
 @lru_cache(maxsize=256)
 def _template(text: str) -> tuple[str, ...]:
-    """Literal text and token names, alternating: a message is parsed once, not per recipient."""
+    """Literal text and token texts, alternating: a message is parsed once, not per recipient."""
     return tuple(TOKEN_PATTERN.split(text))
 
 

@@ -98,6 +98,43 @@ def test_teams_tokens_send_work_outbox(cli, database_url):
     assert scalar(database_url, "SELECT count(*) FROM msg_deliveries WHERE status = 'sent'") == 3
 
 
+def test_send_to_tags_with_data(cli, database_url):
+    team = cli.json("teams", "create", "Acme", "--sms-verified")
+    execute(
+        database_url,
+        "INSERT INTO guests (id, team_id, first_name, phone, subscribed)"
+        " VALUES (:i, :t, :n, :p, :s)",
+        [
+            {"i": i, "t": team["id"], "n": f"Guest{i}", "p": f"+1202555010{i}", "s": True}
+            for i in (1, 2, 3)
+        ],
+    )
+    execute(
+        database_url,
+        "INSERT INTO guest_tags (team_id, guest_id, tag) VALUES (:t, :g, :tag)",
+        [{"t": team["id"], "g": g, "tag": tag} for g, tag in ((1, "vip"), (2, "crew"), (2, "vip"))],
+    )
+    args = ["send", "--team", str(team["id"]), "--type", "sms", "--body", "On {{day}}"]
+
+    unknown = cli.run(*args, "--tag", "vip", check=False)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "error: data: unknown token {{day}}: neither a built-in token, a key of data,"
+        " nor a custom field of the team's guests"
+    )
+    malformed = cli.run(*args, "--tag", "vip", "--data", "day", check=False)
+    assert malformed.stderr.strip() == "error: --data: expected NAME=VALUE (got 'day')"
+    assert scalar(database_url, "SELECT count(*) FROM msg_messages") == 0
+
+    sent = cli.json(*args, "--tag", "VIP", "--tag", "crew", "--data", "day=Friday")
+    assert (sent["queued"], sent["skipped"]) == (2, 0)
+    cli.run("queue", "work", "--stop-when-empty")
+    outbox = cli.json("outbox", "--channel", "sms")
+    assert sorted((o["to_address"], o["body_text"]) for o in outbox) == [
+        (f"+1202555010{i}", "On Friday\nReply STOP to opt out") for i in (1, 2)
+    ]
+
+
 def test_tokens_are_listed_and_revoked(cli):
     team = cli.json("teams", "create", "Acme")
     second = cli.json("tokens", "create", str(team["id"]), "--name", "ci")

@@ -200,3 +200,29 @@ def test_slots_never_put_more_than_the_limit_in_one_window(limit, interval, arri
         slots.append(slot)
     for i in range(len(slots) - limit):
         assert slots[i + limit] - slots[i] >= interval
+
+
+def test_a_token_without_a_value_skips_after_the_consent_rules():
+    team = TeamProfile(TEAM_ID, "Acme", True, None, None, None, None, None, None)
+    guest = Recipient("guest", 1, "Kay", None, None, EMAIL, PHONE, True, {"seat": "12A"})
+    now = datetime(2026, 6, 15, 12, tzinfo=UTC)
+
+    def decision(body: str, *, data: dict[str, str] | None = None, dnc: bool = False) -> object:
+        item = Outgoing(1, "sms", None, body, False, guest, team, data or {})
+        return decide(
+            item,
+            address=PHONE,
+            recipient_kinds=("user", "guest"),
+            opted_out=False,
+            do_not_contact=dnc,
+            now=now,
+        )
+
+    assert decision("Seat {{seat}} on {{day}}", data={"day": "Friday"}).action == "send"
+    missing = decision("Seat {{seat}} on {{day}} at {{hall}}")
+    assert (missing.action, missing.error) == (  # type: ignore[attr-defined]
+        "skip",
+        "missing_field: the guest has no value for {{day}}",
+    )
+    blocked = decision("{{day}}", dnc=True)
+    assert blocked.reason == "do_not_contact"  # type: ignore[attr-defined]

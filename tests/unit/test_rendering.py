@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from prasso_messaging.errors import ValidationFailed
 from prasso_messaging.rendering import (
     TokenValues,
     append_sms_footer,
     email_footer_html,
     header_safe,
+    missing_tokens,
     render_tokens,
     sms_footer,
     text_to_html,
+    token_names,
+    value_text,
 )
 
 ADA = TokenValues("Ada", "Lovelace", None, "Acme")
@@ -61,6 +66,51 @@ def test_the_sms_footer_is_appended_once():
     assert append_sms_footer("Sale\nReply STOP to opt out", None) == "Sale\nReply STOP to opt out"
     assert append_sms_footer("Sale", "Acme: STOP to end") == "Sale\nAcme: STOP to end"
     assert append_sms_footer("Sale", "") == "Sale"
+
+
+def test_custom_tokens_read_the_guests_fields_before_the_sends_data():
+    values = TokenValues(
+        "Ada", None, None, "Acme", fields={"seat": "12A", "day": ""}, data={"day": "May 1"}
+    )
+    text = "{{FirstName}}: {{seat}} on {{ day }}, {{hall}}"
+    assert render_tokens(text, values) == "Ada: 12A on May 1, {{hall}}"  # no value: as typed
+    assert missing_tokens([text, None, "{{hall}} {{seat}}"], values) == ["hall"]
+    assert missing_tokens(["{{FirstName}} {{LastName}}"], ANONYMOUS) == []  # built-ins: never
+
+
+def test_values_as_text():
+    assert [value_text(v) for v in ("x", 12, 1.5, True, False, None, " ", {}, [])] == [
+        "x", "12", "1.5", "true", "false", None, None, None, None,
+    ]  # fmt: skip
+
+
+def test_token_names_are_names_and_anything_else_is_refused_naming_its_field():
+    assert token_names({"subject": "{{seat}} {{ FirstName }}", "body": "{{seat}} {{row_2}}"}) == [
+        "seat",
+        "FirstName",
+        "row_2",
+    ]
+    for text in ("{{ ''.__class__ }}", "{{ 7*7 }}", "{{__class__}}", "{{ a.b }}", "{{}}"):
+        with pytest.raises(ValidationFailed) as refused:
+            token_names({"subject": None, "body": f"Hi {text}"})
+        assert refused.value.field == "body" and "is not a token" in refused.value.message
+    assert token_names({"body": "{ {x} } {{ {x} }} {{x}"}) == []  # not tokens: plain text
+
+
+def test_rendering_reads_nothing_but_the_given_values():
+    """Nothing between braces is evaluated or looked up as an attribute: `settings`, dunder
+    names and expressions are only ever keys of the recipient's fields or the send's data."""
+    text = "{{ settings }} {{ ''.__class__ }} {{__class__}} {{ config }} {{ self }}"
+    assert render_tokens(text, ADA) == text
+    assert missing_tokens([text], ADA) == [
+        "settings",
+        "''.__class__",
+        "__class__",
+        "config",
+        "self",
+    ]
+    given = TokenValues(None, None, None, "Acme", data={"settings": "{{TeamName}}"})
+    assert render_tokens("{{settings}}", given) == "{{TeamName}}"  # a value stays inert
 
 
 def test_the_sms_footer_is_business_name_disclaimer_and_stop_line():

@@ -1,4 +1,5 @@
-"""`/admin/compose`: write a message, preview it for the first picked recipient, and send it.
+"""`/admin/compose`: write a message (or start from a template), preview it for the first
+picked recipient, and send it to people, tags or all guests.
 
 Sending calls the same services as `POST /api/messages` and `POST /api/messages/send`, with the
 runtime's dispatcher, so the admin page can never bypass a rule the API enforces.
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging import contacts, messages, teams
+from prasso_messaging import contacts, guest_fields, message_templates, messages, tags, teams
 from prasso_messaging.admin import queries, reachability
 from prasso_messaging.admin.web import Admin, AdminContext, FormIds, see_other
 from prasso_messaging.db.models import Guest, TeamSettings, User
@@ -23,6 +24,7 @@ from prasso_messaging.rendering import TokenValues, append_sms_footer, count_seg
 router = APIRouter()
 
 TYPE_LABELS = {"sms": "SMS", "email": "Email", "push": "Push", "inapp": "In-app"}
+TEMPLATES_OFFERED = 200
 
 
 @router.get("/admin/compose")
@@ -36,6 +38,7 @@ async def _form(
     values: dict[str, str],
     errors: dict[str, str],
     selected: list[queries.Recipient] | None = None,
+    picked_tags: list[str] | None = None,
     status_code: int = 200,
 ) -> Response:
     async with admin.runtime.database.session() as session:
@@ -44,6 +47,12 @@ async def _form(
         )
         guests = await queries.guest_count(session, team_id=admin.team.id)
         settings = await session.get(TeamSettings, admin.team.id)
+        conn = await session.connection()
+        tag_counts = await tags.tag_counts(conn, team_id=admin.team.id)
+        field_names = await guest_fields.team_field_names(conn, team_id=admin.team.id)
+        templates = await message_templates.list_templates(
+            session, team_id=admin.team.id, after_id=None, limit=TEMPLATES_OFFERED
+        )
     return admin.page(
         "compose.html",
         status_code=status_code,
@@ -54,6 +63,10 @@ async def _form(
         suggestions=suggestions,
         selected=selected or [],
         guest_total=guests,
+        tag_counts=tag_counts,
+        picked_tags=picked_tags or [],
+        field_names=field_names,
+        templates=templates,
         sms_verified=admin.team.sms_verification_status == "verified",
         sms_footer=teams.sms_footer_of(settings),
     )
@@ -124,6 +137,7 @@ async def preview(
             last_name=reader.last_name if isinstance(reader, Guest) else None,
             full_name=reader.name if isinstance(reader, User) else None,
             team_name=admin.team.name,
+            fields=(reader.fields or {}) if isinstance(reader, Guest) else {},
         )
     rendered = render_tokens(body, tokens)
     sms_text = append_sms_footer(rendered, teams.sms_footer_of(settings))
@@ -178,6 +192,7 @@ async def send(
     user_ids: FormIds = None,
     guest_ids: FormIds = None,
     all_guests: Annotated[bool, Form()] = False,
+    tags: Annotated[list[str] | None, Form()] = None,
     transactional: Annotated[bool, Form()] = False,
     send_at: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
@@ -199,15 +214,26 @@ async def send(
             user_ids=user_ids or [],
             guest_ids=[] if all_guests else guest_ids or [],
             all_guests=all_guests,
+            tags=[] if all_guests else tags or [],
             send_at=when,
             dispatcher=runtime.dispatcher(),
         )
     except ValidationFailed as exc:
-        field = {"user_ids": "recipients", "guest_ids": "recipients"}.get(exc.field, exc.field)
-        return await _refused(admin, values, {field: exc.message}, user_ids, guest_ids)
+        field = ERROR_FIELDS.get(exc.field, exc.field)
+        return await _refused(admin, values, {field: exc.message}, user_ids, guest_ids, tags)
     except Forbidden as exc:
-        return await _refused(admin, values, {"type": str(exc)}, user_ids, guest_ids, 403)
+        return await _refused(admin, values, {"type": str(exc)}, user_ids, guest_ids, tags, 403)
     return see_other(f"/admin/messages/{sent.message_id}")
+
+
+ERROR_FIELDS = {
+    "user_ids": "recipients",
+    "guest_ids": "recipients",
+    "tags": "recipients",
+    "data": "body",
+}
+"""Where the form shows a service's error: the ids and tags under Recipients; an unknown token
+(reported on `data`, which this page does not give) under Body."""
 
 
 def _send_time(value: str) -> datetime | None:
@@ -229,6 +255,7 @@ async def _refused(
     errors: dict[str, str],
     user_ids: list[int] | None,
     guest_ids: list[int] | None,
+    picked_tags: list[str] | None,
     status_code: int = 422,
 ) -> Response:
     """The form again, with what was typed and picked, and the reason next to its field."""
@@ -239,5 +266,6 @@ async def _refused(
         values=values,
         errors=errors,
         selected=[queries.Recipient.of(person) for person in people],
+        picked_tags=picked_tags,
         status_code=status_code,
     )

@@ -1,4 +1,5 @@
-"""`/api/guests`: contacts, their per-channel opt-outs, consent history and privacy rights."""
+"""`/api/guests`: contacts with their custom fields and tags, per-channel opt-outs, consent
+history and privacy rights."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from prasso_messaging import caps, consent, contacts
+from prasso_messaging import caps, consent, contacts, tags
 from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
@@ -46,9 +47,10 @@ class GuestAnonymized(GuestPublic):
     anonymized_at: datetime | None
 
 
-def _public(guest: Guest, opted_out: list[str]) -> GuestPublic:
+def _public(guest: Guest, opted_out: list[str], guest_tags: list[str]) -> GuestPublic:
     public = GuestPublic.model_validate(guest)
     public.opted_out = opted_out
+    public.tags = guest_tags
     return public
 
 
@@ -72,16 +74,20 @@ async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep
             email=body.email,
             phone=body.phone,
             subscribed=body.subscribed,
+            fields=body.fields,
+            tags=body.tags,
             region=runtime.settings.MESSAGING_DEFAULT_REGION,
             allow_special_use=special_use_allowed(runtime.settings),
         )
-    return _public(guest, [])
+        guest_tags = await tags.tags_of(await session.connection(), [guest.id])
+    return _public(guest, [], guest_tags.get(guest.id, []))
 
 
 @router.get("")
 async def list_guests(
     team: CurrentTeam,
     runtime: RuntimeDep,
+    tag: Annotated[str | None, Query(description="Only guests holding this tag.")] = None,
     q: Annotated[
         str | None,
         Query(
@@ -93,8 +99,8 @@ async def list_guests(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[GuestPublic]:
-    """The team's guests in id order, each with the channels it opted out of."""
-    where = contacts.GuestFilter(query=q or "")
+    """The team's guests by id, with their custom fields, tags and opted-out channels."""
+    where = contacts.GuestFilter(query=q or "", tag=tag)
     async with runtime.database.session() as session:
         rows = await contacts.list_guests(
             session,
@@ -106,7 +112,11 @@ async def list_guests(
         )
         items, next_cursor = page(rows, limit, key=lambda g: g.id)
         opted_out = await consent.opted_out_by_guest(session, guests=items)
-    return Page(items=[_public(g, opted_out[g.id]) for g in items], next_cursor=next_cursor)
+        guest_tags = await tags.tags_of(await session.connection(), [g.id for g in items])
+    return Page(
+        items=[_public(g, opted_out.get(g.id, []), guest_tags.get(g.id, [])) for g in items],
+        next_cursor=next_cursor,
+    )
 
 
 @router.get("/{guest_id}")
@@ -117,34 +127,44 @@ async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
         usage = await caps.guest_usage(
             session, guest=guest, settings=runtime.settings, now=utcnow()
         )
-    return GuestDetail(**_public(guest, opted_out).model_dump(), cap=GuestCap(**usage.as_dict()))
+        guest_tags = await tags.tags_of(await session.connection(), [guest.id])
+    public = _public(guest, opted_out, guest_tags.get(guest.id, []))
+    return GuestDetail(**public.model_dump(), cap=GuestCap(**usage.as_dict()))
 
 
 @router.patch("/{guest_id}")
 async def update_guest(
     guest_id: ResourceId, body: GuestUpdate, team: CurrentTeam, runtime: RuntimeDep
 ) -> GuestPublic:
-    """Change the fields sent, under the rules of `POST /api/guests`: addresses normalized (422
-    naming the field), an address another guest of the team has is a 409 with its
-    `existing_id`, and the guest keeps an email or a phone. Nothing changes on a refusal."""
+    """Change the fields sent. Names, addresses and `subscribed` follow the rules of `POST
+    /api/guests`: addresses normalized (422 naming the field), an address another guest of the
+    team has is a 409 with its `existing_id`, and the guest keeps an email or a phone. Custom
+    fields are merged, tags replaced. Nothing changes on a refusal."""
     sent = body.model_fields_set
+    personal = ("first_name", "last_name", "email", "phone")
     async with runtime.database.session() as session:
         guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
-        merged = {
-            name: getattr(body, name) if name in sent else getattr(guest, name)
-            for name in ("first_name", "last_name", "email", "phone")
-        }
-        guest = await contacts.update_guest(
-            session,
-            team_id=team.id,
-            guest_id=guest_id,
-            **merged,
-            subscribed=body.subscribed if "subscribed" in sent else None,
-            region=runtime.settings.MESSAGING_DEFAULT_REGION,
-            allow_special_use=special_use_allowed(runtime.settings),
-        )
+        if sent & {*personal, "subscribed"}:
+            merged = {
+                name: getattr(body, name) if name in sent else getattr(guest, name)
+                for name in personal
+            }
+            guest = await contacts.update_guest(
+                session,
+                team_id=team.id,
+                guest_id=guest_id,
+                **merged,
+                subscribed=body.subscribed if "subscribed" in sent else None,
+                region=runtime.settings.MESSAGING_DEFAULT_REGION,
+                allow_special_use=special_use_allowed(runtime.settings),
+            )
+        if body.fields is not None or body.tags is not None:
+            guest = await contacts.update_guest_fields_and_tags(
+                session, team_id=team.id, guest_id=guest_id, fields=body.fields, tags=body.tags
+            )
         opted_out = await consent.opted_out_channels(session, guest=guest)
-    return _public(guest, opted_out)
+        guest_tags = await tags.tags_of(await session.connection(), [guest.id])
+    return _public(guest, opted_out, guest_tags.get(guest.id, []))
 
 
 async def _set_opt_out(

@@ -38,6 +38,8 @@ async def create_message(
             subject=body.subject,
             body=body.body,
             transactional=body.transactional,
+            template_id=body.template_id,
+            template_version=body.template_version,
         )
     return MessagePublic.model_validate(message)
 
@@ -89,6 +91,8 @@ async def send_message(
             guest_ids=body.guest_ids,
             all_guests=body.all_guests,
             send_at=body.send_at,
+            tags=body.tags,
+            data=body.data,
         ),
         dispatcher=runtime.dispatcher(),
         idempotency_key=idempotency_key,

@@ -13,6 +13,18 @@ from prasso_messaging.api.input_rules import unstorable
 T = TypeVar("T")
 BodyId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 AddressChannel = Literal["email", "sms"]
+MessageType = Literal["email", "sms", "push", "inapp"]
+Tag = Annotated[str, Field(max_length=64)]
+
+FIELDS_DESCRIPTION = (
+    "Custom fields: a JSON object of names (a letter, then letters, digits or _; not a built-in "
+    "token) to text, numbers or true/false. `{{name}}` in a message reads the guest's value, "
+    "before the send's `data`."
+)
+TAGS_DESCRIPTION = (
+    "Tags (trimmed, lower-cased, at most 64 characters, no commas): lists a send may target "
+    "with `tags`."
+)
 
 
 class Strict(BaseModel):
@@ -71,17 +83,27 @@ class GuestCreate(Strict):
     email: str | None = Field(default=None, max_length=255)
     phone: str | None = Field(default=None, max_length=64)
     subscribed: bool = True
+    fields: dict[str, Any] | None = Field(default=None, description=FIELDS_DESCRIPTION)
+    tags: list[Tag] = Field(default_factory=list, max_length=50, description=TAGS_DESCRIPTION)
 
 
 class GuestUpdate(Strict):
-    """Only the fields sent change; `null` clears a name or an address (a guest keeps an email
-    or a phone)."""
+    """`PATCH /api/guests/{id}`: only the fields sent change; `null` clears a name or an address
+    (a guest keeps an email or a phone)."""
 
     first_name: str | None = Field(default=None, max_length=255)
     last_name: str | None = Field(default=None, max_length=255)
     email: str | None = Field(default=None, max_length=255)
     phone: str | None = Field(default=None, max_length=64)
     subscribed: bool = True
+    fields: dict[str, Any] | None = Field(
+        default=None,
+        description="Merged into the guest's custom fields (a JSON merge patch): a name with "
+        "null removes it, names not given stay. " + FIELDS_DESCRIPTION,
+    )
+    tags: list[Tag] | None = Field(
+        default=None, max_length=50, description="Replaces the guest's tags. " + TAGS_DESCRIPTION
+    )
 
 
 class GuestPublic(Public):
@@ -93,8 +115,15 @@ class GuestPublic(Public):
     phone: str | None
     subscribed: bool
     opted_out: list[str] = []
+    fields: dict[str, Any] = Field(default_factory=dict, description=FIELDS_DESCRIPTION)
+    tags: list[str] = Field(default_factory=list, description=TAGS_DESCRIPTION)
     created_at: datetime | None
     updated_at: datetime | None
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _no_fields(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class GuestCap(BaseModel):
@@ -138,10 +167,29 @@ class DoNotContactPublic(Public):
 
 
 class MessageCreate(Strict):
-    type: Literal["email", "sms", "push", "inapp"]
+    type: MessageType | None = Field(
+        default=None, description="Required, unless the message comes from a template."
+    )
     subject: str | None = Field(default=None, max_length=255)
-    body: str = Field(max_length=100_000)
+    body: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="Required, unless the message comes from a template. Tokens: "
+        "`{{FirstName}}`, `{{LastName}}`, `{{Name}}`, `{{TeamName}}`, and any name the guests' "
+        "custom fields or the send's `data` give (checked when it is sent).",
+    )
     transactional: bool = False
+    template_id: BodyId | None = Field(
+        default=None,
+        description="Create the message from this template: its channel, subject and body "
+        "(leave type, subject and body out).",
+    )
+    template_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="The template's version to use (default: its current).",
+    )
 
 
 class MessagePublic(Public):
@@ -151,6 +199,13 @@ class MessagePublic(Public):
     subject: str | None
     body: str | None
     transactional: bool = Field(validation_alias="is_transactional")
+    template_id: int | None = Field(description="The template the message was created from.")
+    template_version: int | None = Field(
+        description="The template's version: every delivery of the message used it."
+    )
+    data: dict[str, Any] | None = Field(
+        description="The values of tokens its send gave (`data` of `POST /api/messages/send`)."
+    )
     cancelled_at: datetime | None = Field(
         description="set by `POST /api/messages/{id}/cancel`; a cancelled message sends no more"
     )
@@ -177,6 +232,18 @@ class SendCreate(Strict):
     user_ids: list[BodyId] = Field(default_factory=list, max_length=1_000_000)
     guest_ids: list[BodyId] = Field(default_factory=list, max_length=1_000_000)
     all_guests: bool = False
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Guests holding any of these tags (each once, beside guest_ids).",
+    )
+    data: dict[str, Any] | None = Field(
+        default=None,
+        description="Values of the message's `{{name}}` tokens for every recipient; a guest's "
+        "own custom field of the same name comes first. Kept with the message: a later send "
+        "of it may repeat these values or leave them out. A token that is neither a built-in, "
+        "a key of data, nor a custom field of the team's guests is a 422 naming it.",
+    )
     send_at: AwareDatetime | None = Field(default=None, strict=False)
 
 
@@ -188,7 +255,8 @@ class SendAccepted(BaseModel):
         default_factory=dict,
         description="Skipped deliveries by reason code: what compliance refuses before any "
         "send (opted_out, do_not_contact, missing_address, guest_unsubscribed, "
-        "channel_unsupported) and a second recipient with one address (duplicate_address).",
+        "channel_unsupported), a second recipient with one address (duplicate_address) and "
+        "a guest without a value for a token (missing_field).",
     )
 
 
@@ -202,6 +270,10 @@ class DeliveryPublic(Public):
     status: str
     provider_message_id: str | None
     reason: str | None = Field(description="the stable code `error` starts with")
+    template_id: int | None = Field(description="The template its message was created from.")
+    template_version: int | None = Field(
+        description="The template version it used (its message's)."
+    )
     error: str | None
     metadata: dict[str, Any] | None = Field(validation_alias="meta")
     attempts: int
@@ -210,5 +282,36 @@ class DeliveryPublic(Public):
     sent_at: datetime | None
     delivered_at: datetime | None
     failed_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class TemplateCreate(Strict):
+    name: str = Field(min_length=1, max_length=255, description="Unique within the team.")
+    channel: MessageType = Field(description="The type of the messages created from it.")
+    subject: str | None = Field(default=None, max_length=255)
+    body: str = Field(max_length=100_000, description="Tokens as in a message body.")
+
+
+class TemplateUpdate(Strict):
+    """A changed subject or body is a new version, which becomes the current one."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    channel: MessageType | None = Field(
+        default=None, description="A template keeps its channel: only the same one is accepted."
+    )
+    subject: str | None = Field(default=None, max_length=255, description="null removes it.")
+    body: str | None = Field(default=None, max_length=100_000)
+
+
+class TemplatePublic(Public):
+    id: int
+    team_id: int
+    name: str
+    channel: str
+    subject: str | None
+    body: str
+    version: int = Field(description="The version shown (the current one unless ?version=).")
+    current_version: int
     created_at: datetime | None
     updated_at: datetime | None

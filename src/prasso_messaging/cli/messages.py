@@ -36,6 +36,13 @@ def register(app: typer.Typer) -> None:
             list[int] | None, typer.Option("--guest", help="Guest id (repeat).")
         ] = None,
         all_guests: Annotated[bool, typer.Option(help="Every guest of the team.")] = False,
+        tag: Annotated[
+            list[str] | None, typer.Option("--tag", help="Guests with this tag (repeat: any of).")
+        ] = None,
+        data: Annotated[
+            list[str] | None,
+            typer.Option("--data", help="NAME=VALUE for a {{NAME}} token (repeat)."),
+        ] = None,
         transactional: Annotated[bool, typer.Option(help="Transactional message.")] = False,
         send_at: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
@@ -50,6 +57,12 @@ def register(app: typer.Typer) -> None:
                 when = datetime.fromisoformat(send_at)
             except ValueError:
                 fail("--send-at: expected ISO 8601, e.g. 2026-12-01T09:00:00+00:00")
+        values: dict[str, Any] = {}
+        for pair in data or []:
+            name, equals, value = pair.partition("=")
+            if not equals:
+                fail(f"--data: expected NAME=VALUE (got {pair!r})")
+            values[name.strip()] = value
 
         async def work() -> dict[str, Any]:
             async with open_runtime(config, queues=[config.QUEUE_NAME]) as runtime:
@@ -63,6 +76,8 @@ def register(app: typer.Typer) -> None:
                     user_ids=user or [],
                     guest_ids=guest or [],
                     all_guests=all_guests,
+                    tags=tag or [],
+                    data=values,
                     send_at=when,
                     dispatcher=runtime.dispatcher(),
                 )

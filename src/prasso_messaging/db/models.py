@@ -26,10 +26,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    select,
     text,
     true,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -200,6 +201,35 @@ class Guest(Timestamps, Base):
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     opt_in_requested_at: Mapped[datetime | None] = mapped_column()  # double opt-in pending
     anonymized_at: Mapped[datetime | None] = mapped_column()
+    # custom fields for `{{name}}` tokens: names as `guest_fields.FIELD_NAME`, scalar values
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class GuestTag(Base):
+    """A guest's tag (lower case): a send to `tags` reaches the guests holding any of them,
+    found through the (team, tag, guest) index on SQLite and PostgreSQL alike."""
+
+    __tablename__ = "guest_tags"
+    __table_args__ = (Index(None, "team_id", "tag", "guest_id"),)
+
+    guest_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("guests.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+
+
+class GuestFieldName(Base):
+    """The custom field names a team's guests have used: what a `{{name}}` token may refer to
+    at send time. Names are added as guests get fields and never removed (a guest without
+    the field is skipped `missing_field`, not refused)."""
+
+    __tablename__ = "guest_field_names"
+
+    team_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class GuestImport(Base):
@@ -346,6 +376,38 @@ class PacingSlot(Base):
     slot_at: Mapped[float] = mapped_column(Float)
 
 
+# --- templates -----------------------------------------------------------------------------------
+
+
+class MessageTemplate(Timestamps, Base):
+    """A team's named template; its content lives in versions, one per edit."""
+
+    __tablename__ = "msg_templates"
+    __table_args__ = (UniqueConstraint("team_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(20))
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class MessageTemplateVersion(Base):
+    """One version of a template's subject and body, never changed once written."""
+
+    __tablename__ = "msg_template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    template_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("msg_templates.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # --- messages and deliveries (the seed's tables) -------------------------------------------------
 
 
@@ -362,6 +424,14 @@ class Message(Timestamps, Base):
     is_transactional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # ours: set by a cancel; a worker that claims one of its deliveries skips it `cancelled`
     cancelled_at: Mapped[datetime | None] = mapped_column()
+    # ours: the template version the subject and body were copied from (every delivery of the
+    # message used it), and the values of `{{name}}` tokens the send gave in `data`
+    template_id: Mapped[int | None] = mapped_column(BigId)
+    template_version: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+_message_of = cast(Table, Message.__table__).alias("message_of")
 
 
 class Delivery(Timestamps, Base):
@@ -421,6 +491,19 @@ class Delivery(Timestamps, Base):
     send_at: Mapped[datetime | None] = mapped_column()
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     claimed_until: Mapped[datetime | None] = mapped_column()
+    # the template version the delivery used: its message's, read with it rather than stored
+    # in each of a million rows (from an alias, so a query that joins msg_messages itself
+    # does not capture the subquery's table)
+    template_id: Mapped[int | None] = column_property(
+        select(_message_of.c.template_id)
+        .where(_message_of.c.id == msg_message_id)
+        .scalar_subquery()
+    )
+    template_version: Mapped[int | None] = column_property(
+        select(_message_of.c.template_version)
+        .where(_message_of.c.id == msg_message_id)
+        .scalar_subquery()
+    )
 
 
 class InboundMessage(Base):

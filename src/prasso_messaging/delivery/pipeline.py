@@ -435,6 +435,7 @@ class DeliveryHandler:
                 row.email,
                 row.phone,
                 bool(row.subscribed),
+                row.fields or {},
             )
         item.outgoing = Outgoing(
             row.delivery_id,
@@ -444,6 +445,7 @@ class DeliveryHandler:
             message.transactional,
             recipient,
             item.policy.profile,
+            message.data,
         )
         return decide(
             item.outgoing,

@@ -9,6 +9,7 @@ rate or body is seen by the next chunk without reloading unchanged rows for ever
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,6 +77,7 @@ class MessageBody:
     body: str
     transactional: bool
     version: datetime | None
+    data: Mapping[str, Any]  # the values of tokens its send gave
 
 
 def team_policy(row: Any, limits: Limits) -> TeamPolicy:
@@ -105,7 +107,9 @@ def team_policy(row: Any, limits: Limits) -> TeamPolicy:
 
 
 def message_body(row: Any) -> MessageBody:
-    return MessageBody(row.subject, row.body or "", bool(row.is_transactional), row.updated_at)
+    return MessageBody(
+        row.subject, row.body or "", bool(row.is_transactional), row.updated_at, row.data or {}
+    )
 
 
 def _quiet_hours(start: str | None, end: str | None) -> QuietHours | None:

@@ -173,6 +173,7 @@ def _load(source: FromClause) -> Any:
             users.c.name,
             guests.c.first_name,
             guests.c.last_name,
+            guests.c.fields,
             email.label("email"),
             phone.label("phone"),
             func.coalesce(guests.c.subscribed, True).label("subscribed"),
@@ -334,6 +335,7 @@ class DeliveryRepository:
             messages.c.subject,
             messages.c.body,
             messages.c.is_transactional,
+            messages.c.data,
         ).where(_ids_match(messages.c.id, ids, self.dialect))
         return await self._rows(query, conn)
 

@@ -9,7 +9,7 @@ from typing import Any
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
-from prasso_messaging import consent, messages
+from prasso_messaging import consent, contacts, message_templates, messages
 from prasso_messaging.db.models import Delivery, Message
 from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.queue.base import ReservedJob
@@ -313,6 +313,47 @@ def test_compose_picker_and_preview_states(page: Any, server: Server, shots: Pat
     page.get_by_role("button", name="Send").click()
     page.wait_for_url(re.compile(r"/admin/messages/\d+$"))
     expect(sent_count(page)).to_have_text("2")
+    console.assert_clean()
+
+
+def test_compose_from_a_template_to_a_tag(page: Any, server: Server) -> None:
+    login = new_team(server)
+    katherine, dorothy, _ = login.guest_ids
+
+    async def lists(runtime: Runtime) -> None:
+        async with runtime.database.session() as session:
+            for guest_id, seat in ((katherine, "12A"), (dorothy, "14C")):
+                await contacts.update_guest_fields_and_tags(
+                    session,
+                    team_id=login.team_id,
+                    guest_id=guest_id,
+                    fields={"seat": seat},
+                    tags=["crew"],
+                )
+            await message_templates.create_template(
+                session,
+                team_id=login.team_id,
+                name="Seating",
+                channel="email",
+                subject="Your seat, {{FirstName}}",
+                body="Seat {{seat}}.\nSee you there.",
+            )
+
+    server.seed(lists)
+    console = Console(page)
+    log_in(page, login)
+    page.goto("/admin/compose")
+    page.get_by_label("Template").select_option(label="Seating (Email, v1)")
+    expect(page.get_by_label("Type")).to_have_value("email")
+    expect(page.get_by_label("Subject")).to_have_value("Your seat, {{FirstName}}")
+    expect(page.get_by_label("Body")).to_have_value("Seat {{seat}}.\nSee you there.")
+    page.get_by_label("Tags").select_option("crew")
+    expect(page.get_by_label("Tags")).to_contain_text("crew (2 guests)")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url(re.compile(r"/admin/messages/\d+$"))
+    expect(sent_count(page)).to_have_text("2")
+    page.goto("/admin/outbox?channel=email")
+    expect(page.locator("body")).to_contain_text("Your seat, Dorothy")
     console.assert_clean()
 
 

@@ -16,6 +16,17 @@
     if (footer) footer.hidden = type.value !== "sms";
   }
 
+  // Picking a template fills the type, subject and body from its current version.
+  function fillFromTemplate(select) {
+    const chosen = select.options[select.selectedIndex];
+    if (!chosen || !chosen.value) return;
+    document.getElementById("type").value = chosen.dataset.type;
+    document.getElementById("subject").value = chosen.dataset.subject;
+    document.getElementById("body").value = chosen.dataset.body;
+    showSubjectForType();
+    refreshOptions();
+  }
+
   function chipKey(kind, id) { return kind + "-" + id; }
 
   function addChip(kind, id, name) {
@@ -128,6 +139,7 @@
 
   document.addEventListener("change", function (event) {
     const target = event.target;
+    if (target.id === "template") fillFromTemplate(target);
     if (target.id === "type") showSubjectForType();
     if (target.id === "type" || target.id === "transactional") refreshOptions();
     if (target.classList && target.classList.contains("pick")) {
