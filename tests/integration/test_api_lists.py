@@ -249,3 +249,24 @@ async def test_users_are_listed_and_patched(client, team, other_team, runtime: R
     assert (
         await client.patch(f"/api/users/{theirs}", json={"name": "X"}, headers=team.headers)
     ).status_code == 404
+
+
+async def test_one_patch_changes_names_and_tags_together_or_nothing(client, team):
+    guest = await add_guest(client, team, first_name="Kay", phone="+12025550111")
+    both = await client.patch(
+        f"/api/guests/{guest}",
+        json={"first_name": "Kim", "tags": ["VIP"], "fields": {"seat": "12A"}},
+        headers=team.headers,
+    )
+    assert both.status_code == 200, both.text
+    assert (both.json()["first_name"], both.json()["tags"]) == ("Kim", ["vip"])
+    assert both.json()["fields"] == {"seat": "12A"}
+    found = await every_page(client, team, "/api/guests", tag="vip", q="(202) 555-0111")
+    assert [g["id"] for g in found] == [guest]
+
+    refused = await client.patch(
+        f"/api/guests/{guest}", json={"phone": "12", "tags": ["other"]}, headers=team.headers
+    )
+    assert refused.status_code == 422 and "phone" in error_fields(refused)
+    kept = (await client.get(f"/api/guests/{guest}", headers=team.headers)).json()
+    assert (kept["tags"], kept["phone"]) == (["vip"], "+12025550111")
