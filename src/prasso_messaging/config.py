@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     MAIL_USERNAME: str = ""
     MAIL_PASSWORD: str = ""
     MAIL_ENCRYPTION: Literal["tls", "ssl", "none"] = "tls"
+    # a second SMTP relay for when the first is down (MAIL_MAILER=smtp); empty host: none
+    MAIL_FAILOVER_HOST: str = ""
+    MAIL_FAILOVER_PORT: int = Field(default=587, ge=1, le=65535)
+    MAIL_FAILOVER_USERNAME: str = ""
+    MAIL_FAILOVER_PASSWORD: str = ""
+    MAIL_FAILOVER_ENCRYPTION: Literal["tls", "ssl", "none"] = "tls"
     MAIL_FROM_ADDRESS: str = "messages@example.com"
     MAIL_FROM_NAME: str = "Prasso Messaging"
 
@@ -74,10 +80,26 @@ class Settings(BaseSettings):
     TWILIO_AUTH_TOKEN: str = ""
     TWILIO_PHONE_NUMBER: str = ""
     TWILIO_API_BASE: str = "https://api.twilio.com"
+    # a second SMS provider for when the first is down (SMS_DRIVER=twilio); empty: none
+    SMS_FAILOVER_DRIVER: str = ""
+    VONAGE_API_KEY: str = ""
+    VONAGE_API_SECRET: str = ""
+    VONAGE_PHONE_NUMBER: str = ""
+    VONAGE_API_BASE: str = "https://rest.nexmo.com"
+    VONAGE_SIGNATURE_SECRET: str = ""  # checks the signed delivery receipts and inbound SMS
+    VONAGE_SIGNATURE_METHOD: Literal["md5hash", "md5", "sha1", "sha256", "sha512"] = "md5hash"
+    # a provider's circuit opens after this many failures in a row, for this many seconds
+    PROVIDER_CIRCUIT_FAILURES: int = Field(default=5, ge=1)
+    PROVIDER_CIRCUIT_COOLDOWN_SECONDS: float = Field(default=30, gt=0)
 
     VAPID_PUBLIC_KEY: str = ""
     VAPID_PRIVATE_KEY: str = ""
     VAPID_SUBJECT: str = ""
+    # FCM HTTP v1: a service account's JSON key (a file, or its text); empty: no FCM
+    FCM_CREDENTIALS_FILE: Path | None = None
+    FCM_CREDENTIALS_JSON: str = ""
+    FCM_PROJECT_ID: str = ""  # empty: the service account's project_id
+    FCM_API_BASE: str = "https://fcm.googleapis.com"
 
     MESSAGING_BATCH_SIZE: int = Field(default=50, ge=1)
     MESSAGING_BATCH_INTERVAL_SECONDS: float = Field(default=1, gt=0)
@@ -90,6 +112,10 @@ class Settings(BaseSettings):
     PRUNE_AFTER_DAYS: int = Field(default=90, ge=0)
     # where provider pacing is shared: auto = Redis when QUEUE_CONNECTION=redis, else the database
     RATE_LIMIT_STORE: Literal["auto", "redis", "database"] = "auto"
+    # email event webhooks (bounces.py): each answers 403 until its credentials are set
+    MAILGUN_WEBHOOK_SIGNING_KEY: str = ""
+    POSTMARK_WEBHOOK_USERNAME: str = ""
+    POSTMARK_WEBHOOK_PASSWORD: str = ""
 
     @field_validator("MESSAGING_RETRY_BACKOFF", mode="before")
     @classmethod
@@ -105,7 +131,14 @@ class Settings(BaseSettings):
             return numbers
         return value
 
-    @field_validator("PROMETHEUS_MULTIPROC_DIR", mode="before")
+    @field_validator("SMS_FAILOVER_DRIVER")
+    @classmethod
+    def _check_sms_failover(cls, value: str) -> str:
+        if value not in ("", "vonage"):
+            raise ValueError(f"expected vonage, or empty for none (got {value!r})")
+        return value
+
+    @field_validator("PROMETHEUS_MULTIPROC_DIR", "FCM_CREDENTIALS_FILE", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
         return None if value == "" else value
@@ -133,7 +166,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected redis://host:port/db (got {redact_url(value)!r})")
         return value
 
-    @field_validator("APP_URL", "TWILIO_API_BASE")
+    @field_validator("APP_URL", "TWILIO_API_BASE", "VONAGE_API_BASE", "FCM_API_BASE")
     @classmethod
     def _check_http_url(cls, value: str) -> str:
         parts = urlsplit(value)
@@ -166,6 +199,14 @@ class Settings(BaseSettings):
             raise ValueError("APP_KEY: must be set explicitly when APP_ENV=production")
         if self.APP_KEY and len(self.APP_KEY) < 16:
             raise ValueError("APP_KEY: must be at least 16 characters")
+        if self.SMS_FAILOVER_DRIVER and self.SMS_DRIVER != "twilio":
+            raise ValueError("SMS_FAILOVER_DRIVER: needs SMS_DRIVER=twilio to fail over from")
+        if self.MAIL_FAILOVER_HOST and self.MAIL_MAILER != "smtp":
+            raise ValueError("MAIL_FAILOVER_HOST: needs MAIL_MAILER=smtp to fail over from")
+        if self.FCM_CREDENTIALS_FILE and self.FCM_CREDENTIALS_JSON:
+            raise ValueError(
+                "FCM_CREDENTIALS_JSON: set either it or FCM_CREDENTIALS_FILE, not both"
+            )
         return self
 
     @property
@@ -221,12 +262,15 @@ def load_settings(**overrides: object) -> Settings:
 
 
 SECRET_SUFFIXES = ("_TOKEN", "_PASSWORD", "_SECRET", "_KEY")
+SECRET_SETTINGS = frozenset({"FCM_CREDENTIALS_JSON"})  # a service account's private key
 PUBLIC_SETTINGS = frozenset({"VAPID_PUBLIC_KEY"})
 SECRET_HINT_MIN_LENGTH = 16
 
 
 def is_secret(name: str) -> bool:
     """Settings whose value must never be printed: by name, so a new `..._TOKEN` is covered."""
+    if name in SECRET_SETTINGS:
+        return True
     return name.endswith(SECRET_SUFFIXES) and name not in PUBLIC_SETTINGS
 
 

@@ -40,7 +40,7 @@ CONFIRMATION_TEXT = (
 class ConsentSource:
     """Where a consent change came from, for the event log."""
 
-    method: str  # api | keyword | unsubscribe_link | admin | double_opt_in | provider
+    method: str  # api, keyword, unsubscribe_link, admin, double_opt_in, provider, bounce, complaint
     source: str | None = None
     ip: str | None = None
     user_agent: str | None = None
@@ -64,9 +64,13 @@ async def opt_out_address(
     address: str,
     origin: ConsentSource,
     guest_id: int | None = None,
+    only_if_new: bool = False,
 ) -> bool:
-    """Record an opt-out of `channel` for a normalized address; False if it was already out."""
+    """Record an opt-out of `channel` for a normalized address; False if it was already out
+    (then, with `only_if_new`, nothing is logged: a repeated report is no new consent change)."""
     existing = await _opt_out_row(session, team_id=team_id, channel=channel, address=address)
+    if existing is not None and only_if_new:
+        return False
     if existing is None:
         session.add(OptOut(team_id=team_id, channel=channel, address=address, method=origin.method))
     await _log(session, team_id, guest_id, channel, address, "opt_out", origin)

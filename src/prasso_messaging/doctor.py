@@ -167,11 +167,9 @@ async def _mail(settings: Settings) -> Check:
         return _log_driver("mail", settings, "MAIL_MAILER=log", "email", _MAIL_FIX)
     import aiosmtplib
 
-    from prasso_messaging.providers.smtp import SmtpMailer
-    from prasso_messaging.runtime import build_mail_provider
+    from prasso_messaging.runtime import build_smtp_mailer
 
-    mailer = build_mail_provider(settings)
-    assert isinstance(mailer, SmtpMailer)
+    mailer = build_smtp_mailer(settings)
     server = f"{settings.MAIL_HOST}:{settings.MAIL_PORT}"
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
@@ -223,11 +221,9 @@ def _log_driver(name: str, settings: Settings, setting: str, what: str, fix: str
 async def _sms(settings: Settings) -> Check:
     if settings.SMS_DRIVER == "log":
         return _log_driver("sms", settings, "SMS_DRIVER=log", "SMS", _SMS_FIX)
-    from prasso_messaging.providers.twilio import TwilioSms
-    from prasso_messaging.runtime import build_sms_provider
+    from prasso_messaging.runtime import build_twilio
 
-    provider = build_sms_provider(settings)
-    assert isinstance(provider, TwilioSms)
+    provider = build_twilio(settings)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             status, body = await provider.account()

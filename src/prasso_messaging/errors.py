@@ -26,6 +26,7 @@ class Reason(StrEnum):
     INVALID_MESSAGE = "invalid_message"
     DUPLICATE_ADDRESS = "duplicate_address"
     MISSING_FIELD = "missing_field"
+    BOUNCED = "bounced"
     CANCELLED = "cancelled"
 
 

@@ -99,12 +99,15 @@ def start_reply(teams: list[SendingTeam]) -> str:
 
 
 async def sending_teams(
-    session: AsyncSession, *, to_numbers: set[str], default_number: str
+    session: AsyncSession, *, to_numbers: set[str], default_number: str, every_team: bool = False
 ) -> list[SendingTeam]:
-    """Teams whose SMS go out from one of `to_numbers` (the same number, raw and normalized)."""
+    """Teams whose SMS go out from one of `to_numbers` (the same number, raw and normalized);
+    with `every_team`, all of them (a number any team's SMS may go out from)."""
     settings = TeamSettings
     own_number = settings.sms_from_number.in_(to_numbers)
     conditions: list[ColumnElement[bool]] = [own_number]
+    if every_team:
+        conditions.append(literal(True))
     if default_number and default_number in to_numbers:
         conditions.append(or_(settings.sms_from_number.is_(None), settings.sms_from_number == ""))
     rows = await session.execute(
@@ -157,17 +160,30 @@ async def answered_deliveries(
 
 
 async def receive(
-    session: AsyncSession, *, sms: InboundSms, default_number: str, region: str
+    session: AsyncSession,
+    *,
+    sms: InboundSms,
+    default_number: str,
+    region: str,
+    shared_number: str = "",
 ) -> InboundResult:
-    """Store the inbound SMS for every team sending from its number and apply its keyword."""
+    """Store the inbound SMS for every team sending from its number and apply its keyword.
+
+    `shared_number` is the failover provider's number, which every team's SMS may go out from:
+    a message to it concerns the teams that have texted the sender."""
     phone = _normalized(sms.from_number, region)
     to_numbers = {sms.to_number.strip(), _normalized(sms.to_number, region)}
     keyword = keyword_of(sms.body)
     if sms.provider_message_id and await _already_received(session, sms.provider_message_id):
         return InboundResult(keyword=keyword)
-    teams = await sending_teams(session, to_numbers=to_numbers, default_number=default_number)
+    shared = bool(shared_number) and _normalized(shared_number, region) in to_numbers
+    teams = await sending_teams(
+        session, to_numbers=to_numbers, default_number=default_number, every_team=shared
+    )
+    delivery_ids = await answered_deliveries(session, phone=phone, team_ids=[t.id for t in teams])
+    if shared:
+        teams = [t for t in teams if t.id in delivery_ids]
     team_ids = [t.id for t in teams]
-    delivery_ids = await answered_deliveries(session, phone=phone, team_ids=team_ids)
     guests = await _guests_by_team(session, phone=phone, team_ids=team_ids)
     stored_for: list[int | None] = list(team_ids) or [None]
     for team_id in stored_for:

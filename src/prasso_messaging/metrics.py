@@ -14,8 +14,11 @@ a count of `failed_jobs`. Nothing counts the rows of `msg_deliveries`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from prasso_messaging.backlog import oldest_due_age
-from prasso_messaging.errors import ConfigError
+from prasso_messaging.errors import ConfigError, DeliverySkipped, SendError
 
 if TYPE_CHECKING:
     from prasso_messaging.db.engine import Database
@@ -59,6 +62,21 @@ PROVIDER_LATENCY = Histogram(
     registry=None,
 )
 
+PROVIDER_FAILOVERS = Counter(
+    "prasso_provider_failovers",
+    "Sends the first provider certainly did not take (down, 5xx, circuit open) handed to the"
+    " next, by the provider passed over and the one tried instead.",
+    ["provider", "to"],
+    registry=None,
+)
+CIRCUIT_CHANGES = Counter(
+    "prasso_provider_circuit_changes",
+    "Circuit breaker changes, by provider and the state entered (open, half_open, closed);"
+    " each worker process keeps its own circuits.",
+    ["provider", "state"],
+    registry=None,
+)
+
 _directory: Path | None = None
 _outcomes: dict[tuple[str, str, str], Counter] = {}
 _latencies: dict[tuple[str, str], Histogram] = {}
@@ -78,10 +96,24 @@ def use_directory(directory: Path) -> Path:
             ) from exc
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR: {directory} is not writable")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # where prometheus_client looks
         if not getattr(values.ValueClass, "_multiprocess", False):
-            # chosen when prometheus_client was imported, from the environment of that moment
+            # Children made before (a test, a check) keep in-memory values that no file shows:
+            # drop them, so that each is made again backed by this process's file. (Before the
+            # environment names the directory: prometheus_client refuses to clear after.)
+            for metric in (
+                DELIVERIES,
+                QUEUED,
+                PROVIDER_LATENCY,
+                PROVIDER_FAILOVERS,
+                CIRCUIT_CHANGES,
+            ):
+                metric.clear()
+            _outcomes.clear()
+            _latencies.clear()
+            # the value class was chosen when prometheus_client was imported, from the
+            # environment of that moment
             values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # where prometheus_client looks
         _directory = directory
     return _directory
 
@@ -115,6 +147,40 @@ def provider_latency(provider: str, outcome: str, seconds: float) -> None:
     if child is None:
         child = _latencies[key] = PROVIDER_LATENCY.labels(*key)
     child.observe(seconds)
+
+
+@contextlib.contextmanager
+def provider_call(provider: str) -> Iterator[None]:
+    """Observe the time of one call to `provider` with its outcome: sent, transient_error,
+    permanent_error, timeout (cut short by the worker's `--timeout`) or error. A skip, which
+    calls no provider, is not observed."""
+    outcome: str | None = None
+    started = time.perf_counter()
+    try:
+        yield
+        outcome = "sent"
+    except SendError as exc:
+        outcome = "transient_error" if exc.transient else "permanent_error"
+        raise
+    except (TimeoutError, asyncio.CancelledError):
+        outcome = "timeout"
+        raise
+    except DeliverySkipped:
+        raise
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        if outcome is not None:
+            provider_latency(provider, outcome, time.perf_counter() - started)
+
+
+def provider_failover(provider: str, to: str) -> None:
+    PROVIDER_FAILOVERS.labels(provider, to).inc()
+
+
+def circuit_changed(provider: str, state: str) -> None:
+    CIRCUIT_CHANGES.labels(provider, state).inc()
 
 
 async def exposition(

@@ -1,11 +1,12 @@
-"""Browser push subscriptions per user: registered through the API, read and pruned by the
-push channel.
+"""Push devices per user: browsers' Web Push subscriptions and apps' FCM registration tokens,
+registered through the API, read and pruned by the push channel.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from ipaddress import ip_address
 from urllib.parse import urlsplit
@@ -20,6 +21,8 @@ from prasso_messaging.providers.base import PushTarget
 
 P256DH_BYTES = 65  # an uncompressed P-256 point
 AUTH_BYTES = 16
+WEBPUSH, FCM = "webpush", "fcm"
+FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{1,4096}")
 
 
 def _key_bytes(value: str, *, field: str, size: int) -> None:
@@ -67,22 +70,51 @@ async def register(
         await session.flush()
         return existing
     subscription = PushSubscription(
-        team_id=team_id, user_id=user_id, endpoint=endpoint, p256dh=p256dh, auth=auth
+        team_id=team_id, user_id=user_id, kind=WEBPUSH, endpoint=endpoint, p256dh=p256dh, auth=auth
     )
     session.add(subscription)
     await session.flush()
     return subscription
 
 
-async def unregister(session: AsyncSession, *, user_id: int, endpoint: str) -> None:
-    """Remove one of the user's subscriptions; NotFound when the user has no such endpoint."""
+async def register_fcm(
+    session: AsyncSession, *, team_id: int, user_id: int, token: str
+) -> PushSubscription:
+    """Store an app's FCM registration token; registering it again changes nothing."""
+    if not FCM_TOKEN.fullmatch(token):
+        raise ValidationFailed("token", "must be an FCM registration token as the app got it")
+    existing = (
+        await session.execute(
+            select(PushSubscription).where(
+                PushSubscription.user_id == user_id, PushSubscription.endpoint == token
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    device = PushSubscription(
+        team_id=team_id, user_id=user_id, kind=FCM, endpoint=token, p256dh="", auth=""
+    )
+    session.add(device)
+    await session.flush()
+    return device
+
+
+async def unregister(
+    session: AsyncSession, *, user_id: int, endpoint: str, kind: str = WEBPUSH
+) -> None:
+    """Remove one of the user's devices (a subscription's endpoint, an FCM token); NotFound
+    when the user has no such device."""
     result = await session.execute(
         delete(PushSubscription).where(
-            PushSubscription.user_id == user_id, PushSubscription.endpoint == endpoint
+            PushSubscription.user_id == user_id,
+            PushSubscription.kind == kind,
+            PushSubscription.endpoint == endpoint,
         )
     )
     if not result.rowcount:  # type: ignore[attr-defined]
-        raise NotFound("the user has no push subscription with this endpoint")
+        what = "FCM token" if kind == FCM else "push subscription with this endpoint"
+        raise NotFound(f"the user has no {what}")
 
 
 class DatabasePushSubscriptions:
@@ -94,9 +126,11 @@ class DatabasePushSubscriptions:
     async def targets(self, *, user_id: int) -> list[PushTarget]:
         async with self.database.session() as session:
             rows = await session.execute(
-                select(PushSubscription).where(PushSubscription.user_id == user_id)
+                select(PushSubscription)
+                .where(PushSubscription.user_id == user_id)
+                .order_by(PushSubscription.id)
             )
-            return [PushTarget(s.endpoint, s.p256dh, s.auth) for s in rows.scalars()]
+            return [PushTarget(s.endpoint, s.p256dh, s.auth, s.kind) for s in rows.scalars()]
 
     async def remove(self, *, user_id: int, endpoints: Sequence[str]) -> None:
         async with self.database.session() as session:

@@ -1,11 +1,12 @@
-"""Delivery receipts from the SMS provider: `sent` → `delivered` or `failed`, never backwards.
+"""Delivery receipts from the SMS providers: `sent` → `delivered` or `failed`, never backwards.
 
 Each change is one conditional UPDATE on the (indexed) provider message id that only moves a
 `sent` delivery, so a late, repeated or out-of-order callback changes nothing.
 
-A receipt can arrive before the worker has recorded the send (Twilio answered, our write is still
-on its way); the callback URL names the delivery, so such a receipt waits a moment for the record
-instead of being lost.
+A receipt can arrive before the worker has recorded the send (the provider answered, our write is
+still on its way); the callback names the delivery (Twilio's URL, Vonage's `client-ref`), so such
+a receipt waits a moment for the record instead of being lost. Either provider's receipt finds the
+delivery by the message id that provider gave, whichever of a failover pair sent it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 deliveries = table(Delivery)
 DELIVERED_STATUSES = frozenset({"delivered", "read"})
-FAILED_STATUSES = frozenset({"failed", "undelivered"})
+FAILED_STATUSES = frozenset({"failed", "undelivered", "rejected", "expired"})
 FINAL_STATUSES = DELIVERED_STATUSES | FAILED_STATUSES
 RECORD_WAIT_SECONDS = 5.0
 RECORD_POLL_SECONDS = 0.1
@@ -40,6 +41,7 @@ class StatusReport:
     status: str
     error_code: str | None = None
     to_number: str | None = None
+    provider: str = "twilio"
 
 
 async def apply_status(session: AsyncSession, report: StatusReport) -> str | None:
@@ -59,7 +61,7 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
             "failed_at": now,
             "updated_at": now,
             "reason": Reason.PROVIDER_REJECTED.value,
-            "error": f"{Reason.PROVIDER_REJECTED}: twilio {code}: message {status}",
+            "error": f"{Reason.PROVIDER_REJECTED}: {report.provider} {code}: message {status}",
         }
     else:  # queued, sending, sent, accepted: our delivery already says `sent`
         return None
@@ -72,7 +74,8 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
     log.info("delivery receipt: %s → %s", report.provider_message_id, values["status"])
     reason = values.get("reason")
     delivery_outcome("sms", str(values["status"]), reason if isinstance(reason, str) else None)
-    if report.error_code == str(UNSUBSCRIBED_RECIPIENT) and report.to_number and changed.team_id:
+    opted_out = report.provider == "twilio" and report.error_code == str(UNSUBSCRIBED_RECIPIENT)
+    if opted_out and report.to_number and changed.team_id:
         await record_sms_opt_out(
             session, team_id=changed.team_id, phone=report.to_number, origin=PROVIDER_OPT_OUT
         )

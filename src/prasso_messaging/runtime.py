@@ -6,6 +6,7 @@ Both `app.py` and the CLI build a Runtime; services receive its parts as argumen
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prasso_messaging import inbound
 from prasso_messaging.addresses import special_use_allowed
@@ -28,6 +29,7 @@ from prasso_messaging.messages import Dispatcher
 from prasso_messaging.metrics import use_directory
 from prasso_messaging.pacing import build_pacer
 from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
+from prasso_messaging.providers.failover import FailoverMail, FailoverSms
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
 from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
 from prasso_messaging.queue.base import QueueDriver
@@ -37,45 +39,109 @@ from prasso_messaging.queue.worker import Worker, WorkerOptions
 from prasso_messaging.queue.workers import WorkerRegistry
 from prasso_messaging.unsubscribe import UnsubscribeLinks
 
+if TYPE_CHECKING:
+    from prasso_messaging.providers.smtp import SmtpMailer
+    from prasso_messaging.providers.twilio import TwilioSms
+    from prasso_messaging.providers.vonage import VonageSms
+
+VONAGE_STATUS_PATH = "/webhooks/vonage/status"
+
+
+def _missing_extra(setting: str, what: str, extra: str, exc: ImportError) -> ConfigError:
+    return ConfigError(
+        f"{setting}: {what} needs `pip install 'prasso-messaging[{extra}]'` ({exc.name} is missing)"
+    )
+
+
+def build_smtp_mailer(settings: Settings, *, failover: bool = False) -> SmtpMailer:
+    """The SMTP relay of MAIL_* (or, with `failover`, of MAIL_FAILOVER_*)."""
+    try:
+        from prasso_messaging.providers.smtp import SmtpMailer
+    except ImportError as exc:
+        raise _missing_extra("MAIL_MAILER", "smtp", "smtp", exc) from exc
+    if failover:
+        return SmtpMailer(
+            host=settings.MAIL_FAILOVER_HOST,
+            port=settings.MAIL_FAILOVER_PORT,
+            username=settings.MAIL_FAILOVER_USERNAME,
+            password=settings.MAIL_FAILOVER_PASSWORD,
+            encryption=settings.MAIL_FAILOVER_ENCRYPTION,
+            name="smtp_failover",
+        )
+    return SmtpMailer(
+        host=settings.MAIL_HOST,
+        port=settings.MAIL_PORT,
+        username=settings.MAIL_USERNAME,
+        password=settings.MAIL_PASSWORD,
+        encryption=settings.MAIL_ENCRYPTION,
+    )
+
 
 def build_mail_provider(settings: Settings) -> MailProvider:
-    if settings.MAIL_MAILER == "smtp":
-        try:
-            from prasso_messaging.providers.smtp import SmtpMailer
-        except ImportError as exc:
-            raise ConfigError(
-                "MAIL_MAILER: smtp needs `pip install 'prasso-messaging[smtp]'`"
-                f" ({exc.name} is missing)"
-            ) from exc
-        return SmtpMailer(
-            host=settings.MAIL_HOST,
-            port=settings.MAIL_PORT,
-            username=settings.MAIL_USERNAME,
-            password=settings.MAIL_PASSWORD,
-            encryption=settings.MAIL_ENCRYPTION,
+    if settings.MAIL_MAILER != "smtp":
+        return OutboxMailer()
+    primary = build_smtp_mailer(settings)
+    if not settings.MAIL_FAILOVER_HOST:
+        return primary
+    return FailoverMail(
+        primary,
+        build_smtp_mailer(settings, failover=True),
+        failures=settings.PROVIDER_CIRCUIT_FAILURES,
+        cooldown=settings.PROVIDER_CIRCUIT_COOLDOWN_SECONDS,
+    )
+
+
+def build_twilio(settings: Settings) -> TwilioSms:
+    try:
+        from prasso_messaging.providers.twilio import TwilioSms
+    except ImportError as exc:
+        raise _missing_extra("SMS_DRIVER", "twilio", "twilio", exc) from exc
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+        if not getattr(settings, name):
+            raise ConfigError(f"{name}: required when SMS_DRIVER=twilio")
+    return TwilioSms(
+        account_sid=settings.TWILIO_ACCOUNT_SID,
+        auth_token=settings.TWILIO_AUTH_TOKEN,
+        api_base=settings.TWILIO_API_BASE,
+    )
+
+
+def build_vonage(settings: Settings) -> VonageSms:
+    """Vonage's SMS API, the failover SMS provider (SMS_FAILOVER_DRIVER=vonage)."""
+    try:
+        from prasso_messaging.providers.vonage import CALLBACK_MAX_LENGTH, VonageSms
+    except ImportError as exc:
+        raise _missing_extra("SMS_FAILOVER_DRIVER", "vonage", "twilio", exc) from exc
+    for name in ("VONAGE_API_KEY", "VONAGE_API_SECRET", "VONAGE_PHONE_NUMBER"):
+        if not getattr(settings, name):
+            raise ConfigError(f"{name}: required when SMS_FAILOVER_DRIVER=vonage")
+    callback = f"{settings.APP_URL}{VONAGE_STATUS_PATH}"
+    if len(callback) > CALLBACK_MAX_LENGTH:
+        raise ConfigError(
+            f"APP_URL: too long for Vonage's status callback ({callback!r} is over"
+            f" {CALLBACK_MAX_LENGTH} characters)"
         )
-    return OutboxMailer()
+    return VonageSms(
+        api_key=settings.VONAGE_API_KEY,
+        api_secret=settings.VONAGE_API_SECRET,
+        from_number=settings.VONAGE_PHONE_NUMBER,
+        status_callback=callback,
+        api_base=settings.VONAGE_API_BASE,
+    )
 
 
 def build_sms_provider(settings: Settings) -> SmsProvider:
-    if settings.SMS_DRIVER == "twilio":
-        try:
-            from prasso_messaging.providers.twilio import TwilioSms
-        except ImportError as exc:
-            raise ConfigError(
-                "SMS_DRIVER: twilio needs `pip install 'prasso-messaging[twilio]'`"
-                f" ({exc.name} is missing)"
-            ) from exc
-
-        for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
-            if not getattr(settings, name):
-                raise ConfigError(f"{name}: required when SMS_DRIVER=twilio")
-        return TwilioSms(
-            account_sid=settings.TWILIO_ACCOUNT_SID,
-            auth_token=settings.TWILIO_AUTH_TOKEN,
-            api_base=settings.TWILIO_API_BASE,
-        )
-    return OutboxSms()
+    if settings.SMS_DRIVER != "twilio":
+        return OutboxSms()
+    primary = build_twilio(settings)
+    if settings.SMS_FAILOVER_DRIVER != "vonage":
+        return primary
+    return FailoverSms(
+        primary,
+        build_vonage(settings),
+        failures=settings.PROVIDER_CIRCUIT_FAILURES,
+        cooldown=settings.PROVIDER_CIRCUIT_COOLDOWN_SECONDS,
+    )
 
 
 def build_push_provider(settings: Settings) -> PushProvider | None:
@@ -87,10 +153,7 @@ def build_push_provider(settings: Settings) -> PushProvider | None:
     try:
         from prasso_messaging.providers.webpush import WebPushSender
     except ImportError as exc:
-        raise ConfigError(
-            "VAPID_PRIVATE_KEY: web push needs `pip install 'prasso-messaging[push]'`"
-            f" ({exc.name} is missing)"
-        ) from exc
+        raise _missing_extra("VAPID_PRIVATE_KEY", "web push", "push", exc) from exc
     try:
         return WebPushSender(
             vapid_private_key=settings.VAPID_PRIVATE_KEY, vapid_subject=settings.VAPID_SUBJECT
@@ -99,6 +162,42 @@ def build_push_provider(settings: Settings) -> PushProvider | None:
         raise ConfigError(
             "VAPID_PRIVATE_KEY: not a valid key (generate one with `prasso push vapid-keys`)"
         ) from exc
+
+
+def build_fcm_provider(settings: Settings) -> PushProvider | None:
+    """FCM HTTP v1 when a service account key is set (FCM_CREDENTIALS_FILE or _JSON)."""
+    if settings.FCM_CREDENTIALS_FILE is not None:
+        setting = "FCM_CREDENTIALS_FILE"
+        try:
+            text = settings.FCM_CREDENTIALS_FILE.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"{setting}: cannot read {settings.FCM_CREDENTIALS_FILE} ({exc.strerror or exc})"
+            ) from exc
+    elif settings.FCM_CREDENTIALS_JSON:
+        setting, text = "FCM_CREDENTIALS_JSON", settings.FCM_CREDENTIALS_JSON
+    else:
+        return None
+    try:
+        from prasso_messaging.providers.fcm import FcmSender, ServiceAccount
+    except ImportError as exc:
+        raise _missing_extra(setting, "FCM", "fcm", exc) from exc
+    try:
+        account = ServiceAccount.from_json(text)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {exc}") from exc
+    try:
+        return FcmSender(
+            account, project_id=settings.FCM_PROJECT_ID, api_base=settings.FCM_API_BASE
+        )
+    except ValueError as exc:
+        raise ConfigError(f"FCM_PROJECT_ID: required, as {exc}") from exc
+
+
+def build_push_providers(settings: Settings) -> dict[str, PushProvider]:
+    """The push providers by the kind of device they reach."""
+    providers = {"webpush": build_push_provider(settings), "fcm": build_fcm_provider(settings)}
+    return {kind: provider for kind, provider in providers.items() if provider is not None}
 
 
 def build_channels(settings: Settings, database: Database) -> dict[str, Channel]:
@@ -119,8 +218,7 @@ def build_channels(settings: Settings, database: Database) -> dict[str, Channel]
             on_provider_opt_out=record_provider_opt_out,
         ),
         PushChannel(
-            build_push_provider(settings),
-            subscriptions=DatabasePushSubscriptions(database),
+            build_push_providers(settings), subscriptions=DatabasePushSubscriptions(database)
         ),
         InAppChannel(),
     ]

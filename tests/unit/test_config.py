@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prasso_messaging.config import load_settings, redact_url
+from prasso_messaging.config import is_secret, load_settings, redact_url
 from prasso_messaging.errors import ConfigError
 
 
@@ -55,6 +55,15 @@ def test_defaults_match_the_spec(monkeypatch):
         ("METRICS_TOKEN", "jeton-métrique-très-long"),
         ("LOG_FORMAT", "xml"),
         ("LOG_FORMAT", "JSON"),
+        ("SMS_FAILOVER_DRIVER", "plivo"),
+        ("SMS_FAILOVER_DRIVER", "twilio"),
+        ("MAIL_FAILOVER_PORT", "0"),
+        ("MAIL_FAILOVER_ENCRYPTION", "starttls"),
+        ("VONAGE_API_BASE", "rest.nexmo.com"),
+        ("VONAGE_SIGNATURE_METHOD", "sha3"),
+        ("PROVIDER_CIRCUIT_FAILURES", "0"),
+        ("PROVIDER_CIRCUIT_COOLDOWN_SECONDS", "0"),
+        ("FCM_API_BASE", "fcm.googleapis.com"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name, value, monkeypatch):
@@ -100,3 +109,28 @@ def test_backoff_is_parsed_from_a_comma_list():
 
 def test_passwords_are_redacted_in_error_lines():
     assert redact_url("postgresql://u:secret@db/x") == "postgresql://u:***@db/x"
+
+
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"SMS_FAILOVER_DRIVER": "vonage"}, "SMS_FAILOVER_DRIVER"),  # SMS_DRIVER=log
+        ({"MAIL_FAILOVER_HOST": "relay2.example.com"}, "MAIL_FAILOVER_HOST"),  # MAIL_MAILER=log
+        ({"FCM_CREDENTIALS_FILE": "sa.json", "FCM_CREDENTIALS_JSON": "{}"}, "FCM_CREDENTIALS_JSON"),
+    ],
+)
+def test_a_failover_or_push_setting_without_what_it_needs_is_one_line(values, variable):
+    with pytest.raises(ConfigError) as caught:
+        settings(**values)
+    message = str(caught.value)
+    assert message.startswith(f"{variable}: ") and "\n" not in message
+
+
+def test_provider_secrets_are_masked():
+    for name in (
+        "VONAGE_API_SECRET",
+        "VONAGE_SIGNATURE_SECRET",
+        "MAIL_FAILOVER_PASSWORD",
+        "FCM_CREDENTIALS_JSON",
+    ):
+        assert is_secret(name), name

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from prasso_messaging.providers.http import HttpPool
+from prasso_messaging.providers.http import ConnectFailed, HttpPool
 
 FORM = "application/x-www-form-urlencoded"
 Answer = Callable[[bytes], bytes]
@@ -151,16 +151,17 @@ async def test_a_hang_up_before_the_answer_is_a_connection_error(
 ) -> None:
     server, pool = local
     server.hang_up_instead = True
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError) as caught:
         await pool.post("/send", b"x", content_type=FORM)
+    assert not isinstance(caught.value, ConnectFailed)  # sent: its fate is unknown
     assert pool.idle == []
 
 
-async def test_an_unreachable_provider_raises_oserror() -> None:
+async def test_an_unreachable_provider_raises_connect_failed() -> None:
     async with serving(Server()) as port:
         pass
     pool = HttpPool(f"http://127.0.0.1:{port}", headers={})
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectFailed):
         await pool.post("/send", b"x", content_type=FORM)
 
 
@@ -206,8 +207,9 @@ async def test_https_with_a_verified_certificate(tmp_path: Path) -> None:
             assert (await pool.post("/send", b"x", content_type=FORM)).status == 201
         await pool.close()
         untrusting = HttpPool(f"https://127.0.0.1:{port}", headers={})
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(ConnectFailed) as caught:  # refused before anything was sent
             await untrusting.post("/send", b"x", content_type=FORM)
+        assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
     assert server.connections >= 1
     assert server.requests[0].startswith(b"POST /send HTTP/1.1\r\nHost: 127.0.0.1:")
     assert len(server.requests) == 2

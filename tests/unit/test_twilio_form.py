@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prasso_messaging.providers.twilio import form_body
+from prasso_messaging.providers.http import form_body
 
 fields = st.dictionaries(st.text(min_size=1), st.text(), min_size=1, max_size=5)
 

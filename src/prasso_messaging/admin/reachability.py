@@ -3,7 +3,7 @@
 The compose page's picker and preview ask the worker's own rule, `compliance.decide`, with the
 channel's address and recipient kinds and the opt-out and do-not-contact flags of
 `queries.listed_addresses`, and show its words (the ones a skipped delivery records); for push
-they also ask what the push channel checks at send time (its VAPID keys, the user's
+they also ask what the push channel checks at send time (its providers, the user's
 subscriptions). The team's SMS verification is shown once on the page, not next to every person,
 so each person is judged as if the team were verified.
 """
@@ -19,7 +19,7 @@ from prasso_messaging.compliance import decide
 from prasso_messaging.db.models import Team, utcnow
 from prasso_messaging.domain import Outgoing, Recipient, TeamProfile
 
-PUSH_NOT_CONFIGURED = "push is not configured: no VAPID keys are set"
+PUSH_NOT_CONFIGURED = "push is not configured: no VAPID keys and no FCM credentials are set"
 NO_PUSH_SUBSCRIPTION = "the user has no push subscription"
 
 
@@ -64,7 +64,7 @@ async def flag_skipped(
         )
         why = decision.detail
         if decision.action == "send" and isinstance(sender, PushChannel):
-            if sender.provider is None:
+            if not sender.providers:
                 why = PUSH_NOT_CONFIGURED
             elif r.id not in with_push:
                 why = NO_PUSH_SUBSCRIPTION

@@ -2,7 +2,8 @@
 
 Non-transactional mail carries an unsubscribe link in its footer and the RFC 8058 headers
 (`List-Unsubscribe` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`), so mailbox
-providers can offer their own one-click unsubscribe button.
+providers can offer their own one-click unsubscribe button. The delivery's metadata names the
+mailer that took it (`provider`): with a failover relay, `smtp` or `smtp_failover`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from prasso_messaging.rendering import (
 UnsubscribeLinks = Callable[[int, Recipient], str]
 """(team id, recipient) → the signed unsubscribe URL of that recipient for that team."""
 
+POSTMARK_METADATA_KEY = "prasso-message-id"
+"""Postmark keeps an `X-PM-Metadata-<key>` header as metadata and echoes it in its webhooks, so
+mail relayed through it can be matched to its delivery (bounces.py); other servers ignore it."""
+
 
 class EmailChannel(Channel):
     name = "email"
@@ -43,8 +48,8 @@ class EmailChannel(Channel):
         self.unsubscribe_url = unsubscribe_url
 
     @property
-    def provider_name(self) -> str:
-        return self.provider.name
+    def provider_name(self) -> str | None:
+        return self.provider.name or None  # a failover pair observes each relay itself
 
     def address(self, recipient: Recipient) -> str | None:
         return recipient.email
@@ -58,7 +63,8 @@ class EmailChannel(Channel):
         from_name = header_safe(team.email_from_name or team.business_name or self.from_name)
         sender = team.business_name or team.name
         domain = from_address.rpartition("@")[2] or "localhost"
-        headers = {"Message-ID": f"<{uuid.uuid4()}@{domain}>"}
+        message_id = f"<{uuid.uuid4()}@{domain}>"
+        headers = {"Message-ID": message_id, f"X-PM-Metadata-{POSTMARK_METADATA_KEY}": message_id}
         link = None
         if not outgoing.transactional and self.unsubscribe_url is not None and to:
             link = self.unsubscribe_url(team.id, outgoing.recipient)
@@ -84,7 +90,11 @@ class EmailChannel(Channel):
     async def send(self, outgoing: Outgoing) -> Sent:
         email = self.build(outgoing)
         accepted = await self.provider.send(email)
-        return Sent(provider_message_id=accepted.message_id, outbox=accepted.outbox)
+        return Sent(
+            provider_message_id=accepted.message_id,
+            metadata={"provider": accepted.provider or self.provider.name},
+            outbox=accepted.outbox,
+        )
 
     async def close(self) -> None:
         await self.provider.close()

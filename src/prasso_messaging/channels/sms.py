@@ -5,7 +5,8 @@ Numbers are normalized to E.164 when a guest or user is written, and compliance 
 is not (`invalid_address`), so the send path never parses a number again.
 
 The segment count and encoding go into the delivery's metadata: carriers bill per segment, and
-an emoji silently turning a 1-segment GSM-7 text into a 3-segment UCS-2 one is worth seeing.
+an emoji silently turning a 1-segment GSM-7 text into a 3-segment UCS-2 one is worth seeing. So
+does the provider that took it (`provider`), which with failover may be the secondary.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class SmsChannel(Channel):
         self.on_provider_opt_out = on_provider_opt_out
 
     @property
-    def provider_name(self) -> str:
-        return self.provider.name
+    def provider_name(self) -> str | None:
+        return self.provider.name or None  # a failover pair observes each provider itself
 
     def address(self, recipient: Recipient) -> str | None:
         return recipient.phone
@@ -66,10 +67,10 @@ class SmsChannel(Channel):
             if self.on_provider_opt_out is not None:
                 await self.on_provider_opt_out(outgoing.team.id, sms.to)
             raise
+        metadata = count_segments(sms.body).as_metadata()
+        metadata["provider"] = accepted.provider or self.provider.name
         return Sent(
-            provider_message_id=accepted.message_id,
-            metadata=count_segments(sms.body).as_metadata(),
-            outbox=accepted.outbox,
+            provider_message_id=accepted.message_id, metadata=metadata, outbox=accepted.outbox
         )
 
     async def close(self) -> None:

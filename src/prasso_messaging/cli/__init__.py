@@ -8,6 +8,7 @@ from prasso_messaging.cli.config_show import config_app
 from prasso_messaging.cli.deliveries import register as register_deliveries
 from prasso_messaging.cli.doctor import register as register_doctor
 from prasso_messaging.cli.guests import guests_app
+from prasso_messaging.cli.mail import mail_app
 from prasso_messaging.cli.messages import register as register_messages
 from prasso_messaging.cli.prune import register as register_prune
 from prasso_messaging.cli.push import push_app
@@ -26,6 +27,7 @@ register_queue_restart(queue_app)
 app.add_typer(queue_app, name="queue")
 app.add_typer(push_app, name="push")
 app.add_typer(config_app, name="config")
+app.add_typer(mail_app, name="mail")
 register_server(app)
 register_messages(app)
 register_deliveries(app)

@@ -262,6 +262,9 @@ class GuestImport(Base):
 
 
 class PushSubscription(Base):
+    """A device of a user: a browser's Web Push subscription (`kind` webpush: its endpoint and
+    keys), or an app's FCM registration token (`kind` fcm: the token in `endpoint`, no keys)."""
+
     __tablename__ = "push_subscriptions"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -269,6 +272,7 @@ class PushSubscription(Base):
     user_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
+    kind: Mapped[str] = mapped_column(String(16), default="webpush", server_default="webpush")
     endpoint: Mapped[str] = mapped_column(Text)
     p256dh: Mapped[str] = mapped_column(String(255))
     auth: Mapped[str] = mapped_column(String(255))

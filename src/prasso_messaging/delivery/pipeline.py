@@ -48,7 +48,7 @@ from prasso_messaging.delivery.repository import DeliveryRepository, Record
 from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError
 from prasso_messaging.failed_jobs import failed_job_row
-from prasso_messaging.metrics import delivery_outcome, provider_latency
+from prasso_messaging.metrics import delivery_outcome, provider_call
 from prasso_messaging.pacing import Rate, Slot
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.worker import JobResult, Settle, WorkerOptions
@@ -530,31 +530,16 @@ class DeliveryHandler:
         return self._sent(item, sent, settle)
 
     async def _timed_send(self, item: _Item) -> Sent:
-        """The channel's send within `--timeout`, its time observed by provider and outcome
-        (a skip, which calls no provider, is not)."""
+        """The channel's send within `--timeout`, its time observed by provider and outcome;
+        a channel without a provider of its own (in-app), or one that observes each of its
+        providers itself (failover, push), is not observed here."""
         assert item.outgoing is not None and item.sender is not None
-        outcome: str | None = None
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.options.timeout):
-                sent = await item.sender.send(item.outgoing)
-            outcome = "sent"
-            return sent
-        except SendError as exc:
-            outcome = "transient_error" if exc.transient else "permanent_error"
-            raise
-        except TimeoutError:
-            outcome = "timeout"
-            raise
-        except DeliverySkipped:
-            raise
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            provider = item.sender.provider_name
-            if outcome is not None and provider is not None:
-                provider_latency(provider, outcome, time.perf_counter() - started)
+        provider = item.sender.provider_name
+        async with asyncio.timeout(self.options.timeout):
+            if provider is None:
+                return await item.sender.send(item.outgoing)
+            with provider_call(provider):
+                return await item.sender.send(item.outgoing)
 
     async def _wait_for_slot(self, item: _Item) -> float | None:
         """Sleep until the item's slot, taking a new one for a slot overslept (a stalled

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from prasso_messaging.errors import PermanentSendError
+from prasso_messaging.errors import PermanentSendError, TransientSendError
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,13 @@ class Sms:
 
 @dataclass(frozen=True)
 class PushTarget:
-    """One browser's push subscription, as the browser's PushManager reported it."""
+    """One device to push to: a browser's subscription as its PushManager reported it
+    (`kind` "webpush"), or an app's FCM registration token in `endpoint` (`kind` "fcm", no keys)."""
 
     endpoint: str
     p256dh: str
     auth: str
+    kind: str = "webpush"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,19 @@ class Accepted:
 
     message_id: str
     outbox: Mapping[str, Any] | None = None
+    provider: str | None = None
+    """Which provider took it, when a failover pair could have used either; None: the one
+    the channel was built with."""
+
+
+class ProviderDown(TransientSendError):
+    """The provider certainly did not take the message: no connection could be made, or it
+    answered that it failed (5xx, an internal error). Another provider may send it."""
+
+
+class OutcomeUnknown(TransientSendError):
+    """The request went out but no answer came back (the connection dropped, a read timed
+    out): the provider may have taken it. Retried later, never handed to another provider."""
 
 
 class RecipientOptedOut(PermanentSendError):

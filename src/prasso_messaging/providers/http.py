@@ -7,20 +7,28 @@ an idle connection (TLS for https) and read the answer with httptools, the C par
 uses, which handles chunked and fixed-length bodies alike. About 20 µs a request.
 
 Timeouts belong to the caller (the worker bounds every send with `--timeout`); a request that is
-cancelled or fails leaves its connection closed, never back in the pool.
+cancelled or fails leaves its connection closed, never back in the pool. A connection that could
+not be opened raises `ConnectFailed`: nothing was sent, which failover needs to know for sure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import ssl
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
 
 USER_AGENT = "prasso-messaging"
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be opened (refused, unreachable, TLS refused, connect timeout):
+    the request was certainly not sent."""
 
 
 @dataclass
@@ -117,8 +125,8 @@ class HttpPool:
         self.idle: list[_Connection] = []
 
     async def post(self, path: str, body: bytes, *, content_type: str) -> Response:
-        """POST `body` to `base path + path`; raises ConnectionError (or OSError) when the
-        provider cannot be reached or answers garbage."""
+        """POST `body` to `base path + path`; raises ConnectFailed when the provider cannot be
+        reached, ConnectionError (or OSError) when it hangs up or answers garbage."""
         head = f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         return await self._exchange(f"POST {self.base_path}{path} HTTP/1.1\r\n", head, body)
 
@@ -144,10 +152,13 @@ class HttpPool:
             if not connection.closed:  # the provider may have closed an idle one meanwhile
                 return connection
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
-            _, connection = await loop.create_connection(
-                _Connection, self.host, self.port, ssl=self.ssl
-            )
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await loop.create_connection(
+                    _Connection, self.host, self.port, ssl=self.ssl
+                )
+        except OSError as exc:  # TimeoutError and ssl.SSLError included
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
         return connection
 
     async def close(self) -> None:
@@ -155,3 +166,29 @@ class HttpPool:
         for connection in idle:
             connection.close()
         await asyncio.sleep(0)  # let the transports finish closing
+
+
+FORM = "application/x-www-form-urlencoded"
+_ESCAPED = re.compile(rb"[^A-Za-z0-9_.~ -]")
+_ESCAPES = {bytes([b]): b"%%%02X" % b for b in range(256)}
+
+
+def form_body(fields: dict[str, str]) -> bytes:
+    """`urllib.parse.urlencode` of the fields, byte for byte, in a fifth of the time: one
+    C-level scan per value, Python only for the few bytes that need escaping."""
+    return b"&".join(
+        _form_value(name) + b"=" + _form_value(value) for name, value in fields.items()
+    )
+
+
+def _form_value(text: str) -> bytes:
+    return _ESCAPED.sub(lambda m: _ESCAPES[m.group()], text.encode()).replace(b" ", b"+")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object of an answer; {} for anything else (an HTML error page, say)."""
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

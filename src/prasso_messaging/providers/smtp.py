@@ -2,6 +2,11 @@
 
 Reply codes decide the retry: 4xx (greylisting, mailbox busy, rate limits) is transient, 5xx is
 permanent, and a dropped or refused connection is transient.
+
+For failover: a connection that could not be opened, or a 4xx refusing the whole transaction
+(421 closing, 451 local error at MAIL or DATA), means the server kept nothing (`ProviderDown`); a
+4xx for one recipient names that recipient and stays with this server; a connection lost or timed
+out mid-transaction may have handed the message over (`OutcomeUnknown`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ from typing import Literal
 import aiosmtplib
 
 from prasso_messaging.errors import PermanentSendError, Reason, SendError, TransientSendError
-from prasso_messaging.providers.base import Accepted, Email, MailProvider
+from prasso_messaging.providers.base import (
+    Accepted,
+    Email,
+    MailProvider,
+    OutcomeUnknown,
+    ProviderDown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +50,22 @@ def build_mime(email: Email) -> EmailMessage:
     return message
 
 
-def classify(exc: Exception) -> SendError:
-    """4xx and connection trouble are worth retrying; 5xx is the server's final word."""
+def classify(exc: Exception, *, connected: bool) -> SendError:
+    """4xx and connection trouble are worth retrying; 5xx is the server's final word.
+    `connected`: the failure came after the connection was open (the message may be out)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         exc = exc.recipients[0]
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         detail = f"smtp {exc.code}: {exc.message}"
-        if 400 <= exc.code < 500:
+        if not 400 <= exc.code < 500:
+            return PermanentSendError(Reason.PROVIDER_REJECTED, detail)
+        if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
             return TransientSendError(Reason.PROVIDER_REJECTED, detail)
-        return PermanentSendError(Reason.PROVIDER_REJECTED, detail)
-    return TransientSendError(Reason.PROVIDER_UNAVAILABLE, f"smtp: {type(exc).__name__}: {exc}")
+        return ProviderDown(Reason.PROVIDER_REJECTED, detail)
+    detail = f"smtp: {type(exc).__name__}: {exc}"
+    if connected:
+        return OutcomeUnknown(Reason.PROVIDER_UNAVAILABLE, detail)
+    return ProviderDown(Reason.PROVIDER_UNAVAILABLE, detail)
 
 
 class SmtpMailer(MailProvider):
@@ -72,7 +89,9 @@ class SmtpMailer(MailProvider):
         timeout: float = 30.0,
         max_connections: int = 4,
         tls_context: ssl.SSLContext | None = None,
+        name: str = "smtp",
     ) -> None:
+        self.name = name  # a failover relay is told apart in metrics and deliveries
         self.host = host
         self.port = port
         self.username = username
@@ -114,12 +133,12 @@ class SmtpMailer(MailProvider):
             try:
                 client, reused = await self._connected()
             except (aiosmtplib.SMTPException, OSError) as exc:
-                raise classify(exc) from exc
+                raise classify(exc, connected=False) from exc
             try:
                 await self._send_on(client, message, retry_if_dropped=reused)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 await self._recycle_after_error(client)
-                raise classify(exc) from exc
+                raise classify(exc, connected=True) from exc
             self._idle.append(client)
         log.info("email sent over smtp: delivery=%s", email.delivery_id)
         return Accepted(str(message["Message-ID"]))
@@ -133,7 +152,10 @@ class SmtpMailer(MailProvider):
             if not retry_if_dropped:
                 raise
             client.close()
-            await client.connect()
+            try:
+                await client.connect()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                raise classify(exc, connected=False) from exc
             await client.send_message(message)
 
     async def _recycle_after_error(self, client: aiosmtplib.SMTP) -> None:

@@ -4,26 +4,29 @@ The official `twilio` package is synchronous, and general async clients cost 120
 2 ms (httpx under concurrency) of CPU per request (docs/decisions.md), so the POST goes through
 `providers.http.HttpPool`: kept-alive connections and nothing else, about 20 µs. The pool grows
 to the worker's send permits (`--concurrency`); the worker bounds each send with `--timeout`.
+
+For failover, a refused connection and a 5xx answer mean Twilio did not take the message
+(`ProviderDown`); a connection lost after the request went out may have sent it (`OutcomeUnknown`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import re
 from typing import Any
 
 from prasso_messaging.addresses import mask_phone
 from prasso_messaging.errors import PermanentSendError, Reason, SendError, TransientSendError
 from prasso_messaging.providers.base import (
     Accepted,
+    OutcomeUnknown,
+    ProviderDown,
     RecipientOptedOut,
     Sms,
     SmsProvider,
     retry_after_seconds,
 )
-from prasso_messaging.providers.http import HttpPool
+from prasso_messaging.providers.http import FORM, ConnectFailed, HttpPool, form_body, json_object
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +35,16 @@ UNSUBSCRIBED_RECIPIENT = 21610
 
 
 def classify(status: int, body: dict[str, Any], retry_after: float | None) -> SendError:
-    """Transient: 429, Twilio 20429, 5xx. Permanent: every other refusal (4xx), which covers the
-    number errors (21211 invalid, 21614 not mobile, 21408 region not enabled, ...), bad
-    credentials and 21610 (the recipient texted STOP to Twilio: the caller records it)."""
+    """Transient: 429 and Twilio 20429 (slow down), 5xx (Twilio failed: `ProviderDown`).
+    Permanent: every other refusal (4xx), which covers the number errors (21211 invalid, 21614
+    not mobile, 21408 region not enabled, ...), bad credentials and 21610 (the recipient texted
+    STOP to Twilio: the caller records it)."""
     code = body.get("code")
     message = str(body.get("message") or "").strip()
     detail = f"twilio {code or status}: {message}" if message else f"twilio {code or status}"
-    if status == 429 or code == RATE_LIMITED or status >= 500:
+    if status >= 500:
+        return ProviderDown(Reason.PROVIDER_REJECTED, detail, retry_after=retry_after)
+    if status == 429 or code == RATE_LIMITED:
         return TransientSendError(Reason.PROVIDER_REJECTED, detail, retry_after=retry_after)
     if code == UNSUBSCRIBED_RECIPIENT:
         return RecipientOptedOut(Reason.PROVIDER_REJECTED, detail)
@@ -73,11 +79,13 @@ class TwilioSms(SmsProvider):
             form["StatusCallback"] = sms.status_callback
         try:
             response = await self.http.post(self.path, form_body(form), content_type=FORM)
-        except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
-            raise TransientSendError(
+        except ConnectFailed as exc:
+            raise ProviderDown(Reason.PROVIDER_UNAVAILABLE, f"twilio: {exc}") from exc
+        except OSError as exc:  # ConnectionError and TimeoutError are OSErrors
+            raise OutcomeUnknown(
                 Reason.PROVIDER_UNAVAILABLE, f"twilio: {type(exc).__name__}: {exc}"
             ) from exc
-        body = _json(response.body)
+        body = json_object(response.body)
         if response.status >= 400:
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
             error = classify(response.status, body, retry_after)
@@ -89,40 +97,15 @@ class TwilioSms(SmsProvider):
             )
             raise error
         sid = body.get("sid")
-        if not isinstance(sid, str) or not sid:
-            raise TransientSendError(Reason.PROVIDER_UNAVAILABLE, "twilio: answer without a sid")
+        if not isinstance(sid, str) or not sid:  # it answered 2xx: it may have taken it
+            raise OutcomeUnknown(Reason.PROVIDER_UNAVAILABLE, "twilio: answer without a sid")
         return Accepted(sid)
 
     async def account(self) -> tuple[int, dict[str, Any]]:
         """`GET /2010-04-01/Accounts/{sid}.json` with the credentials a send uses: the status
         and body Twilio answers (`prasso doctor`'s credentials check)."""
         response = await self.http.get(f"/2010-04-01/Accounts/{self.account_sid}.json")
-        return response.status, _json(response.body)
+        return response.status, json_object(response.body)
 
     async def close(self) -> None:
         await self.http.close()
-
-
-FORM = "application/x-www-form-urlencoded"
-_ESCAPED = re.compile(rb"[^A-Za-z0-9_.~ -]")
-_ESCAPES = {bytes([b]): b"%%%02X" % b for b in range(256)}
-
-
-def form_body(fields: dict[str, str]) -> bytes:
-    """`urllib.parse.urlencode` of the fields, byte for byte, in a fifth of the time: one
-    C-level scan per value, Python only for the few bytes that need escaping."""
-    return b"&".join(
-        _form_value(name) + b"=" + _form_value(value) for name, value in fields.items()
-    )
-
-
-def _form_value(text: str) -> bytes:
-    return _ESCAPED.sub(lambda m: _ESCAPES[m.group()], text.encode()).replace(b" ", b"+")
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -410,4 +410,6 @@ async def test_without_vapid_keys_the_picker_says_push_is_not_configured(admin, 
     async with runtime.database.session() as session:
         await contacts.create_user(session, team_id=admin.team.id, name="Ada", region="US")
     options = await admin.client.get("/admin/compose/recipients", params={"type": "push"})
-    assert "skipped: push is not configured: no VAPID keys are set" in options.text
+    assert "skipped: push is not configured: no VAPID keys and no FCM credentials are set" in (
+        options.text
+    )

@@ -1,15 +1,21 @@
-"""Real protocol peers on loopback for the channel tests: an SMTP server (aiosmtpd), a
-Twilio-compatible Messages API and a Web Push service, each started and stopped by its fixture.
+"""Real protocol peers on loopback for the channel tests: SMTP servers (aiosmtpd), a
+Twilio-compatible Messages API, Vonage's SMS API, a Web Push service and FCM's HTTP v1 API (with
+its OAuth token endpoint), each started and stopped by its fixture.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import hmac
+import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -17,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +35,7 @@ from starlette.routing import Route
 
 from prasso_messaging.cli.push import new_vapid_keys
 from prasso_messaging.config import Settings
+from prasso_messaging.providers.vonage import signature
 from tests.conftest import TeamAccess, make_settings
 from tests.fakes import serving
 
@@ -36,6 +44,12 @@ TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "twilio-test-auth-token"
 TWILIO_NUMBER = "+15005550006"
 VAPID_SUBJECT = "mailto:ops@example.test"
+VONAGE_KEY = "a1b2c3d4"
+VONAGE_SECRET = "vonage-test-api-secret"
+VONAGE_NUMBER = "+14155550100"
+VONAGE_SIGNATURE_SECRET = "vonage-test-signature-secret"
+FCM_PROJECT = "prasso-test"
+FCM_EMAIL = "push@prasso-test.iam.gserviceaccount.com"
 
 
 def free_port() -> int:
@@ -59,11 +73,23 @@ class ReceivedMail:
 class SmtpRecorder:
     """aiosmtpd handler: keeps each message with the connection (peer) it came on.
 
-    Recipients starting with `greylist` get 451 (transient), `reject` get 550 (permanent).
+    Recipients starting with `greylist` get 451 (transient), `reject` get 550 (permanent);
+    `refuse_mail` (say "451 4.3.0 ...") answers every MAIL FROM, as a relay in trouble does.
     """
 
     port: int = 0
     received: list[ReceivedMail] = field(default_factory=list)
+    refuse_mail: str | None = None
+    mail_commands: int = 0
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.mail_commands += 1
+        if self.refuse_mail is not None:
+            return self.refuse_mail
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -88,8 +114,8 @@ class SmtpRecorder:
         return len({mail.peer for mail in self.received})
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpRecorder]:
+@contextmanager
+def running_smtp() -> Iterator[SmtpRecorder]:
     recorder = SmtpRecorder(port=free_port())
     controller = Controller(recorder, hostname="127.0.0.1", port=recorder.port)
     controller.start()
@@ -99,16 +125,35 @@ def smtp_server() -> Iterator[SmtpRecorder]:
         controller.stop()
 
 
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpRecorder]:
+    with running_smtp() as recorder:
+        yield recorder
+
+
+@pytest.fixture
+def smtp_failover_server() -> Iterator[SmtpRecorder]:
+    """A second relay, for MAIL_FAILOVER_*."""
+    with running_smtp() as recorder:
+        yield recorder
+
+
 # --- Twilio Messages API and a Web Push service, one HTTP server ------------------------------
 
 
 @dataclass
 class FakeTwilio:
-    """Speaks the Messages API: checks Basic auth, records each form, answers per `To` number."""
+    """Speaks the Messages API: checks Basic auth, records each form, answers per `To` number.
+
+    `down` (a status, e.g. 503) answers every message with Twilio's error for it; a number in
+    `hanging` gets no answer until `release` is set (the request is in, its fate unknown)."""
 
     requests: list[dict[str, str]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     scripted: dict[str, tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=dict)
+    down: int | None = None
+    hanging: set[str] = field(default_factory=set)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def script(self, to: str, status: int, body: dict[str, Any], **headers: str) -> None:
         self.scripted[to] = (status, body, headers)
@@ -139,6 +184,12 @@ class FakeTwilio:
             return refused
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         self.requests.append(form)
+        if self.down is not None:
+            body = {"code": 20500, "message": "Internal Server Error", "status": self.down}
+            return JSONResponse(body, self.down)
+        if form.get("To") in self.hanging:
+            await self.release.wait()
+            return JSONResponse({"code": 20500, "message": "too late"}, 500)
         if form.get("To") in self.scripted:
             status, body, headers = self.scripted[form["To"]]
             return JSONResponse(body, status, headers=headers)
@@ -146,6 +197,165 @@ class FakeTwilio:
         return JSONResponse(
             {"sid": sid, "status": "queued", "to": form.get("To"), "from": form.get("From")}, 201
         )
+
+
+@dataclass
+class FakeVonage:
+    """Speaks Vonage's SMS API (`POST /sms/json`): checks the api_key and api_secret fields,
+    records each form and answers 200 with a `messages` array, a status code per part.
+
+    `scripted` maps a `to` (digits) to a status code and its error text; `down` answers every
+    message with Vonage's internal error (status 5)."""
+
+    requests: list[dict[str, str]] = field(default_factory=list)
+    scripted: dict[str, tuple[str, str]] = field(default_factory=dict)
+    down: bool = False
+
+    async def sms(self, request: Request) -> Response:
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        self.requests.append(form)
+        if (form.get("api_key"), form.get("api_secret")) != (VONAGE_KEY, VONAGE_SECRET):
+            return self.answer({"status": "4", "error-text": "Bad Credentials"})
+        if not all(form.get(name) for name in ("from", "to", "text")):
+            return self.answer({"status": "2", "error-text": "Missing from, to or text"})
+        if self.down:
+            return self.answer({"status": "5", "error-text": "Internal Error"})
+        if form["to"] in self.scripted:
+            status, text = self.scripted[form["to"]]
+            return self.answer({"status": status, "error-text": text})
+        return self.answer(
+            {
+                "to": form["to"],
+                "message-id": uuid.uuid4().hex[:16].upper(),
+                "status": "0",
+                "remaining-balance": "15.53590000",
+                "message-price": "0.03330000",
+                "network": "23410",
+            }
+        )
+
+    @staticmethod
+    def answer(*parts: dict[str, str]) -> Response:
+        return JSONResponse({"message-count": str(len(parts)), "messages": list(parts)})
+
+
+def vonage_signed(
+    params: dict[str, str], *, secret: str = VONAGE_SIGNATURE_SECRET, at: float | None = None
+) -> dict[str, str]:
+    """`params` as Vonage sends them to a webhook (at `at`, by default now): with a timestamp,
+    a nonce and their `sig`."""
+    when = time.time() if at is None else at
+    signed = {**params, "timestamp": str(int(when)), "nonce": uuid.uuid4().hex}
+    signed["sig"] = signature(signed, secret, "md5hash")
+    return signed
+
+
+@dataclass(frozen=True)
+class ServiceAccountKey:
+    """A Google service account's key pair, and its JSON key pointed at a token endpoint."""
+
+    private_key: rsa.RSAPrivateKey
+    key_id: str
+
+    def document(self, token_uri: str) -> str:
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return json.dumps(
+            {
+                "type": "service_account",
+                "project_id": FCM_PROJECT,
+                "private_key_id": self.key_id,
+                "private_key": pem,
+                "client_email": FCM_EMAIL,
+                "client_id": "1234567890",
+                "token_uri": token_uri,
+            }
+        )
+
+
+@functools.cache
+def shared_service_account() -> ServiceAccountKey:
+    """One key pair per test process (an RSA key takes a while to generate)."""
+    return ServiceAccountKey(rsa.generate_private_key(65537, 2048), uuid.uuid4().hex)
+
+
+@pytest.fixture
+def service_account_key() -> ServiceAccountKey:
+    return shared_service_account()
+
+
+@dataclass
+class FakeFcm:
+    """Google's OAuth token endpoint for service accounts and FCM's HTTP v1 send endpoint.
+
+    The token endpoint checks the JWT bearer assertion (RS256 with the service account's public
+    key, its issuer, audience and scope) before it hands out an access token; the send endpoint
+    takes only those tokens. Device tokens starting with `gone` answer UNREGISTERED (404),
+    `busy` UNAVAILABLE (503) with Retry-After, `bad` INVALID_ARGUMENT (400)."""
+
+    key: ServiceAccountKey
+    base_url: str = ""
+    tokens: list[str] = field(default_factory=list)
+    assertions: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    async def token(self, request: Request) -> Response:
+        form = await request.form()
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return JSONResponse({"error": "unsupported_grant_type"}, 400)
+        try:
+            claims = jwt.decode(
+                str(form.get("assertion")),
+                self.key.private_key.public_key(),
+                algorithms=["RS256"],
+                audience=f"{self.base_url}/token",
+                issuer=FCM_EMAIL,
+            )
+        except jwt.InvalidTokenError as exc:
+            return JSONResponse({"error": "invalid_grant", "error_description": str(exc)}, 400)
+        header = jwt.get_unverified_header(str(form.get("assertion")))
+        if claims.get("scope") != "https://www.googleapis.com/auth/firebase.messaging":
+            return JSONResponse({"error": "invalid_scope"}, 400)
+        if header.get("kid") != self.key.key_id:
+            return JSONResponse({"error": "invalid_grant", "error_description": "kid"}, 400)
+        self.assertions.append(claims)
+        token = "ya29." + uuid.uuid4().hex
+        self.tokens.append(token)
+        return JSONResponse({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+
+    async def send(self, request: Request) -> Response:
+        if request.path_params["project"] != FCM_PROJECT:
+            return self.error(404, "NOT_FOUND", "Requested entity was not found.", None)
+        authorization = request.headers.get("authorization", "")
+        if authorization.removeprefix("Bearer ") not in self.tokens:
+            return self.error(401, "UNAUTHENTICATED", "Request had invalid credentials.", None)
+        message = (await request.json())["message"]
+        self.messages.append(message)
+        device = message["token"]
+        if device.startswith("gone"):
+            return self.error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
+        if device.startswith("busy"):
+            return self.error(503, "UNAVAILABLE", "The service is unavailable.", "UNAVAILABLE")
+        if device.startswith("bad"):
+            text = "The registration token is not a valid FCM registration token"
+            return self.error(400, "INVALID_ARGUMENT", text, "INVALID_ARGUMENT")
+        return JSONResponse({"name": f"projects/{FCM_PROJECT}/messages/0:{uuid.uuid4().hex}"})
+
+    @staticmethod
+    def error(status: int, rpc_status: str, message: str, fcm_code: str | None) -> Response:
+        error: dict[str, Any] = {"code": status, "message": message, "status": rpc_status}
+        if fcm_code is not None:
+            error["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                    "errorCode": fcm_code,
+                }
+            ]
+        headers = {"Retry-After": "23"} if status == 503 else None
+        return JSONResponse({"error": error}, status, headers=headers)
 
 
 @dataclass
@@ -179,20 +389,30 @@ class Peers:
     base_url: str
     twilio: FakeTwilio
     push: FakePushService
+    vonage: FakeVonage
+    fcm: FakeFcm
 
 
 @pytest.fixture
 async def http_peers() -> AsyncIterator[Peers]:
-    twilio, push = FakeTwilio(), FakePushService()
+    twilio, push, vonage = FakeTwilio(), FakePushService(), FakeVonage()
+    fcm = FakeFcm(shared_service_account())
     app = Starlette(
         routes=[
             Route("/2010-04-01/Accounts/{sid}/Messages.json", twilio.messages, methods=["POST"]),
             Route("/2010-04-01/Accounts/{sid}.json", twilio.account, methods=["GET"]),
             Route("/push/{name}", push.push, methods=["POST"]),
+            Route("/sms/json", vonage.sms, methods=["POST"]),
+            Route("/token", fcm.token, methods=["POST"]),
+            Route("/v1/projects/{project}/messages:send", fcm.send, methods=["POST"]),
         ]
     )
     async with serving(app) as base_url:
-        yield Peers(base_url, twilio, push)
+        fcm.base_url = base_url
+        try:
+            yield Peers(base_url, twilio, push, vonage, fcm)
+        finally:
+            twilio.release.set()  # a request left hanging must end before the server can
 
 
 # --- settings wired to the peers ----------------------------------------------------------------

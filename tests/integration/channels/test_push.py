@@ -66,7 +66,11 @@ async def test_push_is_signed_encrypted_and_decryptable_by_the_browser(
 
     (delivery,) = await deliveries_of(client, team, message_id)
     assert delivery["status"] == "sent" and delivery["provider_message_id"].startswith("/messages/")
-    assert delivery["metadata"] == {"push_subscriptions": 1, "push_expired": 0}
+    assert delivery["metadata"] == {
+        "push_subscriptions": 1,
+        "push_expired": 0,
+        "providers": ["webpush"],
+    }
     (push,) = http_peers.push.received
     assert push.headers["content-encoding"] == "aes128gcm"
     assert int(push.headers["ttl"]) > 0
@@ -106,7 +110,11 @@ async def test_expired_subscriptions_are_removed_and_the_delivery_fails(
     assert by_user[gone_user]["status"] == "failed"
     assert by_user[gone_user]["error"].startswith("subscription_expired")
     assert by_user[mixed_user]["status"] == "sent"
-    assert by_user[mixed_user]["metadata"] == {"push_subscriptions": 1, "push_expired": 1}
+    assert by_user[mixed_user]["metadata"] == {
+        "push_subscriptions": 1,
+        "push_expired": 1,
+        "providers": ["webpush"],
+    }
     async with runtime.database.session() as session:
         left = (await session.execute(select(PushSubscription.endpoint))).scalars().all()
     assert left == [f"{base}/push/phone"]

@@ -77,7 +77,12 @@ async def test_sms_goes_out_with_form_fields_auth_footer_and_segments(
     deliveries = await deliveries_of(client, team, message_id)
     assert {d["status"] for d in deliveries} == {"sent"}
     assert all(d["provider_message_id"].startswith("SM") for d in deliveries)
-    assert deliveries[0]["metadata"] == {"segments": 1, "encoding": "GSM-7", "units": 40}
+    assert deliveries[0]["metadata"] == {
+        "segments": 1,
+        "encoding": "GSM-7",
+        "units": 40,
+        "provider": "twilio",
+    }
     (emoji,) = await deliveries_of(client, team, emoji_id)
     assert emoji["metadata"]["encoding"] == "UCS-2"
     assert emoji["metadata"]["segments"] == 1
