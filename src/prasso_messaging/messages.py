@@ -153,9 +153,11 @@ async def create_message(
     transactional: bool = False,
     template_id: int | None = None,
     template_version: int | None = None,
+    test: bool = False,
 ) -> Message:
     """A message with its own subject and body, or copied from a template's version (the
-    current one unless `template_version` says which), which the message records."""
+    current one unless `template_version` says which), which the message records; `test`
+    (created with a test token): its deliveries go to the simulator."""
     if template_id is not None:
         template = await template_content(
             session, team_id=team_id, template_id=template_id, version=template_version
@@ -181,6 +183,7 @@ async def create_message(
         is_transactional=transactional,
         template_id=template_id,
         template_version=template_version,
+        is_test=test,
     )
     session.add(message)
     await session.flush()
@@ -301,8 +304,10 @@ async def send_message(
     dispatcher: Dispatcher,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    test: bool = False,
 ) -> SendResult:
-    """Fan a message out to its recipients atomically: all deliveries and jobs, or nothing."""
+    """Fan a message out to its recipients atomically: all deliveries and jobs, or nothing.
+    A test token (`test`) sends only test messages, a live one only live messages."""
     if idempotency_key is not None:
         replay = await _replay(database, team_id, idempotency_key, fingerprint)
         if replay is not None:
@@ -333,6 +338,11 @@ async def send_message(
                 raise InvalidState(
                     f"message {message.id} was cancelled; create a new message to send",
                     reason="message_cancelled",
+                )
+            if message.is_test != test:
+                made, token = ("a test", "live") if message.is_test else ("a live", "test")
+                raise ValidationFailed(
+                    "message_id", f"was created with {made} token; a {token} token cannot send it"
                 )
             team = await session.get(Team, team_id)
             if message.type == "sms" and team and team.sms_verification_status != "verified":
@@ -580,7 +590,10 @@ async def _dispatch_committed(database: Database, message: Message, fan_out: _Fa
             return
         await dispatcher.driver.push_many(
             dispatcher.queue,
-            [delivery_job(i, channel=message.type, team_id=message.team_id) for i in ids],
+            [
+                delivery_job(i, channel=message.type, team_id=message.team_id, test=message.is_test)
+                for i in ids
+            ],
             delay=fan_out.delay,
         )
         after = ids[-1]
@@ -931,7 +944,12 @@ async def _insert_chunk(
         )
         if isinstance(driver, TransactionalQueue):
             payloads = select(
-                payload_sql(rows.c.id, channel=message.type, team_id=message.team_id)
+                payload_sql(
+                    rows.c.id,
+                    channel=message.type,
+                    team_id=message.team_id,
+                    test=message.is_test,
+                )
             ).where(rows.c.status == "queued")
             jobs = driver.insert_from(result.dispatcher.queue, payloads, delay=result.delay)
             summary = summary.add_cte(jobs.cte("j"))
@@ -949,7 +967,12 @@ async def _insert_chunk(
         result.skipped.update(r.reason for r in inserted if r.reason is not None)
         if queued_ids and isinstance(driver, TransactionalQueue):
             payloads = select(
-                payload_sql(deliveries_table.c.id, channel=message.type, team_id=message.team_id)
+                payload_sql(
+                    deliveries_table.c.id,
+                    channel=message.type,
+                    team_id=message.team_id,
+                    test=message.is_test,
+                )
             ).where(
                 deliveries_table.c.id.between(first_id, last_id),
                 deliveries_table.c.status == "queued",

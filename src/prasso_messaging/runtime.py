@@ -31,6 +31,7 @@ from prasso_messaging.pacing import build_pacer
 from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
 from prasso_messaging.providers.failover import FailoverMail, FailoverSms
 from prasso_messaging.providers.log import OutboxMailer, OutboxSms
+from prasso_messaging.providers.simulator import SimulatedMail, SimulatedSms, simulated_push
 from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
 from prasso_messaging.queue.base import QueueDriver
 from prasso_messaging.queue.router import JobRouter
@@ -200,25 +201,31 @@ def build_push_providers(settings: Settings) -> dict[str, PushProvider]:
     return {kind: provider for kind, provider in providers.items() if provider is not None}
 
 
-def build_channels(settings: Settings, database: Database) -> dict[str, Channel]:
+def build_channels(
+    settings: Settings, database: Database, *, simulated: bool = False
+) -> dict[str, Channel]:
+    """The channels with the configured providers, or with the simulator (`simulated`: the
+    channels of test messages, providers/simulator.py)."""
+
     async def record_provider_opt_out(team_id: int, phone: str) -> None:
         await inbound.record_provider_opt_out(database, team_id=team_id, phone=phone)
 
     channels: list[Channel] = [
         EmailChannel(
-            build_mail_provider(settings),
+            SimulatedMail() if simulated else build_mail_provider(settings),
             from_address=settings.MAIL_FROM_ADDRESS,
             from_name=settings.MAIL_FROM_NAME,
             unsubscribe_url=UnsubscribeLinks.from_settings(settings).url,
         ),
         SmsChannel(
-            build_sms_provider(settings),
+            SimulatedSms() if simulated else build_sms_provider(settings),
             from_number=settings.TWILIO_PHONE_NUMBER,
             status_callback=f"{settings.APP_URL}/webhooks/twilio/status",
             on_provider_opt_out=record_provider_opt_out,
         ),
         PushChannel(
-            build_push_providers(settings), subscriptions=DatabasePushSubscriptions(database)
+            simulated_push() if simulated else build_push_providers(settings),
+            subscriptions=DatabasePushSubscriptions(database),
         ),
         InAppChannel(),
     ]
@@ -272,6 +279,7 @@ class Runtime:
     database: Database
     queue: QueueDriver
     channels: dict[str, Channel]
+    test_channels: dict[str, Channel]
     failed: FailedJobs
     pipeline: DeliveryPipeline
     registry: WorkerRegistry
@@ -286,16 +294,19 @@ class Runtime:
         use_directory(settings.metrics_dir)
         database = Database.from_url(settings.DATABASE_URL, pool_size=pool_size)
         channels = build_channels(settings, database)
+        test_channels = build_channels(settings, database, simulated=True)
         driver = queue or build_queue(settings, database)
         runtime = cls(
             settings=settings,
             database=database,
             queue=driver,
             channels=channels,
+            test_channels=test_channels,
             failed=FailedJobs(database),
             pipeline=DeliveryPipeline(
                 repository=DeliveryRepository(database),
                 channels=channels,
+                test_channels=test_channels,
                 retry=RetryPolicy(settings.MESSAGING_RETRY_BACKOFF),
                 limits=Limits.from_settings(settings, build_pacer(settings, database)),
                 lease_seconds=settings.QUEUE_RETRY_AFTER,
@@ -336,7 +347,7 @@ class Runtime:
         return Dispatcher(self.queue, self.settings.QUEUE_NAME, on_dispatch=wake_workers)
 
     async def close(self) -> None:
-        for channel in self.channels.values():
+        for channel in (*self.channels.values(), *self.test_channels.values()):
             await channel.close()
         await self.queue.close()
         if self.pipeline.limits.pacer is not None:

@@ -20,6 +20,7 @@ from prasso_messaging.errors import NotFound, ValidationFailed
 from prasso_messaging.rendering import sms_footer
 
 TOKEN_PREFIX = "pm_"
+TEST_TOKEN_PREFIX = "pm_test_"
 VERIFICATION_STATES = ("unverified", "pending", "verified", "revoked")
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # spares a write per API call
 
@@ -29,6 +30,15 @@ class IssuedToken:
     id: int
     team_id: int
     token: str  # the only time the plain token exists
+    test: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who an API request comes from: a team, through a live or a test token."""
+
+    team: Team
+    test: bool
 
 
 def hash_token(token: str) -> str:
@@ -68,14 +78,18 @@ async def not_verified_for_sms(session: AsyncSession, *, limit: int) -> tuple[in
 
 
 async def create_api_token(
-    session: AsyncSession, *, team_id: int, name: str = "default"
+    session: AsyncSession, *, team_id: int, name: str = "default", test: bool = False
 ) -> IssuedToken:
+    """A live token, or a test one (`test`): its messages are sent to the simulator, never to a
+    provider (docs/testing.md); a test token starts `pm_test_` so it is told apart at a glance."""
     await get_team(session, team_id)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(team_id=team_id, name=name, token_hash=hash_token(token), prefix=token[:10])
+    token = (TEST_TOKEN_PREFIX if test else TOKEN_PREFIX) + secrets.token_urlsafe(32)
+    row = ApiToken(
+        team_id=team_id, name=name, token_hash=hash_token(token), prefix=token[:10], test=test
+    )
     session.add(row)
     await session.flush()
-    return IssuedToken(row.id, team_id, token)
+    return IssuedToken(row.id, team_id, token, test)
 
 
 async def list_api_tokens(session: AsyncSession, *, team_id: int) -> list[ApiToken]:
@@ -97,8 +111,9 @@ async def revoke_api_token(session: AsyncSession, *, token_id: int) -> ApiToken:
     return row
 
 
-async def team_for_token(session: AsyncSession, token: str) -> Team | None:
-    """The team a live token belongs to, or None; constant work whether or not it exists."""
+async def caller_for_token(session: AsyncSession, token: str) -> Caller | None:
+    """The team an unrevoked token belongs to and whether the token is a test one, or None;
+    constant work whether or not it exists."""
     row = (
         await session.execute(
             select(ApiToken).where(
@@ -113,7 +128,8 @@ async def team_for_token(session: AsyncSession, token: str) -> Team | None:
         await session.execute(
             update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
         )
-    return await session.get(Team, row.team_id)
+    team = await session.get(Team, row.team_id)
+    return None if team is None else Caller(team, row.test)
 
 
 async def set_sms_verification(

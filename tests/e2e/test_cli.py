@@ -142,8 +142,8 @@ def test_tokens_are_listed_and_revoked(cli):
     assert [t["id"] for t in listed] == [second["id"], second["id"] - 1]
     assert listed[0]["prefix"] == second["api_token"][:10]
     assert listed[0]["name"] == "ci" and listed[0]["revoked_at"] is None
-    assert all(set(t) == {"id", "team_id", "name", "prefix", "created_at", "last_used_at",
-                          "revoked_at"} for t in listed)  # fmt: skip
+    assert all(set(t) == {"id", "team_id", "name", "prefix", "test", "created_at",
+                          "last_used_at", "revoked_at"} for t in listed)  # fmt: skip
     assert second["api_token"] not in cli.run("tokens", "list", str(team["id"])).stdout
 
     revoked = cli.json("tokens", "revoke", str(second["id"]))
@@ -156,6 +156,18 @@ def test_tokens_are_listed_and_revoked(cli):
     unknown_team = cli.run("tokens", "list", "9999", check=False)
     assert unknown_team.returncode == 1
     assert unknown_team.stderr.strip() == "error: team 9999 not found"
+
+
+def test_a_test_token_is_created_and_listed_as_one(cli):
+    team = cli.json("teams", "create", "Acme")
+    test = cli.json("tokens", "create", str(team["id"]), "--test", "--name", "ci")
+    assert test["test"] is True and test["api_token"].startswith("pm_test_")
+    listed = cli.json("tokens", "list", str(team["id"]))
+    assert [(t["id"], t["test"]) for t in listed] == [(test["id"], True), (test["id"] - 1, False)]
+    lines = cli.run("tokens", "list", str(team["id"])).stdout.splitlines()
+    assert "  ci  test  created" in lines[0] and " test " not in lines[1]
+    said = cli.run("tokens", "create", str(team["id"]), "--test").stdout
+    assert said.startswith(f"Test API token for team {team['id']} (shown once): pm_test_")
 
 
 def test_a_send_for_a_team_that_does_not_exist_is_refused(cli, database_url):

@@ -19,11 +19,16 @@ router = APIRouter()
 
 
 @router.get("/admin/messages")
-async def message_list(admin: Admin, before: PageCursor = None) -> Response:
+async def message_list(admin: Admin, before: PageCursor = None, test: bool = False) -> Response:
+    """Live messages, or (`?test=true`) those sent with a test token, apart."""
     async with admin.runtime.database.session() as session:
-        rows = await queries.message_rows(session, team_id=admin.team.id, before_id=before)
+        rows = await queries.message_rows(
+            session, team_id=admin.team.id, before_id=before, test=test
+        )
     older = rows[-1].message.id if len(rows) == queries.PAGE_SIZE else None
-    return admin.page("messages.html", rows=rows, statuses=messages.STATUSES, older=older)
+    return admin.page(
+        "messages.html", rows=rows, statuses=messages.STATUSES, older=older, test=test
+    )
 
 
 async def _counts(admin: Admin, message_id: int) -> tuple[Message, queries.StatusCounts]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging import contacts, messages
@@ -61,10 +61,16 @@ class MessageRow:
 
 
 async def message_rows(
-    session: AsyncSession, *, team_id: int, before_id: int | None, limit: int = PAGE_SIZE
+    session: AsyncSession,
+    *,
+    team_id: int,
+    before_id: int | None,
+    limit: int = PAGE_SIZE,
+    test: bool = False,
 ) -> list[MessageRow]:
-    """A page of the team's messages, newest first, with their delivery counts per status."""
-    query = select(Message).where(Message.team_id == team_id)
+    """A page of the team's live (or, `test`, test) messages, newest first, with their delivery
+    counts per status: test traffic is listed apart."""
+    query = select(Message).where(Message.team_id == team_id, Message.is_test.is_(test))
     if before_id is not None:
         query = query.where(Message.id < before_id)
     found = list((await session.execute(query.order_by(Message.id.desc()).limit(limit))).scalars())
@@ -351,13 +357,20 @@ class WindowStats:
         }
 
 
+def live_deliveries(team_id: int) -> Any:
+    """The condition keeping a team's live deliveries (the dashboard counts no test traffic):
+    those of none of its test messages, few, so the exclusion stays cheap."""
+    test_messages = select(Message.id).where(Message.team_id == team_id, Message.is_test)
+    return and_(Delivery.team_id == team_id, Delivery.msg_message_id.not_in(test_messages))
+
+
 async def window_stats(
     session: AsyncSession, *, team_id: int, label: str, span: timedelta, now: datetime | None = None
 ) -> WindowStats:
     since = (now or utcnow()) - span
     rows = await session.execute(
         select(Delivery.channel, Delivery.status, func.count())
-        .where(Delivery.team_id == team_id, Delivery.created_at >= since)
+        .where(live_deliveries(team_id), Delivery.created_at >= since)
         .group_by(Delivery.channel, Delivery.status)
     )
     by_channel = {c: dict.fromkeys(STATUSES, 0) for c in MESSAGE_TYPES}
@@ -373,7 +386,7 @@ async def team_queued(session: AsyncSession, *, team_id: int) -> int:
             await session.execute(
                 select(func.count())
                 .select_from(Delivery)
-                .where(Delivery.team_id == team_id, Delivery.status == "queued")
+                .where(live_deliveries(team_id), Delivery.status == "queued")
             )
         ).scalar_one()
     )
@@ -433,7 +446,7 @@ async def timeline(
     bucket = _bucket(Delivery.created_at, session.get_bind().dialect.name, unit).label("bucket")
     rows = await session.execute(
         select(bucket, Delivery.status, func.count())
-        .where(Delivery.team_id == team_id, Delivery.created_at >= buckets[0])
+        .where(live_deliveries(team_id), Delivery.created_at >= buckets[0])
         .group_by(bucket, Delivery.status)
     )
     index = {b.replace(tzinfo=None): i for i, b in enumerate(buckets)}

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from prasso_messaging.db.models import Team
 from prasso_messaging.runtime import Runtime
-from prasso_messaging.teams import hash_token, team_for_token
+from prasso_messaging.teams import Caller, caller_for_token, hash_token
 
 MAX_ID = 2**63 - 1  # BIGINT: a larger id can exist nowhere, so it is a 422, never a 500
 
@@ -34,11 +34,11 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def current_team(
+async def current_caller(
     runtime: RuntimeDep,
     response: Response,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Team:
+) -> Caller:
     unauthorized = HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
         detail="a valid team API token is required (Authorization: Bearer <token>)",
@@ -47,11 +47,19 @@ async def current_team(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized
     async with runtime.database.session() as session:
-        team = await team_for_token(session, credentials.credentials)
-    if team is None:
+        caller = await caller_for_token(session, credentials.credentials)
+    if caller is None:
         raise unauthorized
     await _count_request(runtime, response, credentials.credentials)
-    return team
+    return caller
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+"""The team and whether its token is a test one: for the routes that create messages."""
+
+
+async def current_team(caller: CurrentCaller) -> Team:
+    return caller.team
 
 
 async def _count_request(runtime: Runtime, response: Response, token: str) -> None:

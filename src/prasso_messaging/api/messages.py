@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import AwareDatetime
 
 from prasso_messaging import cancellation, deliveries, messages
-from prasso_messaging.api.deps import CurrentTeam, ResourceId, RuntimeDep
+from prasso_messaging.api.deps import CurrentCaller, CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
     DeliveryPublic,
@@ -28,12 +28,14 @@ router = APIRouter(tags=["messages"], dependencies=[checked_input])
 
 @router.post("/api/messages", status_code=status.HTTP_201_CREATED)
 async def create_message(
-    body: MessageCreate, team: CurrentTeam, runtime: RuntimeDep
+    body: MessageCreate, caller: CurrentCaller, runtime: RuntimeDep
 ) -> MessagePublic:
+    """A test token's messages are test messages (`"test": true`): sent to the simulator."""
     async with runtime.database.session() as session:
         message = await messages.create_message(
             session,
-            team_id=team.id,
+            team_id=caller.team.id,
+            test=caller.test,
             type=body.type,
             subject=body.subject,
             body=body.body,
@@ -78,13 +80,14 @@ def _with_counts(message: Message, counts: dict[str, int]) -> MessageWithCounts:
 @router.post("/api/messages/send", status_code=status.HTTP_202_ACCEPTED)
 async def send_message(
     body: SendCreate,
-    team: CurrentTeam,
+    caller: CurrentCaller,
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> SendAccepted:
     result = await messages.send_message(
         runtime.database,
-        team_id=team.id,
+        team_id=caller.team.id,
+        test=caller.test,
         request=messages.SendRequest(
             message_id=body.message_id,
             user_ids=body.user_ids,

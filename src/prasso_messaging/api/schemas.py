@@ -206,6 +206,11 @@ class MessagePublic(Public):
     data: dict[str, Any] | None = Field(
         description="The values of tokens its send gave (`data` of `POST /api/messages/send`)."
     )
+    test: bool = Field(
+        validation_alias="is_test",
+        description="Created with a test token: its deliveries reach no provider (the simulator "
+        "plays the outcomes) and count toward no cap nor pacing.",
+    )
     cancelled_at: datetime | None = Field(
         description="set by `POST /api/messages/{id}/cancel`; a cancelled message sends no more"
     )
@@ -273,6 +278,10 @@ class DeliveryPublic(Public):
     template_id: int | None = Field(description="The template its message was created from.")
     template_version: int | None = Field(
         description="The template version it used (its message's)."
+    )
+    test: bool = Field(
+        validation_alias="is_test",
+        description="Its message is a test message: the simulator, not a provider, sent it.",
     )
     error: str | None
     metadata: dict[str, Any] | None = Field(validation_alias="meta")

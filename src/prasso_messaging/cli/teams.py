@@ -124,23 +124,37 @@ def unverify(
 def create_token(
     team_id: int,
     name: Annotated[str, typer.Option(help="A label for the token.")] = "default",
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test",
+            help="A test token: its sends reach no provider (the simulator plays them) and "
+            "count toward no cap nor pacing.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Issue a new API token for a team (shown once)."""
+    """Issue a new API token for a team (shown once); `--test` for a test token."""
     from prasso_messaging import teams
 
     config = settings()
 
     async def work() -> dict[str, object]:
         async with open_runtime(config) as runtime, runtime.database.session() as session:
-            issued = await teams.create_api_token(session, team_id=team_id, name=name)
-            return {"id": issued.id, "team_id": issued.team_id, "api_token": issued.token}
+            issued = await teams.create_api_token(session, team_id=team_id, name=name, test=test)
+            return {
+                "id": issued.id,
+                "team_id": issued.team_id,
+                "api_token": issued.token,
+                "test": issued.test,
+            }
 
     result = run(work)
     if as_json:
         print_json(result)
     else:
-        typer.echo(f"API token for team {team_id} (shown once): {result['api_token']}")
+        kind = "Test API token" if test else "API token"
+        typer.echo(f"{kind} for team {team_id} (shown once): {result['api_token']}")
 
 
 def _token_fields(row: Any) -> dict[str, object]:
@@ -152,6 +166,7 @@ def _token_fields(row: Any) -> dict[str, object]:
         "team_id": row.team_id,
         "name": row.name,
         "prefix": row.prefix,
+        "test": row.test,
         "created_at": stamp(row.created_at),
         "last_used_at": stamp(row.last_used_at),
         "revoked_at": stamp(row.revoked_at),
@@ -181,8 +196,9 @@ def list_tokens(team_id: int, as_json: JsonFlag = False) -> None:
     for token in result:
         state = f"revoked {token['revoked_at']}" if token["revoked_at"] else "active"
         used = token["last_used_at"] or "never"
+        kind = "  test" if token["test"] else ""
         typer.echo(
-            f"{token['id']}  {token['prefix']}...  {token['name']}  "
+            f"{token['id']}  {token['prefix']}...  {token['name']}{kind}  "
             f"created {token['created_at']}  last used {used}  {state}"
         )
 

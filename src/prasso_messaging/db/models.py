@@ -146,6 +146,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+    # ours: a test token's messages are test messages (docs/testing.md)
+    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class AdminUser(Timestamps, Base):
@@ -433,6 +435,8 @@ class Message(Timestamps, Base):
     template_id: Mapped[int | None] = mapped_column(BigId)
     template_version: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # ours: created with a test token, its deliveries go to the simulator (docs/testing.md)
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 _message_of = cast(Table, Message.__table__).alias("message_of")
@@ -507,6 +511,9 @@ class Delivery(Timestamps, Base):
         select(_message_of.c.template_version)
         .where(_message_of.c.id == msg_message_id)
         .scalar_subquery()
+    )
+    is_test: Mapped[bool] = column_property(
+        select(_message_of.c.is_test).where(_message_of.c.id == msg_message_id).scalar_subquery()
     )
 
 

@@ -26,22 +26,28 @@ class DeliveryJob:
     delivery_id: int
     channel: str | None
     team_id: int | None
+    test: bool = False
 
 
-def delivery_job(delivery_id: int, *, channel: str, team_id: int | None) -> dict[str, Any]:
-    """The queue payload of one delivery (`encode_payload` sorts the keys, as `payload_sql`)."""
-    return {"channel": channel, "delivery_id": delivery_id, "job": JOB_NAME, "team_id": team_id}
+def delivery_job(
+    delivery_id: int, *, channel: str, team_id: int | None, test: bool = False
+) -> dict[str, Any]:
+    """The queue payload of one delivery (`encode_payload` sorts the keys, as `payload_sql`);
+    `test` (a test message's delivery: it takes no pacing slot) only when true."""
+    payload = {"channel": channel, "delivery_id": delivery_id, "job": JOB_NAME, "team_id": team_id}
+    return {**payload, "test": True} if test else payload
 
 
 def payload_sql(
-    delivery_id: ColumnElement[Any], *, channel: str, team_id: int | None
+    delivery_id: ColumnElement[Any], *, channel: str, team_id: int | None, test: bool = False
 ) -> ColumnElement[str]:
     """The encoded payload of `delivery_job`, built by the database for each delivery id."""
     team = "null" if team_id is None else str(int(team_id))
+    tail = ',"test":true' if test else ""
     return (
         literal(f'{{"channel":"{channel}","delivery_id":')
         + cast(delivery_id, String)
-        + literal(f',"job":"{JOB_NAME}","team_id":{team}}}')
+        + literal(f',"job":"{JOB_NAME}","team_id":{team}{tail}}}')
     )
 
 
@@ -59,6 +65,7 @@ def parse_job(job: ReservedJob) -> DeliveryJob | None:
         delivery_id,
         channel if isinstance(channel, str) else None,
         team_id if _is_id(team_id) else None,
+        payload.get("test") is True,
     )
 
 

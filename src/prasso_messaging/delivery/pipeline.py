@@ -50,6 +50,7 @@ from prasso_messaging.errors import DeliverySkipped, Reason, SendError
 from prasso_messaging.failed_jobs import failed_job_row
 from prasso_messaging.metrics import delivery_outcome, provider_call
 from prasso_messaging.pacing import Rate, Slot
+from prasso_messaging.providers.simulator import play_report
 from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.worker import JobResult, Settle, WorkerOptions
 
@@ -81,6 +82,7 @@ class _Item:
     delivery_id: int
     channel: str | None
     team_id: int | None
+    test: bool = False  # the payload's word before the claim, its message's after
     duplicates: list[ReservedJob] = field(default_factory=list)
     message_id: int | None = None  # known once claimed
     due: float = 0.0  # monotonic: not before its pacing slot
@@ -119,6 +121,7 @@ class DeliveryPipeline:
         *,
         repository: DeliveryRepository,
         channels: Mapping[str, Channel],
+        test_channels: Mapping[str, Channel],
         retry: RetryPolicy,
         limits: Limits,
         lease_seconds: float,
@@ -126,6 +129,7 @@ class DeliveryPipeline:
     ) -> None:
         self.repository = repository
         self.channels = channels
+        self.test_channels = test_channels  # the simulator's, for test messages
         self.retry = retry
         self.limits = limits
         self.lease_seconds = lease_seconds
@@ -188,7 +192,8 @@ class DeliveryHandler:
         now: list[_Item] = []
         paced: dict[tuple[str, Rate], list[_Item]] = {}
         for item in items:
-            pacing = pipeline.pacing(item.channel, item.team_id)
+            # a test message's deliveries take no pacing slot: they reach no provider
+            pacing = None if item.test else pipeline.pacing(item.channel, item.team_id)
             if pacing is None:
                 now.append(item)
             else:
@@ -229,7 +234,7 @@ class DeliveryHandler:
                 items[parsed.delivery_id].duplicates.append(job)
             else:
                 items[parsed.delivery_id] = _Item(
-                    job, parsed.delivery_id, parsed.channel, parsed.team_id
+                    job, parsed.delivery_id, parsed.channel, parsed.team_id, parsed.test
                 )
         return list(items.values()), malformed
 
@@ -412,9 +417,10 @@ class DeliveryHandler:
     def _decide(self, item: _Item, row: Any, now: datetime) -> Decision:
         pipeline = self.pipeline
         item.policy = pipeline.teams.get(row.team_id)
-        item.sender = pipeline.channels.get(row.channel)
         item.message_id = row.message_id
         message = pipeline.messages.get(row.message_id)
+        item.test = message is not None and message.test
+        item.sender = (pipeline.test_channels if item.test else pipeline.channels).get(row.channel)
         if row.found_id is None or item.policy is None or message is None:
             return Decision("skip", Reason.RECIPIENT_NOT_FOUND, "the recipient was deleted")
         if row.message_cancelled_at is not None:  # claimed after the cancel (cancellation.py)
@@ -458,7 +464,10 @@ class DeliveryHandler:
         )
 
     def _capped(self, item: _Item) -> bool:
+        """Whether the send counts toward the guest's cap: a test send never does."""
         assert item.outgoing is not None
+        if item.test:
+            return False
         bypass = self.pipeline.limits.transactional_bypass
         return counts_toward_cap(item.outgoing, transactional_bypass=bypass)
 
@@ -639,7 +648,26 @@ class DeliveryHandler:
             metadata=sent.metadata,
             outbox=sent.outbox,
         )
-        return self._record(item, record, settle, "ack")
+        recorded = self._record(item, record, settle, "ack")
+        if item.test and sent.provider_message_id is not None:
+            played = self._play_report(item, sent.provider_message_id, recorded)
+            return asyncio.ensure_future(played)
+        return recorded
+
+    async def _play_report(self, item: _Item, message_id: str, recorded: Awaitable[None]) -> None:
+        """A test send's later report (receipt, bounce), played once the send is recorded."""
+        await recorded
+        assert item.outgoing is not None and item.sender is not None
+        address = item.sender.address(item.outgoing.recipient)
+        try:
+            await play_report(
+                self.pipeline.repository.database,
+                channel=item.outgoing.channel,
+                address=address,
+                provider_message_id=message_id,
+            )
+        except Exception:  # the send is recorded; a lost simulated report must not undo it
+            log.exception("delivery %s: could not play the simulated report", item.delivery_id)
 
     def _skip(
         self, item: _Item, reason: Reason | None, error: str | None, settle: Settle

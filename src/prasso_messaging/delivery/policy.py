@@ -78,6 +78,7 @@ class MessageBody:
     transactional: bool
     version: datetime | None
     data: Mapping[str, Any]  # the values of tokens its send gave
+    test: bool = False  # created with a test token: sent through the simulator
 
 
 def team_policy(row: Any, limits: Limits) -> TeamPolicy:
@@ -108,7 +109,12 @@ def team_policy(row: Any, limits: Limits) -> TeamPolicy:
 
 def message_body(row: Any) -> MessageBody:
     return MessageBody(
-        row.subject, row.body or "", bool(row.is_transactional), row.updated_at, row.data or {}
+        row.subject,
+        row.body or "",
+        bool(row.is_transactional),
+        row.updated_at,
+        row.data or {},
+        bool(row.is_test),
     )
 
 

@@ -336,6 +336,7 @@ class DeliveryRepository:
             messages.c.body,
             messages.c.is_transactional,
             messages.c.data,
+            messages.c.is_test,
         ).where(_ids_match(messages.c.id, ids, self.dialect))
         return await self._rows(query, conn)
 
