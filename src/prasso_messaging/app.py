@@ -37,6 +37,7 @@ from prasso_messaging.config import Settings
 from prasso_messaging.errors import (
     Conflict,
     Forbidden,
+    InvalidState,
     NotFound,
     QueueUnavailable,
     ValidationFailed,
@@ -151,6 +152,11 @@ def _forbidden(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "reason": reason}, status_code=403)
 
 
+def _invalid_state(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidState)
+    return JSONResponse({"detail": str(exc), "reason": exc.reason}, status_code=409)
+
+
 def _queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503)
 
@@ -210,6 +216,7 @@ def create_app(
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(InvalidState, _invalid_state)
     app.add_exception_handler(QueueUnavailable, _queue_unavailable)
     for module in (
         users,

@@ -43,6 +43,8 @@ class Decision:
 
 
 SEND = Decision("send")
+CANCELLED = Decision("skip", Reason.CANCELLED, "the message was cancelled")
+"""A delivery of a cancelled message: skipped by the cancel, or by a worker that claims it."""
 
 
 def skip(reason: Reason, detail: str = "") -> Decision:

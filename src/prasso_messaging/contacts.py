@@ -1,13 +1,17 @@
-"""Users (team members) and guests (contacts): creation with normalized addresses, custom
-fields and tags, lookup and search, and the guest's privacy rights (anonymize, delete)."""
+"""Users (team members) and guests (contacts): creation and changes with normalized addresses,
+custom fields and tags, lookup, lists and search, and the guest's privacy rights (anonymize,
+delete)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from prasso_messaging import guest_fields
 from prasso_messaging.addresses import normalize_email, normalize_phone
@@ -124,37 +128,6 @@ async def update_guest_fields_and_tags(
     return guest
 
 
-async def list_guests(
-    session: AsyncSession,
-    *,
-    team_id: int,
-    tag: str | None = None,
-    query: str | None = None,
-    after_id: int | None = None,
-    limit: int,
-) -> list[Guest]:
-    """The team's guests by id: holding `tag`, and whose name, email or phone contains `query`
-    (case-insensitive)."""
-    found = select(Guest).where(Guest.team_id == team_id)
-    if tag is not None:
-        [clean] = clean_tags([tag], field="tag", location="query")
-        found = found.where(Guest.id.in_(tagged_guest_ids(team_id, [clean])))
-    if query is not None and query.strip():
-        text = query.strip().lower()
-        found = found.where(
-            or_(
-                *(
-                    func.lower(column).contains(text, autoescape=True)
-                    for column in (Guest.first_name, Guest.last_name, Guest.email, Guest.phone)
-                )
-            )
-        )
-    if after_id is not None:
-        found = found.where(Guest.id > after_id)
-    rows = await session.execute(found.order_by(Guest.id).limit(limit))
-    return list(rows.scalars().all())
-
-
 async def update_guest(
     session: AsyncSession,
     *,
@@ -166,9 +139,11 @@ async def update_guest(
     phone: str | None,
     region: str,
     allow_special_use: bool = False,
+    subscribed: bool | None = None,
 ) -> Guest:
     """Change a guest's name and addresses under the rules of `create_guest` (an address another
-    guest of the team holds is a 409 naming that guest). An anonymized guest stays erased."""
+    guest of the team holds is a 409 naming that guest), and its subscription when given. An
+    anonymized guest stays erased."""
     guest = await get_guest(session, team_id=team_id, guest_id=guest_id)
     if guest.anonymized_at is not None:
         raise ValidationFailed("guest", "was anonymized; its personal data cannot be added back")
@@ -177,8 +152,32 @@ async def update_guest(
     )
     guest.first_name = (first_name or "").strip() or None
     guest.last_name = (last_name or "").strip() or None
+    if subscribed is not None:
+        guest.subscribed = subscribed
     await session.flush()
     return guest
+
+
+async def update_user(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    user_id: int,
+    name: str,
+    email: str | None,
+    phone: str | None,
+    region: str,
+    allow_special_use: bool = False,
+) -> User:
+    """Change a user's name and addresses under the rules of `create_user`."""
+    user = await get_user(session, team_id=team_id, user_id=user_id)
+    if not name.strip():
+        raise ValidationFailed("name", "must not be empty")
+    user.name = name.strip()
+    user.email = _optional_email(email, allow_special_use)
+    user.phone = _optional_phone(phone, region)
+    await session.flush()
+    return user
 
 
 async def _guest_addresses(
@@ -230,6 +229,69 @@ async def get_guest(session: AsyncSession, *, team_id: int, guest_id: int) -> Gu
     if guest is None:
         raise NotFound(f"guest {guest_id} not found")
     return guest
+
+
+# --- lists ---------------------------------------------------------------------------------------
+
+
+def guest_search(query: str, *, region: str) -> ColumnElement[bool]:
+    """Guests whose first or last name or email contains `query` (any case), or whose phone
+    contains it; a query that reads as a phone number also finds its E.164 form, so
+    `(202) 555-0111` finds `+12025550111`."""
+    text = query.strip()
+    matches = [
+        func.lower(column).contains(text.lower(), autoescape=True)
+        for column in (Guest.first_name, Guest.last_name, Guest.email)
+    ]
+    matches.append(Guest.phone.contains(text, autoescape=True))
+    with contextlib.suppress(ValidationFailed):  # else not a phone: it matches as it is
+        matches.append(Guest.phone == normalize_phone(text, region=region))
+    return or_(*matches)
+
+
+@dataclass(frozen=True)
+class GuestFilter:
+    """Which guests `list_guests` keeps; every field given must hold."""
+
+    query: str = ""  # `guest_search`
+    tag: str | None = None  # guests holding this tag
+
+    def conditions(self, *, team_id: int, region: str) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.tag is not None:
+            [clean] = clean_tags([self.tag], field="tag", location="query")
+            found.append(Guest.id.in_(tagged_guest_ids(team_id, [clean])))
+        if self.query.strip():
+            found.append(guest_search(self.query, region=region))
+        return found
+
+
+async def list_guests(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    where: GuestFilter,
+    after_id: int | None = None,
+    limit: int,
+    region: str,
+) -> list[Guest]:
+    """The team's guests that `where` keeps, in id order."""
+    stmt = select(Guest).where(
+        Guest.team_id == team_id, *where.conditions(team_id=team_id, region=region)
+    )
+    if after_id is not None:
+        stmt = stmt.where(Guest.id > after_id)
+    return list((await session.execute(stmt.order_by(Guest.id).limit(limit))).scalars())
+
+
+async def list_users(
+    session: AsyncSession, *, team_id: int, after_id: int | None = None, limit: int
+) -> list[User]:
+    """The team's users in id order."""
+    stmt = select(User).where(User.team_id == team_id)
+    if after_id is not None:
+        stmt = stmt.where(User.id > after_id)
+    return list((await session.execute(stmt.order_by(User.id).limit(limit))).scalars())
 
 
 # --- privacy -------------------------------------------------------------------------------------

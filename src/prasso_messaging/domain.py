@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prasso_messaging.rendering import TokenValues, missing_tokens
+from prasso_messaging.rendering import TokenValues, missing_tokens, sms_footer
 
 RecipientKind = Literal["user", "guest"]
 
@@ -42,6 +42,16 @@ class TeamProfile:
     help_text: str | None
     email_from_address: str | None
     email_from_name: str | None
+    sms_disclaimer: str | None = None
+
+    @property
+    def sms_footer(self) -> str:
+        """What every SMS of the team ends with (`rendering.sms_footer`)."""
+        return sms_footer(
+            business_name=self.business_name,
+            disclaimer=self.sms_disclaimer,
+            stop_line=self.footer_text,
+        )
 
 
 @dataclass(frozen=True, slots=True)

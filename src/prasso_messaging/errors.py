@@ -27,6 +27,7 @@ class Reason(StrEnum):
     DUPLICATE_ADDRESS = "duplicate_address"
     MISSING_FIELD = "missing_field"
     BOUNCED = "bounced"
+    CANCELLED = "cancelled"
 
 
 class PrassoError(Exception):
@@ -64,6 +65,15 @@ class Conflict(PrassoError):
         self.field = field
         self.message = message
         self.existing_id = existing_id
+
+
+class InvalidState(PrassoError):
+    """The resource's state forbids the request (mapped to HTTP 409 with `reason`), e.g.
+    deleting a message that has deliveries, or sending one that was cancelled."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Forbidden(PrassoError):

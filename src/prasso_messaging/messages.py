@@ -56,6 +56,7 @@ from prasso_messaging.db.models import (
 from prasso_messaging.delivery.job import delivery_job, payload_sql
 from prasso_messaging.errors import (
     Forbidden,
+    InvalidState,
     NotFound,
     QueueUnavailable,
     Reason,
@@ -190,12 +191,21 @@ async def create_message(
     return message
 
 
-async def get_message(session: AsyncSession, *, team_id: int, message_id: int) -> Message:
-    message = (
-        await session.execute(
-            select(Message).where(Message.id == message_id, Message.team_id == team_id)
-        )
-    ).scalar_one_or_none()
+async def get_message(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    message_id: int,
+    lock: bool = False,
+) -> Message:
+    """The team's message (404 otherwise). With `lock`, its row is locked on PostgreSQL until
+    the transaction ends (SQLite's single writer serializes writers anyway): a send holds it
+    while it fans out, so a cancel or a delete waits for the send's deliveries, or the send
+    sees what they did; two sends of one message take turns (the first fixes its `data`)."""
+    query = select(Message).where(Message.id == message_id, Message.team_id == team_id)
+    if lock:
+        query = query.with_for_update()
+    message = (await session.execute(query)).scalar_one_or_none()
     if message is None:
         raise NotFound(f"message {message_id} not found")
     return message
@@ -203,14 +213,84 @@ async def get_message(session: AsyncSession, *, team_id: int, message_id: int) -
 
 async def delivery_counts(session: AsyncSession, *, message_id: int) -> dict[str, int]:
     """Deliveries of one message by status, every status present (zeros included)."""
+    return (await counts_by_message(session, message_ids=[message_id]))[message_id]
+
+
+async def counts_by_message(
+    session: AsyncSession, *, message_ids: Sequence[int]
+) -> dict[int, dict[str, int]]:
+    """Deliveries of each message by status, every status present, in one grouped query."""
+    counts = {message_id: dict.fromkeys(STATUSES, 0) for message_id in message_ids}
+    if not counts:
+        return counts
     rows = await session.execute(
-        select(Delivery.status, func.count())
-        .where(Delivery.msg_message_id == message_id)
-        .group_by(Delivery.status)
+        select(Delivery.msg_message_id, Delivery.status, func.count())
+        .where(Delivery.msg_message_id.in_(list(counts)))
+        .group_by(Delivery.msg_message_id, Delivery.status)
     )
-    counts = dict.fromkeys(STATUSES, 0)
-    counts.update({status: int(n) for status, n in rows.all()})
+    for message_id, status, n in rows.all():
+        counts[message_id][status] = int(n)
     return counts
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """What `list_messages` keeps: a type, and a creation time range (`since` inclusive,
+    `until` exclusive); a bad value is a 422 naming the query parameter."""
+
+    type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.type is not None and self.type not in MESSAGE_TYPES:
+            raise ValidationFailed(
+                "type", f"must be one of: {', '.join(MESSAGE_TYPES)}", location="query"
+            )
+        for name, moment in (("since", self.since), ("until", self.until)):
+            if moment is not None and moment.tzinfo is None:
+                raise ValidationFailed(
+                    name, "must carry a time zone, e.g. 2026-12-01T09:00:00Z", location="query"
+                )
+
+
+async def list_messages(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    where: MessageFilter,
+    before_id: int | None = None,
+    limit: int,
+) -> list[Message]:
+    """The team's messages, newest first."""
+    query = select(Message).where(Message.team_id == team_id)
+    if where.type is not None:
+        query = query.where(Message.type == where.type)
+    if where.since is not None:
+        query = query.where(Message.created_at >= where.since)
+    if where.until is not None:
+        query = query.where(Message.created_at < where.until)
+    if before_id is not None:
+        query = query.where(Message.id < before_id)
+    rows = await session.execute(query.order_by(Message.id.desc()).limit(limit))
+    return list(rows.scalars().all())
+
+
+async def delete_message(session: AsyncSession, *, team_id: int, message_id: int) -> None:
+    """Delete a message that has no deliveries (409 otherwise: they are its record). The row
+    lock waits for a send in progress, whose deliveries the count then sees."""
+    message = await get_message(session, team_id=team_id, message_id=message_id, lock=True)
+    written = await session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.msg_message_id == message.id)
+    )
+    if written:
+        raise InvalidState(
+            f"message {message.id} has {written} deliveries and is kept as their record;"
+            " only a message never sent can be deleted",
+            reason="message_has_deliveries",
+        )
+    await session.delete(message)
+    await session.flush()
 
 
 def request_fingerprint(payload: Any) -> str:
@@ -254,7 +334,14 @@ async def send_message(
                     )
                 )
                 await session.flush()
-            message = await get_message(session, team_id=team_id, message_id=request.message_id)
+            message = await get_message(
+                session, team_id=team_id, message_id=request.message_id, lock=True
+            )
+            if message.cancelled_at is not None:
+                raise InvalidState(
+                    f"message {message.id} was cancelled; create a new message to send",
+                    reason="message_cancelled",
+                )
             if message.is_test != test:
                 made, token = ("a test", "live") if message.is_test else ("a live", "test")
                 raise ValidationFailed(

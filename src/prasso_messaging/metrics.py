@@ -135,6 +135,12 @@ def deliveries_created(channel: str, queued: int, skipped: Mapping[str, int]) ->
         DELIVERIES.labels(channel, "skipped", reason).inc(count)
 
 
+def deliveries_skipped(channel: str, reason: str, count: int) -> None:
+    """Count deliveries skipped outside the pipeline, e.g. the queued ones a cancel skips."""
+    if count:
+        DELIVERIES.labels(channel, "skipped", reason).inc(count)
+
+
 def provider_latency(provider: str, outcome: str, seconds: float) -> None:
     key = (provider, outcome)
     child = _latencies.get(key)

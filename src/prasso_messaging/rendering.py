@@ -184,6 +184,25 @@ def email_html(*, subject: str, body_html: str, team_name: str, footer_html: str
 """
 
 
+def sms_footer(*, business_name: str | None, disclaimer: str | None, stop_line: str | None) -> str:
+    """The team's SMS compliance footer, on one line: who is texting (the business name), the
+    disclaimer (e.g. "Msg & data rates may apply."), and how to stop (the team's `footer_text`,
+    default "Reply STOP to opt out"). The name is left out when the other parts already say it.
+
+    >>> sms_footer(business_name="Acme", disclaimer="Msg rates may apply", stop_line=None)
+    'Acme: Msg rates may apply. Reply STOP to opt out'
+    """
+    stop = (stop_line if stop_line is not None else DEFAULT_SMS_FOOTER).strip()
+    note = (disclaimer or "").strip()
+    if note and note[-1] not in ".!?":
+        note += "."
+    text = " ".join(part for part in (note, stop) if part)
+    name = (business_name or "").strip()
+    if name and name.lower() not in text.lower():
+        return f"{name}: {text}" if text else name
+    return text
+
+
 def append_sms_footer(body: str, footer: str | None) -> str:
     """Append the team's compliance footer once (not again if the body already ends with it)."""
     footer = (footer if footer is not None else DEFAULT_SMS_FOOTER).strip()

@@ -17,6 +17,7 @@ from prasso_messaging.compliance import QuietHours, parse_clock
 from prasso_messaging.config import Settings
 from prasso_messaging.db.models import ApiToken, Team, TeamSettings, TeamVerificationEvent, utcnow
 from prasso_messaging.errors import NotFound, ValidationFailed
+from prasso_messaging.rendering import sms_footer
 
 TOKEN_PREFIX = "pm_"
 TEST_TOKEN_PREFIX = "pm_test_"
@@ -172,14 +173,15 @@ async def verification_history(
 
 # --- team settings -------------------------------------------------------------------------------
 
-TEXT_SETTINGS = ("business_name", "help_text", "footer_text", "email_from_name")
+TEXT_SETTINGS = ("business_name", "help_text", "footer_text", "sms_disclaimer", "email_from_name")
 MAX_TEXT_LENGTH = {"business_name": 255, "email_from_name": 255, "help_text": 320}
-MAX_FOOTER_LENGTH = 160
+MAX_FOOTER_LENGTH = 160  # footer_text and sms_disclaimer: each at most one SMS segment
 SETTING_NAMES = (
     "sms_from_number",
     "business_name",
     "help_text",
     "footer_text",
+    "sms_disclaimer",
     "email_from_address",
     "email_from_name",
     "batch_size",
@@ -236,7 +238,7 @@ def _clean_setting(name: str, value: Any, region: str) -> Any:
         text = str(value).strip()
         if not text:
             return None
-        if name == "footer_text" and len(text) > MAX_FOOTER_LENGTH:
+        if name in ("footer_text", "sms_disclaimer") and len(text) > MAX_FOOTER_LENGTH:
             raise ValidationFailed(name, f"must be at most {MAX_FOOTER_LENGTH} characters")
         if len(text) > MAX_TEXT_LENGTH.get(name, MAX_FOOTER_LENGTH):
             raise ValidationFailed(name, f"must be at most {MAX_TEXT_LENGTH[name]} characters")
@@ -257,6 +259,8 @@ def effective_settings(row: TeamSettings, settings: Settings) -> dict[str, Any]:
         "business_name": row.business_name,
         "help_text": row.help_text,
         "footer_text": row.footer_text,
+        "sms_disclaimer": row.sms_disclaimer,
+        "sms_footer": sms_footer_of(row),
         "email_from_address": pick(row.email_from_address, settings.MAIL_FROM_ADDRESS),
         "email_from_name": pick(row.email_from_name, settings.MAIL_FROM_NAME),
         "batch_size": pick(row.batch_size, settings.MESSAGING_BATCH_SIZE),
@@ -270,3 +274,12 @@ def effective_settings(row: TeamSettings, settings: Settings) -> dict[str, Any]:
         "quiet_hours_start": row.quiet_hours_start,
         "quiet_hours_end": row.quiet_hours_end,
     }
+
+
+def sms_footer_of(row: TeamSettings | None) -> str:
+    """The footer the team's SMS end with, built from its settings as the workers build it."""
+    if row is None:
+        return sms_footer(business_name=None, disclaimer=None, stop_line=None)
+    return sms_footer(
+        business_name=row.business_name, disclaimer=row.sms_disclaimer, stop_line=row.footer_text
+    )

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from prasso_messaging import guest_import
-from prasso_messaging.db.models import Guest
+from prasso_messaging.cancellation import cancel_message
+from prasso_messaging.db.models import Guest, Message
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 from tests.conftest import make_settings, make_team
@@ -37,6 +38,7 @@ from tests.integration.queue.servers import (  # noqa: F401 (fixtures)
     sqs_endpoint,
     unique_name,
 )
+from tests.integration.queue.test_workers_registry import eventually
 
 DRIVERS = [
     pytest.param("database", "sqlite", id="database-sqlite"),
@@ -364,3 +366,124 @@ async def guest_emails(runtime: Runtime, team_id: int) -> list[str | None]:
     async with runtime.database.read() as conn:
         query = select(Guest.email).where(Guest.team_id == team_id).order_by(Guest.id)
         return list((await conn.execute(query)).scalars())
+
+
+# --- cancelling a send while a worker is frozen mid-batch ----------------------------------------
+# Once the cancel answers, the provider receives nothing more. The `log` outbox rows count the
+# recorded provider calls; a frozen worker's calls are recorded once it is thawed (or never, if it
+# is killed: the crash window of operations.md).
+
+CANCEL_CONCURRENCY = 5
+
+
+async def message_of(runtime: Runtime) -> Message:
+    async with runtime.database.session() as session:
+        return (await session.execute(select(Message))).scalar_one()
+
+
+async def cancel_under_way(runtime: Runtime) -> bool:
+    """The cancel has skipped what no worker holds, or waits for a row lock: the frozen worker
+    may have frozen inside a claim or a flush, whose transaction keeps its rows locked."""
+    rows = await delivery_rows(runtime.database)
+    if any(r.status == "skipped" for r in rows.values()):
+        return True
+    async with runtime.database.read() as conn:
+        waiting = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
+
+
+async def queue_emptied(runtime: Runtime) -> None:
+    """Every job handed out and settled: nothing left that could still send."""
+
+    async def empty() -> bool:
+        size = await runtime.queue.size(runtime.settings.QUEUE_NAME)
+        return size.total == 0
+
+    await eventually(empty, "the queue empties")
+
+
+# A frozen process may hold SQLite's one write lock (a claim in progress), which would stop the
+# cancel itself: these run on PostgreSQL.
+FROZEN_ON_POSTGRESQL = pytest.mark.parametrize(
+    ("driver", "backend"),
+    [
+        pytest.param("database", "postgresql", id="database-postgresql"),
+        pytest.param("redis", "postgresql", id="redis"),
+    ],
+)
+
+
+@FROZEN_ON_POSTGRESQL
+async def test_a_cancel_waits_for_a_frozen_worker_and_nothing_is_sent_after_it(
+    runtime: Runtime, workers: Workers
+) -> None:
+    ids = await fan_out_sms(runtime, 60)
+    message = await message_of(runtime)
+    worker = workers.start(
+        "--concurrency", str(CANCEL_CONCURRENCY), "--timeout", "10", **workers.freezing(after=3)
+    )
+    await workers.wait_frozen(1)  # inside its 4th provider call, its batch's leases held
+    rows = await delivery_rows(runtime.database)
+    leased = [i for i in ids if rows[i].status == "queued" and rows[i].claimed_until]
+    window = WorkerOptions(concurrency=CANCEL_CONCURRENCY).window
+    assert 0 < len(leased) <= window
+
+    cancel = asyncio.create_task(
+        cancel_message(runtime.database, team_id=message.team_id or 0, message_id=message.id)
+    )
+    await eventually(lambda: cancel_under_way(runtime), "the cancel gets under way")
+    assert not cancel.done(), "the cancel answered while a frozen worker held deliveries"
+
+    workers.thaw()
+    answer = await cancel
+    sent_at_answer = sum((await outbox_counts(runtime.database)).values())
+
+    await queue_emptied(runtime)
+    assert workers.stop(worker) == 0, workers.log_of(worker)
+    calls = await outbox_counts(runtime.database)
+    assert sum(calls.values()) == sent_at_answer, "a send after the cancel answered"
+    assert set(calls.values()) <= {1}
+    rows = await delivery_rows(runtime.database)
+    statuses = [rows[i].status for i in ids]
+    assert set(statuses) <= {"sent", "skipped"}
+    assert statuses.count("sent") == sent_at_answer
+    assert answer.deliveries["sent"] == sent_at_answer
+    assert answer.deliveries["skipped"] == answer.cancelled == len(ids) - sent_at_answer
+    assert 3 <= sent_at_answer <= 3 + window
+
+
+@FROZEN_ON_POSTGRESQL
+async def test_a_cancel_outlasts_a_killed_workers_leases_and_skips_what_it_held(
+    runtime: Runtime, workers: Workers
+) -> None:
+    ids = await fan_out_sms(runtime, 60)
+    message = await message_of(runtime)
+    doomed = workers.start(
+        "--concurrency", str(CANCEL_CONCURRENCY), "--timeout", "1", **workers.freezing(after=3)
+    )
+    await workers.wait_frozen(1)
+    doomed.kill()
+    doomed.wait()
+    rows = await delivery_rows(runtime.database)
+    held = [i for i in ids if rows[i].status == "queued" and rows[i].claimed_until]
+    assert held, "the killed worker held no lease"
+    sent_before = sum((await outbox_counts(runtime.database)).values())
+
+    answer = await cancel_message(
+        runtime.database, team_id=message.team_id or 0, message_id=message.id
+    )
+
+    rows = await delivery_rows(runtime.database)
+    assert all(rows[i].status == "skipped" for i in held)  # their leases ran out
+    assert answer.deliveries["queued"] == 0
+    survivor = workers.start("--concurrency", str(CANCEL_CONCURRENCY), "--timeout", "1")
+    await queue_emptied(runtime)
+    assert workers.stop(survivor) == 0, workers.log_of(survivor)
+    assert sum((await outbox_counts(runtime.database)).values()) == sent_before
+    rows = await delivery_rows(runtime.database)
+    assert {rows[i].status for i in ids} <= {"sent", "skipped"}

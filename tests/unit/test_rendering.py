@@ -14,6 +14,7 @@ from prasso_messaging.rendering import (
     header_safe,
     missing_tokens,
     render_tokens,
+    sms_footer,
     text_to_html,
     token_names,
     value_text,
@@ -110,3 +111,22 @@ def test_rendering_reads_nothing_but_the_given_values():
     ]
     given = TokenValues(None, None, None, "Acme", data={"settings": "{{TeamName}}"})
     assert render_tokens("{{settings}}", given) == "{{TeamName}}"  # a value stays inert
+
+
+def test_the_sms_footer_is_business_name_disclaimer_and_stop_line():
+    def footer(name: str | None, note: str | None, stop: str | None = None) -> str:
+        return sms_footer(business_name=name, disclaimer=note, stop_line=stop)
+
+    assert footer(None, None) == "Reply STOP to opt out"
+    assert footer("Acme", None) == "Acme: Reply STOP to opt out"
+    assert footer("Acme", "Msg & data rates may apply.") == (
+        "Acme: Msg & data rates may apply. Reply STOP to opt out"
+    )
+    assert footer("Acme", "Msg rates may apply", None) == (
+        "Acme: Msg rates may apply. Reply STOP to opt out"
+    )
+    assert footer(None, "  4 msgs/mo!  ", "Text STOP to end") == "4 msgs/mo! Text STOP to end"
+    assert footer("Acme", None, "Acme: STOP to end") == "Acme: STOP to end"  # named once
+    assert footer("acme", "Acme alerts.", None) == "Acme alerts. Reply STOP to opt out"
+    assert footer("Acme", None, "") == "Acme"
+    assert footer(None, None, "") == ""

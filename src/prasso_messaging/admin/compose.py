@@ -14,7 +14,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prasso_messaging import contacts, guest_fields, message_templates, messages, tags
+from prasso_messaging import contacts, guest_fields, message_templates, messages, tags, teams
 from prasso_messaging.admin import queries, reachability
 from prasso_messaging.admin.web import Admin, AdminContext, FormIds, see_other
 from prasso_messaging.db.models import Guest, TeamSettings, User
@@ -46,6 +46,7 @@ async def _form(
             admin, session, query="", type=values["type"], transactional="transactional" in values
         )
         guests = await queries.guest_count(session, team_id=admin.team.id)
+        settings = await session.get(TeamSettings, admin.team.id)
         conn = await session.connection()
         tag_counts = await tags.tag_counts(conn, team_id=admin.team.id)
         field_names = await guest_fields.team_field_names(conn, team_id=admin.team.id)
@@ -67,6 +68,7 @@ async def _form(
         field_names=field_names,
         templates=templates,
         sms_verified=admin.team.sms_verification_status == "verified",
+        sms_footer=teams.sms_footer_of(settings),
     )
 
 
@@ -138,7 +140,7 @@ async def preview(
             fields=(reader.fields or {}) if isinstance(reader, Guest) else {},
         )
     rendered = render_tokens(body, tokens)
-    sms_text = append_sms_footer(rendered, settings.footer_text if settings else None)
+    sms_text = append_sms_footer(rendered, teams.sms_footer_of(settings))
     return admin.page(
         "partials/preview.html",
         type=type,

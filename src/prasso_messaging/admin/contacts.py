@@ -52,7 +52,13 @@ async def _page(
     saved: int | None = None,
 ) -> Response:
     async with admin.runtime.database.session() as session:
-        rows = await queries.guest_rows(session, team_id=admin.team.id, query=q, after_id=after)
+        rows = await queries.guest_rows(
+            session,
+            team_id=admin.team.id,
+            query=q,
+            after_id=after,
+            region=admin.runtime.settings.MESSAGING_DEFAULT_REGION,
+        )
         blocked = await queries.do_not_contact_entries(session, team_id=admin.team.id)
         saved_name = ""
         if saved is not None:

@@ -1,13 +1,16 @@
-"""`/admin/messages` and `/admin/messages/{id}`: counts per status, live while the worker sends."""
+"""`/admin/messages` and `/admin/messages/{id}`: counts per status, live while the worker sends,
+and a Cancel button while deliveries are queued."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from prasso_messaging import messages
+from prasso_messaging import cancellation, messages
 from prasso_messaging.admin import queries
-from prasso_messaging.admin.web import Admin, PageCursor
+from prasso_messaging.admin.web import Admin, PageCursor, see_other
 from prasso_messaging.api.deps import ResourceId
 from prasso_messaging.db.models import Message
 from prasso_messaging.errors import NotFound
@@ -43,6 +46,7 @@ async def message_page(
     status: str = "",
     reason: str = "",
     after: PageCursor = None,
+    cancelled: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
     try:
         message, counts = await _counts(admin, message_id)
@@ -65,7 +69,21 @@ async def message_page(
         status=status,
         reason=reason,
         newer=newer,
+        cancelled=cancelled,
     )
+
+
+@router.post("/admin/messages/{message_id}/cancel")
+async def cancel(admin: Admin, message_id: ResourceId) -> Response:
+    """`POST /api/messages/{id}/cancel` from the page: back to the message once nothing of it
+    is in flight."""
+    try:
+        done = await cancellation.cancel_message(
+            admin.runtime.database, team_id=admin.team.id, message_id=message_id
+        )
+    except NotFound:
+        return admin.page("not_found.html", status_code=404, what=f"message {message_id}")
+    return see_other(f"/admin/messages/{message_id}?cancelled={done.cancelled}")
 
 
 @router.get("/admin/messages/{message_id}/progress")

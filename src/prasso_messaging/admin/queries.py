@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prasso_messaging import contacts, messages
 from prasso_messaging.addresses import mask_phone
 from prasso_messaging.db.models import (
     Delivery,
@@ -73,16 +74,8 @@ async def message_rows(
     if before_id is not None:
         query = query.where(Message.id < before_id)
     found = list((await session.execute(query.order_by(Message.id.desc()).limit(limit))).scalars())
-    rows = {m.id: MessageRow(m, StatusCounts()) for m in found}
-    if rows:
-        grouped = await session.execute(
-            select(Delivery.msg_message_id, Delivery.status, func.count())
-            .where(Delivery.msg_message_id.in_(list(rows)))
-            .group_by(Delivery.msg_message_id, Delivery.status)
-        )
-        for message_id, status, n in grouped.all():
-            rows[message_id].counts.counts[status] = int(n)
-    return list(rows.values())
+    counts = await messages.counts_by_message(session, message_ids=[m.id for m in found])
+    return [MessageRow(m, StatusCounts(counts[m.id])) for m in found]
 
 
 async def scheduled_for(session: AsyncSession, *, message_id: int) -> datetime | None:
@@ -272,23 +265,18 @@ class GuestRow:
 
 
 async def guest_rows(
-    session: AsyncSession, *, team_id: int, query: str, after_id: int | None
+    session: AsyncSession, *, team_id: int, query: str, after_id: int | None, region: str
 ) -> list[GuestRow]:
-    """A page of guests with their opt-outs and do-not-contact entries, in three queries."""
-    stmt = select(Guest).where(Guest.team_id == team_id)
-    if query.strip():
-        pattern = f"%{query.strip().lower()}%"
-        stmt = stmt.where(
-            or_(
-                func.lower(Guest.first_name).like(pattern),
-                func.lower(Guest.last_name).like(pattern),
-                func.lower(Guest.email).like(pattern),
-                Guest.phone.like(pattern),
-            )
-        )
-    if after_id is not None:
-        stmt = stmt.where(Guest.id > after_id)
-    guests = list((await session.execute(stmt.order_by(Guest.id).limit(PAGE_SIZE))).scalars())
+    """A page of guests with their opt-outs and do-not-contact entries, in three queries; the
+    search is `GET /api/guests?q=`'s."""
+    guests = await contacts.list_guests(
+        session,
+        team_id=team_id,
+        where=contacts.GuestFilter(query=query),
+        after_id=after_id,
+        limit=PAGE_SIZE,
+        region=region,
+    )
     listed = await listed_addresses(
         session, team_id=team_id, addresses=[a for g in guests for a in (g.email, g.phone) if a]
     )

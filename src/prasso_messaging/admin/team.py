@@ -1,4 +1,5 @@
-"""`/admin/team`: SMS verification with its audit trail, footer and help texts, quiet hours.
+"""`/admin/team`: SMS verification with its audit trail, SMS footer parts and help text, quiet
+hours.
 
 Saving goes through `teams.update_team_settings`, the service behind `PUT /api/team/settings`, so
 the page and the API check the same rules. Verification itself is an operator's decision
@@ -21,6 +22,7 @@ router = APIRouter()
 FORM_SETTINGS = (
     "business_name",
     "sms_from_number",
+    "sms_disclaimer",
     "footer_text",
     "help_text",
     "quiet_hours_start",
@@ -38,6 +40,7 @@ async def _page(
         values = {name: getattr(row, name) or "" for name in FORM_SETTINGS}
     return admin.page(
         "team.html",
+        sms_footer=teams.sms_footer_of(row),
         status_code=422 if errors else 200,
         events=events,
         values=values,
@@ -56,6 +59,7 @@ async def save(
     admin: Admin,
     business_name: Annotated[str, Form(max_length=1000)] = "",
     sms_from_number: Annotated[str, Form(max_length=64)] = "",
+    sms_disclaimer: Annotated[str, Form(max_length=1000)] = "",
     footer_text: Annotated[str, Form(max_length=1000)] = "",
     help_text: Annotated[str, Form(max_length=1000)] = "",
     quiet_hours_start: Annotated[str, Form(max_length=10)] = "",
@@ -64,6 +68,7 @@ async def save(
     values = {
         "business_name": business_name,
         "sms_from_number": sms_from_number,
+        "sms_disclaimer": sms_disclaimer,
         "footer_text": footer_text,
         "help_text": help_text,
         "quiet_hours_start": quiet_hours_start,

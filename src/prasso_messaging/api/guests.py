@@ -90,20 +90,25 @@ async def list_guests(
     tag: Annotated[str | None, Query(description="Only guests holding this tag.")] = None,
     q: Annotated[
         str | None,
-        Query(max_length=255, description="Search first and last name, email and phone."),
+        Query(
+            max_length=255,
+            description="part of a first or last name, an email or a phone; a phone number in "
+            "any format also finds its E.164 form",
+        ),
     ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[GuestPublic]:
-    """The team's guests by id, with their custom fields and tags."""
+    """The team's guests by id, with their custom fields, tags and opted-out channels."""
+    where = contacts.GuestFilter(query=q or "", tag=tag)
     async with runtime.database.session() as session:
         rows = await contacts.list_guests(
             session,
             team_id=team.id,
-            tag=tag,
-            query=q,
+            where=where,
             after_id=decode_cursor(cursor),
             limit=limit + 1,
+            region=runtime.settings.MESSAGING_DEFAULT_REGION,
         )
         items, next_cursor = page(rows, limit, key=lambda g: g.id)
         opted_out = await consent.opted_out_by_guest(session, guests=items)
@@ -131,11 +136,32 @@ async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
 async def update_guest(
     guest_id: ResourceId, body: GuestUpdate, team: CurrentTeam, runtime: RuntimeDep
 ) -> GuestPublic:
-    """Change the guest's custom fields (merged) and tags (replaced)."""
+    """Change the fields sent. Names, addresses and `subscribed` follow the rules of `POST
+    /api/guests`: addresses normalized (422 naming the field), an address another guest of the
+    team has is a 409 with its `existing_id`, and the guest keeps an email or a phone. Custom
+    fields are merged, tags replaced. Nothing changes on a refusal."""
+    sent = body.model_fields_set
+    personal = ("first_name", "last_name", "email", "phone")
     async with runtime.database.session() as session:
-        guest = await contacts.update_guest_fields_and_tags(
-            session, team_id=team.id, guest_id=guest_id, fields=body.fields, tags=body.tags
-        )
+        guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
+        if sent & {*personal, "subscribed"}:
+            merged = {
+                name: getattr(body, name) if name in sent else getattr(guest, name)
+                for name in personal
+            }
+            guest = await contacts.update_guest(
+                session,
+                team_id=team.id,
+                guest_id=guest_id,
+                **merged,
+                subscribed=body.subscribed if "subscribed" in sent else None,
+                region=runtime.settings.MESSAGING_DEFAULT_REGION,
+                allow_special_use=special_use_allowed(runtime.settings),
+            )
+        if body.fields is not None or body.tags is not None:
+            guest = await contacts.update_guest_fields_and_tags(
+                session, team_id=team.id, guest_id=guest_id, fields=body.fields, tags=body.tags
+            )
         opted_out = await consent.opted_out_channels(session, guest=guest)
         guest_tags = await tags.tags_of(await session.connection(), [guest.id])
     return _public(guest, opted_out, guest_tags.get(guest.id, []))

@@ -1,17 +1,18 @@
-"""`/api/messages` and `/api/deliveries`: create, send, and follow messages."""
+"""`/api/messages` and `/api/deliveries`: create, send, follow, cancel and delete messages."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import AwareDatetime
 
-from prasso_messaging import deliveries, messages
+from prasso_messaging import cancellation, deliveries, messages
 from prasso_messaging.api.deps import CurrentCaller, CurrentTeam, ResourceId, RuntimeDep
 from prasso_messaging.api.input_rules import checked_input
 from prasso_messaging.api.schemas import (
     DeliveryPublic,
+    MessageCancelled,
     MessageCreate,
     MessagePublic,
     MessageWithCounts,
@@ -19,6 +20,7 @@ from prasso_messaging.api.schemas import (
     SendAccepted,
     SendCreate,
 )
+from prasso_messaging.db.models import Message
 from prasso_messaging.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 
 router = APIRouter(tags=["messages"], dependencies=[checked_input])
@@ -42,6 +44,37 @@ async def create_message(
             template_version=body.template_version,
         )
     return MessagePublic.model_validate(message)
+
+
+@router.get("/api/messages")
+async def list_messages(
+    team: CurrentTeam,
+    runtime: RuntimeDep,
+    type: Annotated[str | None, Query(description="email, sms, push, inapp")] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="created at or after this time (ISO 8601)")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="created before this time (ISO 8601)")
+    ] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[MessageWithCounts]:
+    """The team's messages, newest first, each with its deliveries counted by status."""
+    where = messages.MessageFilter(type=type, since=since, until=until)
+    async with runtime.database.session() as session:
+        rows = await messages.list_messages(
+            session, team_id=team.id, where=where, before_id=decode_cursor(cursor), limit=limit + 1
+        )
+        items, next_cursor = page(rows, limit, key=lambda m: m.id)
+        counts = await messages.counts_by_message(session, message_ids=[m.id for m in items])
+    return Page(items=[_with_counts(m, counts[m.id]) for m in items], next_cursor=next_cursor)
+
+
+def _with_counts(message: Message, counts: dict[str, int]) -> MessageWithCounts:
+    return MessageWithCounts(
+        **MessagePublic.model_validate(message).model_dump(), deliveries=counts
+    )
 
 
 @router.post("/api/messages/send", status_code=status.HTTP_202_ACCEPTED)
@@ -78,9 +111,38 @@ async def get_message(
     async with runtime.database.session() as session:
         message = await messages.get_message(session, team_id=team.id, message_id=message_id)
         counts = await messages.delivery_counts(session, message_id=message.id)
-    return MessageWithCounts(
-        **MessagePublic.model_validate(message).model_dump(), deliveries=counts
+    return _with_counts(message, counts)
+
+
+@router.post("/api/messages/{message_id}/cancel")
+async def cancel_message(
+    message_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
+) -> MessageCancelled:
+    """Skip every delivery of the message not sent yet (reason `cancelled`) and refuse further
+    sends of it. Deliveries a worker is sending at that moment are not called back: the answer
+    waits until they have ended (sent, failed, or skipped if given back), so once it arrives no
+    provider call for the message starts or is under way. Cancelling again answers the same
+    with `cancelled: 0`."""
+    done = await cancellation.cancel_message(
+        runtime.database, team_id=team.id, message_id=message_id
     )
+    return MessageCancelled(
+        message_id=done.message_id,
+        cancelled=done.cancelled,
+        cancelled_at=done.cancelled_at,
+        deliveries=done.deliveries,
+    )
+
+
+@router.delete("/api/messages/{message_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_message(
+    message_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
+) -> Response:
+    """Delete a message that was never sent; one with deliveries answers 409
+    (`message_has_deliveries`): they are its record (cancel it to stop a send)."""
+    async with runtime.database.session() as session:
+        await messages.delete_message(session, team_id=team.id, message_id=message_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/api/messages/{message_id}/deliveries")

@@ -59,6 +59,14 @@ class UserCreate(Strict):
     phone: str | None = Field(default=None, max_length=64)
 
 
+class UserUpdate(Strict):
+    """Only the fields sent change; `null` clears an address."""
+
+    name: str = Field(default="", min_length=1, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=64)
+
+
 class UserPublic(Public):
     id: int
     team_id: int
@@ -80,8 +88,14 @@ class GuestCreate(Strict):
 
 
 class GuestUpdate(Strict):
-    """`PATCH /api/guests/{id}`: only the given fields change."""
+    """`PATCH /api/guests/{id}`: only the fields sent change; `null` clears a name or an address
+    (a guest keeps an email or a phone)."""
 
+    first_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=64)
+    subscribed: bool = True
     fields: dict[str, Any] | None = Field(
         default=None,
         description="Merged into the guest's custom fields (a JSON merge patch): a name with "
@@ -197,12 +211,25 @@ class MessagePublic(Public):
         description="Created with a test token: its deliveries reach no provider (the simulator "
         "plays the outcomes) and count toward no cap nor pacing.",
     )
+    cancelled_at: datetime | None = Field(
+        description="set by `POST /api/messages/{id}/cancel`; a cancelled message sends no more"
+    )
     created_at: datetime | None
     updated_at: datetime | None
 
 
 class MessageWithCounts(MessagePublic):
     deliveries: dict[str, int]
+
+
+class MessageCancelled(BaseModel):
+    message_id: int
+    cancelled: int = Field(description="deliveries this call skipped with reason `cancelled`")
+    cancelled_at: datetime = Field(description="when the message was first cancelled")
+    deliveries: dict[str, int] = Field(
+        description="the message's deliveries by status once none is in flight: those a worker "
+        "was already sending when the cancel came end as what really happened (sent, failed)"
+    )
 
 
 class SendCreate(Strict):

@@ -23,7 +23,15 @@ class TeamSettingsUpdate(Strict):
     sms_from_number: str | None = Field(default=None, max_length=64)
     business_name: str | None = Field(default=None, max_length=255)
     help_text: str | None = Field(default=None, max_length=320)
-    footer_text: str | None = Field(default=None, max_length=160)
+    footer_text: str | None = Field(
+        default=None, max_length=160, description='the STOP line (default "Reply STOP to opt out")'
+    )
+    sms_disclaimer: str | None = Field(
+        default=None,
+        max_length=160,
+        description='in the SMS footer between the business name and the STOP line, e.g. "Msg '
+        '& data rates may apply."',
+    )
     email_from_address: str | None = Field(default=None, max_length=255)
     email_from_name: str | None = Field(default=None, max_length=255)
     batch_size: int | None = Field(default=None, ge=1, le=100_000)
@@ -40,6 +48,7 @@ class TeamSettingsPublic(Public):
     business_name: str | None
     help_text: str | None
     footer_text: str | None
+    sms_disclaimer: str | None
     email_from_address: str | None
     email_from_name: str | None
     batch_size: int | None
@@ -53,7 +62,8 @@ class TeamSettingsPublic(Public):
 class TeamSettingsAnswer(BaseModel):
     settings: TeamSettingsPublic
     effective: dict[str, Any] = Field(
-        description="what the workers use: the team's values over the global settings"
+        description="what the workers use: the team's values over the global settings, and "
+        "`sms_footer`, the exact text every SMS of the team ends with"
     )
     sms_verification_status: str
 

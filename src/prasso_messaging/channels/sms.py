@@ -1,4 +1,5 @@
-"""SMS: tokens, the team's compliance footer (once), and segment counting.
+"""SMS: tokens, the team's compliance footer (business name, disclaimer, STOP line; once), and
+segment counting.
 
 Numbers are normalized to E.164 when a guest or user is written, and compliance skips any that
 is not (`invalid_address`), so the send path never parses a number again.
@@ -46,7 +47,7 @@ class SmsChannel(Channel):
 
     def build(self, outgoing: Outgoing) -> Sms:
         body = append_sms_footer(
-            render_tokens(outgoing.body, outgoing.tokens), outgoing.team.footer_text
+            render_tokens(outgoing.body, outgoing.tokens), outgoing.team.sms_footer
         )
         return Sms(
             to=outgoing.recipient.phone or "",

@@ -104,6 +104,7 @@ class TeamSettings(Timestamps, Base):
     business_name: Mapped[str | None] = mapped_column(String(255))
     help_text: Mapped[str | None] = mapped_column(Text)
     footer_text: Mapped[str | None] = mapped_column(Text)
+    sms_disclaimer: Mapped[str | None] = mapped_column(Text)  # in the SMS footer, before STOP
     email_from_address: Mapped[str | None] = mapped_column(String(255))
     email_from_name: Mapped[str | None] = mapped_column(String(255))
     batch_size: Mapped[int | None] = mapped_column(Integer)
@@ -427,6 +428,8 @@ class Message(Timestamps, Base):
     subject: Mapped[str | None] = mapped_column(String(255))
     body: Mapped[str | None] = mapped_column(Text)
     is_transactional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # ours: set by a cancel; a worker that claims one of its deliveries skips it `cancelled`
+    cancelled_at: Mapped[datetime | None] = mapped_column()
     # ours: the template version the subject and body were copied from (every delivery of the
     # message used it), and the values of `{{name}}` tokens the send gave in `data`
     template_id: Mapped[int | None] = mapped_column(BigId)

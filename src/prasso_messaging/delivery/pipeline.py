@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.caps import CapRequest
 from prasso_messaging.channels.base import Channel
-from prasso_messaging.compliance import Decision, counts_toward_cap, decide, over_cap
+from prasso_messaging.compliance import CANCELLED, Decision, counts_toward_cap, decide, over_cap
 from prasso_messaging.db.models import utcnow
 from prasso_messaging.delivery.job import RetryPolicy, parse_job
 from prasso_messaging.delivery.policy import (
@@ -425,6 +425,8 @@ class DeliveryHandler:
         item.sender = (pipeline.test_channels if item.test else pipeline.channels).get(row.channel)
         if row.found_id is None or item.policy is None or message is None:
             return Decision("skip", Reason.RECIPIENT_NOT_FOUND, "the recipient was deleted")
+        if row.message_cancelled_at is not None:  # claimed after the cancel (cancellation.py)
+            return CANCELLED
         if item.sender is None:
             return Decision("skip", Reason.CHANNEL_UNSUPPORTED, "no such channel")
         if row.recipient_type == "user":

@@ -93,6 +93,7 @@ def team_policy(row: Any, limits: Limits) -> TeamPolicy:
         help_text=row.help_text,
         email_from_address=row.email_from_address,
         email_from_name=row.email_from_name,
+        sms_disclaimer=row.sms_disclaimer,
     )
     rate = limits.rate
     return TeamPolicy(

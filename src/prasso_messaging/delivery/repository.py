@@ -170,6 +170,7 @@ def _load(source: FromClause) -> Any:
             source.c.channel,
             source.c.attempts,
             messages.c.updated_at.label("message_version"),
+            messages.c.cancelled_at.label("message_cancelled_at"),
             teams.c.updated_at.label("team_version"),
             team_settings.c.updated_at.label("settings_version"),
             case((is_user, users.c.id), else_=guests.c.id).label("found_id"),

@@ -185,17 +185,15 @@ class FailoverRoute(Generic[P]):
             await provider.close()
 
 
-class FailoverSms(SmsProvider):
-    """SMS through `primary`, or through `secondary` when the primary is down.
+class _Pair(Generic[P]):
+    """A primary and a secondary behind one `FailoverRoute`; subclasses say how to send."""
 
-    It has no metric name of its own: each provider it calls is observed under its own name."""
-
-    name = ""
+    name = ""  # no metric name of its own: each provider is observed under its own name
 
     def __init__(
         self,
-        primary: SmsProvider,
-        secondary: SmsProvider,
+        primary: P,
+        secondary: P,
         *,
         failures: int = DEFAULT_FAILURES,
         cooldown: float = DEFAULT_COOLDOWN_SECONDS,
@@ -206,37 +204,20 @@ class FailoverSms(SmsProvider):
         self.route = FailoverRoute(
             [primary, secondary], failures=failures, cooldown=cooldown, clock=clock
         )
+
+    async def close(self) -> None:
+        await self.route.close()
+
+
+class FailoverSms(_Pair[SmsProvider], SmsProvider):
+    """SMS through `primary`, or through `secondary` when the primary is down."""
 
     async def send(self, sms: Sms) -> Accepted:
         return await self.route.send(lambda provider: provider.send(sms))
 
-    async def close(self) -> None:
-        await self.route.close()
 
-
-class FailoverMail(MailProvider):
-    """Mail through `primary`, or through `secondary` when the primary is down (see
-    FailoverSms)."""
-
-    name = ""
-
-    def __init__(
-        self,
-        primary: MailProvider,
-        secondary: MailProvider,
-        *,
-        failures: int = DEFAULT_FAILURES,
-        cooldown: float = DEFAULT_COOLDOWN_SECONDS,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self.primary = primary
-        self.secondary = secondary
-        self.route = FailoverRoute(
-            [primary, secondary], failures=failures, cooldown=cooldown, clock=clock
-        )
+class FailoverMail(_Pair[MailProvider], MailProvider):
+    """Mail through `primary`, or through `secondary` when the primary is down."""
 
     async def send(self, email: Email) -> Accepted:
         return await self.route.send(lambda provider: provider.send(email))
-
-    async def close(self) -> None:
-        await self.route.close()

@@ -497,3 +497,31 @@ def test_every_page_fits_a_desktop_and_a_phone_without_console_errors(
     (_, start_field), (end_label, _) = boxes
     assert end_label["y"] >= start_field["y"] + start_field["height"]
     console.assert_clean()
+
+
+def test_schedule_an_sms_then_cancel_it_from_its_page(page: Any, server: Server) -> None:
+    login = new_team(server)
+    console = Console(page)
+    log_in(page, login)
+    page.goto("/admin/compose")
+    expect(page.locator("#sms-footer")).to_have_text("Reply STOP to opt out")
+    page.get_by_label("Body").fill("Doors open at 7")
+    page.get_by_label(re.compile("All guests")).check()
+    page.get_by_label(re.compile("Send at")).fill("2099-01-01T09:00")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url(re.compile(r"/admin/messages/\d+$"))
+    expect(page.locator("#progress-title")).to_contain_text("Scheduled for")
+
+    page.get_by_role("button", name="Cancel").click()
+
+    expect(page.locator("#cancel-result")).to_contain_text("Cancelled: 3 deliveries skipped")
+    expect(page.locator('#progress dd[data-status="skipped"]')).to_have_text("3")
+    expect(page.locator('#progress dd[data-status="queued"]')).to_have_text("0")
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    page.get_by_label("Reason").select_option("cancelled")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#deliveries tbody tr")).to_have_count(3)
+    page.goto("/admin/compose")
+    page.get_by_label("Type").select_option("email")
+    expect(page.locator("#sms-footer-hint")).to_be_hidden()
+    console.assert_clean()

@@ -96,6 +96,30 @@ async def test_the_footer_is_appended_once(client, team, runtime, http_peers):
     assert form["Body"] == "Deal!\nReply STOP to opt out"
 
 
+async def test_the_footer_is_built_from_the_team_settings_as_they_change(
+    client, team, runtime, http_peers
+):
+    kay = await create(client, team, "/api/guests", phone=KAY)
+    settings = {"business_name": "Acme Tickets", "sms_disclaimer": "Msg & data rates may apply"}
+    answer = await client.put("/api/team/settings", json=settings, headers=team.headers)
+    footer = "Acme Tickets: Msg & data rates may apply. Reply STOP to opt out"
+    assert answer.json()["effective"]["sms_footer"] == footer
+    first = await send(client, team, guest_ids=[kay], type="sms", body="Doors at 7")
+    await drain(runtime)
+    await client.put(
+        "/api/team/settings",
+        json={"sms_disclaimer": None, "footer_text": "Text STOP to end"},
+        headers=team.headers,
+    )
+    await send(client, team, guest_ids=[kay], type="sms", body="Doors at 8")
+    await drain(runtime)
+
+    bodies = [form["Body"] for form in http_peers.twilio.requests]
+    assert bodies == [f"Doors at 7\n{footer}", "Doors at 8\nAcme Tickets: Text STOP to end"]
+    (delivery,) = await deliveries_of(client, team, first)
+    assert delivery["metadata"]["units"] == len(f"Doors at 7\n{footer}")
+
+
 @pytest.mark.parametrize(
     ("status", "code", "outcome"),
     [

@@ -59,6 +59,7 @@ async def test_put_normalizes_overrides_and_clears(client, team, other_team):
     )
     assert cleared.json()["settings"]["business_name"] is None
     assert cleared.json()["settings"]["footer_text"] == "Acme Tickets: Reply STOP to opt out"
+    assert body["effective"]["sms_footer"] == "Acme Tickets: Reply STOP to opt out"  # named once
     theirs = (await client.get("/api/team/settings", headers=other_team.headers)).json()
     assert theirs["settings"]["batch_size"] is None  # one team's settings are its own
 
@@ -77,6 +78,8 @@ async def test_bad_settings_are_a_422_naming_the_field_and_change_nothing(client
         ({"sms_from_number": "not a number", "business_name": "Changed"}, "sms_from_number"),
         ({"email_from_address": "nobody@", "batch_size": 9}, "email_from_address"),
         ({"footer_text": "x" * 161}, "footer_text"),
+        ({"sms_disclaimer": "x" * 161}, "sms_disclaimer"),
+        ({"sms_disclaimer": "Rates apply\nSTOP", "batch_size": 9}, "sms_disclaimer"),
         ({"business_name": "Acme\nBcc: x"}, "business_name"),
         ({"colour": "red"}, "colour"),
     ]

@@ -12,6 +12,8 @@
     if (!type || !field) return;
     const withSubject = (type.dataset.subjectTypes || "").split(",");
     field.hidden = !withSubject.includes(type.value);
+    const footer = document.getElementById("sms-footer-hint");
+    if (footer) footer.hidden = type.value !== "sms";
   }
 
   // Picking a template fills the type, subject and body from its current version.
