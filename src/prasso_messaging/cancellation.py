@@ -36,6 +36,7 @@ from prasso_messaging.db.models import Delivery, table, utcnow
 from prasso_messaging.errors import Reason
 from prasso_messaging.messages import delivery_counts, get_message
 from prasso_messaging.metrics import deliveries_skipped
+from prasso_messaging.webhook_events import emit_cancelled, push_after
 
 deliveries = table(Delivery)
 FIRST_POLL_SECONDS = 0.02
@@ -56,24 +57,28 @@ class Cancelled:
 async def cancel_message(database: Database, *, team_id: int, message_id: int) -> Cancelled:
     """Cancel the team's message (404 for another team's); answers once nothing of it can be
     sent any more. Cancelling again skips what is left (usually nothing) and answers the same."""
+    events: list[int] = []  # webhook events of the skipped deliveries
     async with database.session() as session:
         message = await get_message(session, team_id=team_id, message_id=message_id, lock=True)
         if message.cancelled_at is None:
             message.cancelled_at = utcnow()
         cancelled_at, channel = message.cancelled_at, message.type
         await session.flush()
-        skipped = await _skip_unheld(await session.connection(), message_id)
-    skipped += await _wait_for_held(database, message_id)
+        skipped = await _skip_unheld(await session.connection(), message_id, events)
+    skipped += await _wait_for_held(database, message_id, events)
     deliveries_skipped(channel, Reason.CANCELLED, skipped)
+    if events and database.events is not None:  # after the commits; the sweeper covers a crash
+        await push_after(database.events, events, pushed_in=False)
     async with database.session() as session:
         counts = await delivery_counts(session, message_id=message_id)
     return Cancelled(message_id, skipped, cancelled_at, counts)
 
 
-async def _skip_unheld(conn: AsyncConnection, message_id: int) -> int:
-    """Skip the message's queued deliveries that no worker holds; how many. Rows are locked in
-    id order, as a claim locks its own (`id = ANY(...)` walks the primary key upwards), so a
-    cancel and a claim waiting on each other's rows cannot deadlock."""
+async def _skip_unheld(conn: AsyncConnection, message_id: int, events: list[int]) -> int:
+    """Skip the message's queued deliveries that no worker holds, and write their webhook
+    events (adding their ids to `events`); how many. Rows are locked in id order, as a claim
+    locks its own (`id = ANY(...)` walks the primary key upwards), so a cancel and a claim
+    waiting on each other's rows cannot deadlock."""
     now = utcnow()
     unheld = (
         select(deliveries.c.id)
@@ -97,10 +102,13 @@ async def _skip_unheld(conn: AsyncConnection, message_id: int) -> int:
             updated_at=now,
         )
     )
-    return int(result.rowcount or 0)
+    skipped = int(result.rowcount or 0)
+    if skipped:
+        events.extend(await emit_cancelled(conn, message_id=message_id, at=now))
+    return skipped
 
 
-async def _wait_for_held(database: Database, message_id: int) -> int:
+async def _wait_for_held(database: Database, message_id: int, events: list[int]) -> int:
     """Wait until no delivery of the message is held by a worker, skipping each one given back
     (or whose lease ran out) on the way; how many were skipped."""
     skipped = 0
@@ -109,7 +117,7 @@ async def _wait_for_held(database: Database, message_id: int) -> int:
         async with database.autocommit() as conn:
             # held first, then skip: a delivery given back in between is skipped by this round
             held_until = await _held_until(conn, message_id)
-            skipped += await _skip_unheld(conn, message_id)
+            skipped += await _skip_unheld(conn, message_id, events)
         if held_until is None:
             return skipped
         lease_left = (held_until - utcnow()).total_seconds()

@@ -182,6 +182,17 @@ async def emit_skipped_at_send(
     )
 
 
+async def emit_cancelled(conn: AsyncConnection, *, message_id: int, at: datetime) -> list[int]:
+    """The `delivery.skipped` events of the deliveries a cancel skipped (its UPDATE's `at`)."""
+    return await _emit_delivery_events(
+        conn,
+        deliveries.c.msg_message_id == message_id,
+        deliveries.c.status == "skipped",
+        deliveries.c.updated_at == bindparam("at", at, type_=UTCDateTime()),
+        now=at,
+    )
+
+
 async def _emit_delivery_events(
     conn: AsyncConnection, *where: ColumnElement[bool], now: datetime
 ) -> list[int]:
@@ -226,12 +237,14 @@ async def push_in(
         )
 
 
-async def push_after(dispatcher: Dispatcher, ids: Sequence[int], *, delay: float = 0) -> None:
-    """After the commit: push the jobs a non-transactional queue could not take before, and wake
-    this process's workers."""
+async def push_after(
+    dispatcher: Dispatcher, ids: Sequence[int], *, delay: float = 0, pushed_in: bool = True
+) -> None:
+    """After the commit: push the jobs that `push_in` did not (all of them when it was not
+    called, `pushed_in=False`), and wake this process's workers."""
     if not ids:
         return
-    if not dispatcher.driver.transactional:
+    if not (pushed_in and dispatcher.driver.transactional):
         await dispatcher.driver.push_many(
             dispatcher.queue, [webhook_job(i) for i in ids], delay=delay
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +329,26 @@ async def test_a_hanging_receiver_never_delays_a_send(
         await running
     assert hook.answered == len(hook.requests) == 31
     assert {r.status for r in await event_rows(runtime)} == {"delivered"}
+
+
+async def test_a_cancel_posts_delivery_skipped_for_each_cancelled_delivery(
+    client: httpx.AsyncClient, team: TeamAccess, runtime: Runtime, receiver: Any
+) -> None:
+    hook, url = receiver
+    await register(client, team, url, ["delivery.skipped"])
+    guests = [await create(client, team, "/api/guests", phone=p) for p in (KAY, ANN)]
+    message_id = await create(client, team, "/api/messages", type="sms", body="Later")
+    when = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    response = await client.post(
+        "/api/messages/send",
+        json={"message_id": message_id, "guest_ids": guests, "send_at": when},
+        headers=team.headers,
+    )
+    assert response.status_code == 202, response.text
+    response = await client.post(f"/api/messages/{message_id}/cancel", headers=team.headers)
+    assert response.status_code == 200, response.text
+    await drain(runtime)
+    deliveries = {d["id"] for d in await deliveries_of(client, team, message_id)}
+    events = hook.events()
+    assert {e["data"]["delivery_id"] for e in events} == deliveries
+    assert {(e["type"], e["data"]["reason"]) for e in events} == {("delivery.skipped", "cancelled")}
