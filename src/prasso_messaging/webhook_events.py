@@ -93,7 +93,7 @@ DELIVERY_COLUMNS = (
     deliveries.c.team_id,
     *(column.label(name) for name, column in DELIVERY_FIELDS.items()),
 )
-"""What a statement changing one delivery returns for `delivery_data`."""
+"""What a statement changing one delivery returns for `emit_delivery_change`."""
 
 
 def webhook_job(event_id: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
-from prasso_messaging import consent, contacts, message_templates, messages
+from prasso_messaging import consent, contacts, message_templates, messages, webhook_endpoints
 from prasso_messaging.db.models import Delivery, Message
 from prasso_messaging.delivery.job import delivery_job
 from prasso_messaging.queue.base import ReservedJob
@@ -434,6 +434,12 @@ def test_every_page_fits_a_desktop_and_a_phone_without_console_errors(
                 region="US",
                 reason="asked by phone",
             )
+            await webhook_endpoints.create_endpoint(  # refused on loopback: attempts to show
+                session,
+                team_id=login.team_id,
+                url="http://127.0.0.1:9/prasso-events",
+                events=["delivery.sent", "delivery.failed", "inbound.received"],
+            )
         return sent
 
     sms_id, email_id = server.seed(seed)
@@ -466,6 +472,7 @@ def test_every_page_fits_a_desktop_and_a_phone_without_console_errors(
         "outbox": "/admin/outbox",
         "outbox-sms": items["sms"],
         "outbox-email": items["email"],
+        "webhooks": "/admin/webhooks",
         "team": "/admin/team",
     }
     for viewport, suffix in ((DESKTOP, ""), (PHONE, "-390")):
