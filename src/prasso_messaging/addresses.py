@@ -57,12 +57,12 @@ def normalize_email(raw: str, *, field: str = "email", allow_special_use: bool =
 
 
 def normalize_address(channel: str, raw: str, *, region: str, field: str = "address") -> str:
-    """Normalize an address for `channel` ("sms" or "email")."""
-    if channel == "sms":
+    """Normalize an address for `channel` ("sms" or "whatsapp": a phone; "email")."""
+    if channel in ("sms", "whatsapp"):
         return normalize_phone(raw, region=region, field=field)
     if channel == "email":
         return normalize_email(raw, field=field)
-    raise ValidationFailed("channel", "must be one of: email, sms")
+    raise ValidationFailed("channel", "must be one of: email, sms, whatsapp")
 
 
 def mask_phone(phone: str | None) -> str:

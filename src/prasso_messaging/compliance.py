@@ -134,8 +134,13 @@ def quiet_until(phone: str, now: datetime, quiet: QuietHours) -> datetime | None
     return best
 
 
+PHONE_CHANNELS = ("sms", "whatsapp")
+"""Channels that reach a phone: E.164 addresses, quiet hours, and an opt-out that blocks
+everything."""
+
+
 def _address_is_valid(channel: str, address: str) -> bool:
-    if channel == "sms":
+    if channel in PHONE_CHANNELS:
         return E164.match(address) is not None
     if channel == "email":
         local, _, domain = address.rpartition("@")
@@ -152,14 +157,18 @@ def decide(
     do_not_contact: bool,
     now: datetime,
     quiet_hours: QuietHours | None = None,
+    opted_in: bool = False,
+    window_open: bool = False,
 ) -> Decision:
     """Send, wait, or skip with a stable reason code (SPEC sections 3 and 7).
 
     Blocks in this order: the channel cannot reach the recipient; no or malformed address; the
-    do-not-contact list (everything); SMS from a team not verified; an opt-out (SMS: everything,
-    other channels: non-transactional); an unsubscribed guest (non-transactional); a token the
-    recipient has no value for (`missing_field`). A non-transactional SMS that would arrive in
-    the team's quiet hours waits for them to end.
+    do-not-contact list (everything); SMS from a team not verified; an opt-out (SMS and WhatsApp:
+    everything, other channels: non-transactional); WhatsApp without a recorded opt-in
+    (`opted_in`), or outside the 24-hour window (`window_open`) with no template to send; an
+    unsubscribed guest (non-transactional); a token the recipient has no value for
+    (`missing_field`). A non-transactional SMS or WhatsApp message that would arrive in the
+    team's quiet hours waits for them to end.
     """
     recipient = outgoing.recipient
     channel = outgoing.channel
@@ -179,6 +188,10 @@ def decide(
         return blocked(Reason.TEAM_NOT_VERIFIED)
     if opted_out and opt_out_applies(channel, transactional=outgoing.transactional):
         return blocked(Reason.OPTED_OUT)
+    if channel == "whatsapp" and not opted_in:
+        return blocked(Reason.NOT_OPTED_IN)
+    if channel == "whatsapp" and not window_open and outgoing.template is None:
+        return blocked(Reason.OUTSIDE_WINDOW)
     if recipient.kind == "guest" and not recipient.subscribed and not outgoing.transactional:
         return blocked(Reason.GUEST_UNSUBSCRIBED)
     missing = outgoing.missing_tokens()
@@ -187,7 +200,7 @@ def decide(
             Reason.MISSING_FIELD, channel=channel, kind=recipient.kind, token=missing[0]
         )
         return skip(Reason.MISSING_FIELD, detail)
-    if channel == "sms" and quiet_hours is not None and not outgoing.transactional:
+    if channel in PHONE_CHANNELS and quiet_hours is not None and not outgoing.transactional:
         until = quiet_until(address, now, quiet_hours)
         if until is not None:
             return Decision("defer", detail="quiet hours", not_before=until)
@@ -195,8 +208,9 @@ def decide(
 
 
 def opt_out_applies(channel: str, *, transactional: bool) -> bool:
-    """An SMS opt-out (STOP) blocks everything; elsewhere transactional messages still go."""
-    return channel == "sms" or not transactional
+    """An SMS or WhatsApp opt-out (STOP) blocks everything; elsewhere transactional messages
+    still go."""
+    return channel in PHONE_CHANNELS or not transactional
 
 
 _DETAILS = {
@@ -209,6 +223,8 @@ _DETAILS = {
     Reason.GUEST_UNSUBSCRIBED: "the guest is not subscribed",
     Reason.DUPLICATE_ADDRESS: "another recipient of this send has the same {channel} address",
     Reason.MISSING_FIELD: "the {kind} has no value for {{{{{token}}}}}",
+    Reason.NOT_OPTED_IN: "the {kind} has no recorded opt-in for {channel}",
+    Reason.OUTSIDE_WINDOW: "no message from the {kind} in 24 hours and the message has no template",
 }
 
 

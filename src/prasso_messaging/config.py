@@ -6,6 +6,7 @@ with one line naming the variable instead of surfacing later as a confusing runt
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,8 @@ class Settings(BaseSettings):
     TWILIO_AUTH_TOKEN: str = ""
     TWILIO_PHONE_NUMBER: str = ""
     TWILIO_API_BASE: str = "https://api.twilio.com"
+    # the WhatsApp sender (E.164, `whatsapp:` prefix optional); empty: WhatsApp not configured
+    TWILIO_WHATSAPP_FROM: str = ""
     # a second SMS provider for when the first is down (SMS_DRIVER=twilio); empty: none
     SMS_FAILOVER_DRIVER: str = ""
     VONAGE_API_KEY: str = ""
@@ -143,6 +146,14 @@ class Settings(BaseSettings):
         if value not in ("", "vonage"):
             raise ValueError(f"expected vonage, or empty for none (got {value!r})")
         return value
+
+    @field_validator("TWILIO_WHATSAPP_FROM")
+    @classmethod
+    def _check_whatsapp_from(cls, value: str) -> str:
+        number = value.strip().removeprefix("whatsapp:")
+        if number and re.fullmatch(r"\+[1-9]\d{6,14}", number) is None:
+            raise ValueError(f"expected an E.164 number such as +14155238886 (got {value!r})")
+        return number
 
     @field_validator("PROMETHEUS_MULTIPROC_DIR", "FCM_CREDENTIALS_FILE", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ from prasso_messaging.errors import Forbidden, NotFound, Reason, ValidationFaile
 from prasso_messaging.messages import Dispatcher, SendRequest, send_message
 from prasso_messaging.webhook_events import emit
 
-ADDRESS_CHANNELS = ("email", "sms")
+ADDRESS_CHANNELS = ("email", "sms", "whatsapp")
 DOUBLE_OPT_IN_WINDOW = timedelta(hours=24)
 CONFIRMATION_TEXT = (
     "{sender}: reply YES within 24 hours to confirm you want our text messages."
@@ -49,7 +49,7 @@ class ConsentSource:
 
 def guest_address(guest: Guest, channel: str) -> str:
     if channel not in ADDRESS_CHANNELS:
-        raise ValidationFailed("channel", "must be one of: email, sms")
+        raise ValidationFailed("channel", f"must be one of: {', '.join(ADDRESS_CHANNELS)}")
     address = guest.email if channel == "email" else guest.phone
     if not address:
         kind = "email address" if channel == "email" else "phone number"
@@ -124,7 +124,12 @@ async def opted_out_by_guest(
 ) -> dict[int, list[str]]:
     """For guests of one team: the channels each one's addresses are opted out of, in one query
     (guests opted out of nothing are absent)."""
-    pairs = [(g.id, c, a) for g in guests for c, a in (("email", g.email), ("sms", g.phone)) if a]
+    pairs = [
+        (g.id, c, a)
+        for g in guests
+        for c, a in (("email", g.email), ("sms", g.phone), ("whatsapp", g.phone))
+        if a
+    ]
     if not pairs:
         return {}
     addresses = sorted({address for _, _, address in pairs})

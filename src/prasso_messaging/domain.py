@@ -55,6 +55,15 @@ class TeamProfile:
 
 
 @dataclass(frozen=True, slots=True)
+class WhatsAppTemplate:
+    """An approved WhatsApp template (Twilio content SID) and its variables, each a text with
+    tokens: what a WhatsApp message sends outside the 24-hour customer-care window."""
+
+    content_sid: str
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """One delivery ready to render: the message, its recipient and the sending team."""
 
@@ -66,6 +75,7 @@ class Outgoing:
     recipient: Recipient
     team: TeamProfile
     data: Mapping[str, Any] = field(default_factory=dict)  # the send's values of tokens
+    template: WhatsAppTemplate | None = None  # sent instead of the body (WhatsApp, window closed)
 
     @property
     def tokens(self) -> TokenValues:
@@ -73,7 +83,10 @@ class Outgoing:
         return TokenValues(r.first_name, r.last_name, r.name, self.team.name, r.fields, self.data)
 
     def missing_tokens(self) -> list[str]:
-        """The tokens of the subject and body this recipient has no value for."""
+        """The tokens of what is sent (the subject and body, or the template's variables) this
+        recipient has no value for."""
+        if self.template is not None:
+            return missing_tokens(self.template.variables.values(), self.tokens)
         return missing_tokens((self.subject, self.body), self.tokens)
 
 

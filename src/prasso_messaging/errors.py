@@ -28,6 +28,9 @@ class Reason(StrEnum):
     MISSING_FIELD = "missing_field"
     BOUNCED = "bounced"
     CANCELLED = "cancelled"
+    NOT_OPTED_IN = "not_opted_in"
+    OUTSIDE_WINDOW = "outside_window"
+    WHATSAPP_NOT_CONFIGURED = "whatsapp_not_configured"
 
 
 class PrassoError(Exception):

@@ -1,4 +1,5 @@
-"""Inbound SMS: store every message, link it to the delivery it answers, apply keywords.
+"""Inbound SMS and WhatsApp messages: store every message, link it to the delivery it answers,
+apply keywords.
 
 Carriers block per sender number, so a keyword applies to every team that sends from the number
 it was texted to (the team's own from number, or `TWILIO_PHONE_NUMBER` for teams without one).
@@ -19,6 +20,7 @@ from prasso_messaging import consent
 from prasso_messaging.addresses import mask_phone, normalize_phone
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
+    ConsentEvent,
     Delivery,
     Guest,
     InboundMessage,
@@ -29,6 +31,7 @@ from prasso_messaging.db.models import (
     utcnow,
 )
 from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.providers.twilio import PREFIX as WHATSAPP_PREFIX
 from prasso_messaging.webhook_events import emit
 
 log = logging.getLogger(__name__)
@@ -121,23 +124,24 @@ async def sending_teams(
 
 
 def _sms_to(
-    model: type[Guest] | type[User], kind: str, phone: str, team_ids: list[int]
+    model: type[Guest] | type[User], kind: str, phone: str, team_ids: list[int], channel: str
 ) -> Select[int | None, int, datetime | None]:
-    """SMS deliveries to the team members or guests with `phone`: recipients first (by their
-    (team_id, phone) index), then their deliveries (by (recipient_type, recipient_id, ...))."""
+    """SMS (or WhatsApp) deliveries to the team members or guests with `phone`: recipients
+    first (by their (team_id, phone) index), then their deliveries (by (recipient_type,
+    recipient_id, ...))."""
     recipients = select(model.id).where(model.team_id.in_(team_ids), model.phone == phone)
     return select(Delivery.team_id, Delivery.id, Delivery.sent_at).where(
         Delivery.recipient_type == kind,
         Delivery.recipient_id.in_(recipients.scalar_subquery()),
-        Delivery.channel == "sms",
+        Delivery.channel == channel,
         Delivery.sent_at.is_not(None),
     )
 
 
 async def answered_deliveries(
-    session: AsyncSession, *, phone: str, team_ids: list[int]
+    session: AsyncSession, *, phone: str, team_ids: list[int], channel: str = "sms"
 ) -> dict[int, int]:
-    """{team id: the latest SMS delivery sent to `phone`} in one query.
+    """{team id: the latest SMS (or `channel`) delivery sent to `phone`} in one query.
 
     Served by the (team_id, phone) indexes of guests and users and the
     (recipient_type, recipient_id, sent_at) index of deliveries.
@@ -145,7 +149,8 @@ async def answered_deliveries(
     if not team_ids:
         return {}
     sent = union_all(
-        _sms_to(Guest, "guest", phone, team_ids), _sms_to(User, "user", phone, team_ids)
+        _sms_to(Guest, "guest", phone, team_ids, channel),
+        _sms_to(User, "user", phone, team_ids, channel),
     ).subquery()
     ranked = select(
         sent.c.team_id,
@@ -184,6 +189,77 @@ async def receive(
     delivery_ids = await answered_deliveries(session, phone=phone, team_ids=[t.id for t in teams])
     if shared:
         teams = [t for t in teams if t.id in delivery_ids]
+    return await _record(
+        session,
+        sms,
+        channel="sms",
+        phone=phone,
+        keyword=keyword,
+        teams=teams,
+        delivery_ids=delivery_ids,
+    )
+
+
+async def receive_whatsapp(
+    session: AsyncSession, *, message: InboundSms, region: str
+) -> InboundResult:
+    """Store an inbound WhatsApp message (it opens the sender's 24-hour window) and apply its
+    keyword to WhatsApp, as `receive` does for SMS.
+
+    Every team sends WhatsApp from the one TWILIO_WHATSAPP_FROM, and a team reaches a number
+    only with an opt-in, so the message concerns the teams with a WhatsApp consent event for the
+    number: a STOP opts it out of each one's WhatsApp."""
+    phone = _normalized(message.from_number.removeprefix(WHATSAPP_PREFIX), region)
+    keyword = keyword_of(message.body)
+    if message.provider_message_id and await _already_received(
+        session, message.provider_message_id
+    ):
+        return InboundResult(keyword=keyword)
+    teams = await whatsapp_teams(session, phone=phone)
+    delivery_ids = await answered_deliveries(
+        session, phone=phone, team_ids=[t.id for t in teams], channel="whatsapp"
+    )
+    return await _record(
+        session,
+        message,
+        channel="whatsapp",
+        phone=phone,
+        keyword=keyword,
+        teams=teams,
+        delivery_ids=delivery_ids,
+    )
+
+
+async def whatsapp_teams(session: AsyncSession, *, phone: str) -> list[SendingTeam]:
+    """Teams with a WhatsApp consent event (an opt-in, an opt-out) for `phone`, served by the
+    events' (address, channel, team_id) index."""
+    settings = TeamSettings
+    holding = (
+        select(ConsentEvent.team_id)
+        .where(ConsentEvent.address == phone, ConsentEvent.channel == "whatsapp")
+        .distinct()
+    )
+    rows = await session.execute(
+        select(Team.id, Team.name, settings.business_name, settings.help_text)
+        .outerjoin(settings, settings.team_id == Team.id)
+        .where(Team.id.in_(holding))
+        .order_by(Team.id)
+    )
+    return [SendingTeam(r.id, r.name, r.business_name, r.help_text) for r in rows]
+
+
+async def _record(
+    session: AsyncSession,
+    message: InboundSms,
+    *,
+    channel: str,
+    phone: str,
+    keyword: str | None,
+    teams: list[SendingTeam],
+    delivery_ids: dict[int, int],
+) -> InboundResult:
+    """Store the message once per team it concerns (else once without a team), then apply its
+    keyword to the number's `channel` for those teams."""
     team_ids = [t.id for t in teams]
     guests = await _guests_by_team(session, phone=phone, team_ids=team_ids)
     stored_for: list[int | None] = list(team_ids) or [None]
@@ -192,10 +268,11 @@ async def receive(
         stored = InboundMessage(
             team_id=team_id,
             from_number=phone,
-            to_number=sms.to_number.strip()[:32],
-            body=sms.body,
+            to_number=message.to_number.strip().removeprefix(WHATSAPP_PREFIX)[:32],
+            channel=channel,
+            body=message.body,
             keyword=keyword,
-            provider_message_id=sms.provider_message_id,
+            provider_message_id=message.provider_message_id,
             delivery_id=delivery_ids.get(team_id) if team_id is not None else None,
             guest_id=guest.id if guest is not None else None,
         )
@@ -203,12 +280,14 @@ async def receive(
         if team_id is not None:
             await session.flush()
             await emit(session, team_id=team_id, type="inbound.received", data=_event_data(stored))
-    log.info("inbound sms from=%s teams=%d keyword=%s", mask_phone(phone), len(team_ids), keyword)
+    log.info(
+        "inbound %s from=%s teams=%d keyword=%s", channel, mask_phone(phone), len(team_ids), keyword
+    )
     result = InboundResult(keyword=keyword)
     if keyword is None or not teams:
         await session.flush()
         return result
-    origin = consent.ConsentSource(method="keyword", source=f"sms:{keyword}")
+    origin = consent.ConsentSource(method="keyword", source=f"{channel}:{keyword}")
     if keyword in HELP_KEYWORDS:
         result.reply = help_reply(_conversation_team(teams, delivery_ids))
     elif keyword in OPT_OUT_KEYWORDS:
@@ -217,14 +296,14 @@ async def receive(
             await consent.opt_out_address(
                 session,
                 team_id=team.id,
-                channel="sms",
+                channel=channel,
                 address=phone,
                 origin=origin,
                 guest_id=guest.id if guest is not None else None,
             )
         result.reply = stop_reply(teams)
     else:
-        changed = await _opt_in(session, keyword, phone, teams, guests, origin)
+        changed = await _opt_in(session, keyword, phone, teams, guests, origin, channel)
         if changed:
             result.reply = start_reply(changed)
     await session.flush()
@@ -237,6 +316,7 @@ def _event_data(stored: InboundMessage) -> dict[str, object]:
         "inbound_id": stored.id,
         "from": stored.from_number,
         "to": stored.to_number,
+        "channel": stored.channel,
         "body": stored.body,
         "keyword": stored.keyword,
         "guest_id": stored.guest_id,
@@ -251,21 +331,23 @@ async def _opt_in(
     teams: list[SendingTeam],
     guests: dict[int, Guest],
     origin: consent.ConsentSource,
+    channel: str,
 ) -> list[SendingTeam]:
-    """Lift the SMS opt-outs of the number and confirm pending double opt-ins (YES/START)."""
+    """Lift the number's opt-outs of `channel` and, for SMS, confirm pending double opt-ins
+    (YES/START)."""
     opted_out = set(
         (
             await session.execute(
                 select(OptOut.team_id).where(
                     OptOut.team_id.in_([t.id for t in teams]),
-                    OptOut.channel == "sms",
+                    OptOut.channel == channel,
                     OptOut.address == phone,
                 )
             )
         ).scalars()
     )
     pending = await _pending_opt_ins(session, phone=phone, team_ids=[t.id for t in teams])
-    confirms = keyword in DOUBLE_OPT_IN_KEYWORDS
+    confirms = channel == "sms" and keyword in DOUBLE_OPT_IN_KEYWORDS
     changed: list[SendingTeam] = []
     for team in teams:
         team_pending = pending.get(team.id, []) if confirms else []
@@ -278,7 +360,7 @@ async def _opt_in(
         await consent.opt_in_address(
             session,
             team_id=team.id,
-            channel="sms",
+            channel=channel,
             address=phone,
             origin=origin,
             guest_id=linked.id if linked is not None else None,
@@ -351,24 +433,36 @@ PROVIDER_OPT_OUT = consent.ConsentSource(method="provider", source="twilio:21610
 
 
 async def record_sms_opt_out(
-    session: AsyncSession, *, team_id: int, phone: str, origin: consent.ConsentSource
+    session: AsyncSession,
+    *,
+    team_id: int,
+    phone: str,
+    origin: consent.ConsentSource,
+    channel: str = "sms",
 ) -> None:
-    """Opt `phone` out of the team's SMS, linking the event to the team's guest with it."""
+    """Opt `phone` out of the team's SMS (or WhatsApp), linking the event to the team's guest
+    with it."""
     guest_id = (
         await session.execute(
             select(Guest.id).where(Guest.team_id == team_id, Guest.phone == phone).limit(1)
         )
     ).scalar_one_or_none()
     await consent.opt_out_address(
-        session, team_id=team_id, channel="sms", address=phone, origin=origin, guest_id=guest_id
+        session, team_id=team_id, channel=channel, address=phone, origin=origin, guest_id=guest_id
     )
 
 
-async def record_provider_opt_out(database: Database, *, team_id: int, phone: str) -> None:
+async def record_provider_opt_out(
+    database: Database, *, team_id: int, phone: str, channel: str = "sms"
+) -> None:
     """The provider refused a send because the number opted out with it (Twilio 21610)."""
     async with database.session() as session:
-        await record_sms_opt_out(session, team_id=team_id, phone=phone, origin=PROVIDER_OPT_OUT)
-    log.info("sms opt-out recorded from provider: team=%s to=%s", team_id, mask_phone(phone))
+        await record_sms_opt_out(
+            session, team_id=team_id, phone=phone, origin=PROVIDER_OPT_OUT, channel=channel
+        )
+    log.info(
+        "%s opt-out recorded from provider: team=%s to=%s", channel, team_id, mask_phone(phone)
+    )
 
 
 async def list_inbound(

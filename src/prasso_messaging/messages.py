@@ -71,7 +71,11 @@ from prasso_messaging.message_content import (
 from prasso_messaging.message_content import (
     SUBJECT_CHANNELS as SUBJECT_CHANNELS,
 )
-from prasso_messaging.message_content import validate_message
+from prasso_messaging.message_content import (
+    template_texts,
+    validate_message,
+    validate_whatsapp_template,
+)
 from prasso_messaging.message_templates import template_content
 from prasso_messaging.metrics import deliveries_created
 from prasso_messaging.queue.base import QueueDriver, TransactionalQueue, first_line
@@ -82,7 +86,7 @@ from prasso_messaging.webhook_events import emit_skipped_at_send, push_after, pu
 
 STATUSES = ("queued", "sent", "delivered", "failed", "skipped")
 USER_ONLY_CHANNELS = ("push", "inapp")
-ADDRESS_CHANNELS = ("email", "sms")  # where two recipients may share an address
+ADDRESS_CHANNELS = ("email", "sms", "whatsapp")  # where two recipients may share an address
 IDS_CHUNK = 10_000  # recipient ids per INSERT ... SELECT of a list
 ALL_GUESTS_CHUNK = 100_000  # recipients per INSERT ... SELECT of all guests (none in Python)
 DISPATCH_CHUNK = 5_000  # ids read back per push, for drivers outside the database
@@ -155,10 +159,12 @@ async def create_message(
     template_id: int | None = None,
     template_version: int | None = None,
     test: bool = False,
+    whatsapp_template: Mapping[str, Any] | None = None,
 ) -> Message:
     """A message with its own subject and body, or copied from a template's version (the
     current one unless `template_version` says which), which the message records; `test`
-    (created with a test token): its deliveries go to the simulator."""
+    (created with a test token): its deliveries go to the simulator. A WhatsApp message may
+    carry the approved template sent outside the 24-hour window (`whatsapp_template`)."""
     if template_id is not None:
         template = await template_content(
             session, team_id=team_id, template_id=template_id, version=template_version
@@ -175,6 +181,7 @@ async def create_message(
     elif template_version is not None:
         raise ValidationFailed("template_version", "needs a template_id")
     kind, clean_subject, clean_body = validate_message(type=type, subject=subject, body=body)
+    clean_template = validate_whatsapp_template(kind, whatsapp_template)
     await get_team(session, team_id)
     message = Message(
         team_id=team_id,
@@ -185,6 +192,7 @@ async def create_message(
         template_id=template_id,
         template_version=template_version,
         is_test=test,
+        whatsapp_template=clean_template,
     )
     session.add(message)
     await session.flush()
@@ -490,11 +498,15 @@ async def _field_tokens(
 ) -> list[str]:
     """The message's tokens only a guest's custom fields can fill: neither built-ins nor keys
     of `data`. A token that is none of these, nor a field name of the team's guests, is a 422
-    naming it, before anything is written."""
+    naming it, before anything is written. A WhatsApp template's variables are checked too,
+    but only the body decides up-front skips (inside the window the template is not sent)."""
     names = token_names({"subject": message.subject, "body": message.body})
     wanted = [name for name in names if name not in BUILTIN_TOKENS and name not in data]
-    known = await guest_fields.known_names(conn, team_id=team_id, names=wanted)
-    unknown = [name for name in wanted if name not in known]
+    variables = (message.whatsapp_template or {}).get("variables") or {}
+    checked = list(dict.fromkeys([*wanted, *token_names(template_texts(variables))]))
+    checked = [name for name in checked if name not in BUILTIN_TOKENS and name not in data]
+    known = await guest_fields.known_names(conn, team_id=team_id, names=checked)
+    unknown = [name for name in checked if name not in known]
     if unknown:
         shown = ", ".join("{{" + name + "}}" for name in unknown)
         raise ValidationFailed(
@@ -728,7 +740,7 @@ def _address(channel: str, recipients: Any) -> Any:
     """The address a channel's opt-outs and do-not-contact entries are kept under."""
     if channel == "email":
         return recipients.c.email
-    if channel == "sms":
+    if channel in ("sms", "whatsapp"):
         return recipients.c.phone
     return literal("user:") + cast(recipients.c.id, String)
 

@@ -1,4 +1,5 @@
-"""Delivery receipts from the SMS providers: `sent` → `delivered` or `failed`, never backwards.
+"""Delivery receipts from the SMS providers (Twilio's WhatsApp ones too): `sent` → `delivered`
+or `failed`, never backwards.
 
 Each change is one conditional UPDATE on the (indexed) provider message id that only moves a
 `sent` delivery, so a late, repeated or out-of-order callback changes nothing.
@@ -23,6 +24,7 @@ from prasso_messaging.db.models import Delivery, table, utcnow
 from prasso_messaging.errors import Reason
 from prasso_messaging.inbound import PROVIDER_OPT_OUT, record_sms_opt_out
 from prasso_messaging.metrics import delivery_outcome
+from prasso_messaging.providers.twilio import PREFIX as WHATSAPP_PREFIX
 from prasso_messaging.providers.twilio import UNSUBSCRIBED_RECIPIENT
 from prasso_messaging.webhook_events import DELIVERY_COLUMNS, emit_delivery_change
 
@@ -75,11 +77,16 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
     await emit_delivery_change(session, changed)
     log.info("delivery receipt: %s → %s", report.provider_message_id, values["status"])
     reason = values.get("reason")
-    delivery_outcome("sms", str(values["status"]), reason if isinstance(reason, str) else None)
+    channel = "whatsapp" if (report.to_number or "").startswith(WHATSAPP_PREFIX) else "sms"
+    delivery_outcome(channel, str(values["status"]), reason if isinstance(reason, str) else None)
     opted_out = report.provider == "twilio" and report.error_code == str(UNSUBSCRIBED_RECIPIENT)
     if opted_out and report.to_number and changed.team_id:
         await record_sms_opt_out(
-            session, team_id=changed.team_id, phone=report.to_number, origin=PROVIDER_OPT_OUT
+            session,
+            team_id=changed.team_id,
+            phone=report.to_number.removeprefix(WHATSAPP_PREFIX),
+            origin=PROVIDER_OPT_OUT,
+            channel=channel,
         )
     return str(values["status"])
 

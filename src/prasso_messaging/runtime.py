@@ -15,6 +15,7 @@ from prasso_messaging.channels.email import EmailChannel
 from prasso_messaging.channels.inapp import InAppChannel
 from prasso_messaging.channels.push import PushChannel
 from prasso_messaging.channels.sms import SmsChannel
+from prasso_messaging.channels.whatsapp import WhatsAppChannel
 from prasso_messaging.config import Settings
 from prasso_messaging.db.engine import Database
 from prasso_messaging.delivery.job import RetryPolicy
@@ -28,10 +29,20 @@ from prasso_messaging.guest_import import ImportJobs
 from prasso_messaging.messages import Dispatcher
 from prasso_messaging.metrics import use_directory
 from prasso_messaging.pacing import build_pacer
-from prasso_messaging.providers.base import MailProvider, PushProvider, SmsProvider
+from prasso_messaging.providers.base import (
+    MailProvider,
+    PushProvider,
+    SmsProvider,
+    WhatsAppProvider,
+)
 from prasso_messaging.providers.failover import FailoverMail, FailoverSms
-from prasso_messaging.providers.log import OutboxMailer, OutboxSms
-from prasso_messaging.providers.simulator import SimulatedMail, SimulatedSms, simulated_push
+from prasso_messaging.providers.log import OutboxMailer, OutboxSms, OutboxWhatsApp
+from prasso_messaging.providers.simulator import (
+    SimulatedMail,
+    SimulatedSms,
+    SimulatedWhatsApp,
+    simulated_push,
+)
 from prasso_messaging.push_subscriptions import DatabasePushSubscriptions
 from prasso_messaging.queue.base import QueueDriver
 from prasso_messaging.queue.router import JobRouter
@@ -147,6 +158,19 @@ def build_sms_provider(settings: Settings) -> SmsProvider:
     )
 
 
+def build_whatsapp_provider(settings: Settings) -> WhatsAppProvider | None:
+    """Twilio's Messages API when SMS_DRIVER=twilio and TWILIO_WHATSAPP_FROM is set (its own
+    connections); the outbox with SMS_DRIVER=log; None makes WhatsApp deliveries skip
+    `whatsapp_not_configured`."""
+    if settings.SMS_DRIVER != "twilio":
+        return OutboxWhatsApp()
+    if not settings.TWILIO_WHATSAPP_FROM:
+        return None
+    from prasso_messaging.providers.twilio import TwilioWhatsApp
+
+    return TwilioWhatsApp(build_twilio(settings))
+
+
 def build_push_provider(settings: Settings) -> PushProvider | None:
     """Web Push when VAPID keys are set; None makes push deliveries skip `push_not_configured`."""
     if not (settings.VAPID_PUBLIC_KEY and settings.VAPID_PRIVATE_KEY):
@@ -212,6 +236,11 @@ def build_channels(
     async def record_provider_opt_out(team_id: int, phone: str) -> None:
         await inbound.record_provider_opt_out(database, team_id=team_id, phone=phone)
 
+    async def record_whatsapp_opt_out(team_id: int, phone: str) -> None:
+        await inbound.record_provider_opt_out(
+            database, team_id=team_id, phone=phone, channel="whatsapp"
+        )
+
     channels: list[Channel] = [
         EmailChannel(
             SimulatedMail() if simulated else build_mail_provider(settings),
@@ -224,6 +253,12 @@ def build_channels(
             from_number=settings.TWILIO_PHONE_NUMBER,
             status_callback=f"{settings.APP_URL}/webhooks/twilio/status",
             on_provider_opt_out=record_provider_opt_out,
+        ),
+        WhatsAppChannel(
+            SimulatedWhatsApp() if simulated else build_whatsapp_provider(settings),
+            from_number=settings.TWILIO_WHATSAPP_FROM,
+            status_callback=f"{settings.APP_URL}/webhooks/twilio/status",
+            on_provider_opt_out=record_whatsapp_opt_out,
         ),
         PushChannel(
             simulated_push() if simulated else build_push_providers(settings),

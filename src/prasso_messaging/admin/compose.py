@@ -23,7 +23,13 @@ from prasso_messaging.rendering import TokenValues, append_sms_footer, count_seg
 
 router = APIRouter()
 
-TYPE_LABELS = {"sms": "SMS", "email": "Email", "push": "Push", "inapp": "In-app"}
+TYPE_LABELS = {
+    "sms": "SMS",
+    "email": "Email",
+    "push": "Push",
+    "inapp": "In-app",
+    "whatsapp": "WhatsApp",
+}
 TEMPLATES_OFFERED = 200
 
 

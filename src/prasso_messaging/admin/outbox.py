@@ -15,7 +15,7 @@ router = APIRouter()
 
 @router.get("/admin/outbox")
 async def outbox_page(admin: Admin, channel: str = "", before: PageCursor = None) -> Response:
-    channel = channel if channel in ("email", "sms") else ""
+    channel = channel if channel in ("email", "sms", "whatsapp") else ""
     async with admin.runtime.database.session() as session:
         rows = await outbox.outbox_messages(
             session,

@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prasso_messaging import contacts, messages
 from prasso_messaging.addresses import mask_phone
 from prasso_messaging.db.models import (
+    ConsentEvent,
     Delivery,
     DoNotContact,
     Guest,
+    InboundMessage,
     Message,
     OptOut,
     PushSubscription,
@@ -178,7 +180,7 @@ def display_name(person: User | Guest) -> str:
 def _address(person: User | Guest, channel: str) -> str:
     if channel == "email":
         return person.email or ""
-    if channel == "sms":
+    if channel in ("sms", "whatsapp"):
         return person.phone or ""
     return ""
 
@@ -282,7 +284,9 @@ async def guest_rows(
     )
     result = []
     for g in guests:
-        pairs = [(c, a) for c, a in (("email", g.email), ("sms", g.phone)) if a]
+        pairs = [
+            (c, a) for c, a in (("email", g.email), ("sms", g.phone), ("whatsapp", g.phone)) if a
+        ]
         result.append(
             GuestRow(
                 g,
@@ -314,6 +318,39 @@ async def listed_addresses(session: AsyncSession, *, team_id: int, addresses: li
             )
             into.update((r.channel, r.address) for r in rows)
     return listed
+
+
+@dataclass
+class WhatsAppStanding:
+    """Among some numbers: those the team holds a WhatsApp opt-in for, and when each last
+    wrote on WhatsApp (the 24-hour window)."""
+
+    opted_in: set[str] = field(default_factory=set)
+    last_inbound: dict[str, datetime] = field(default_factory=dict)
+
+
+async def whatsapp_standing(
+    session: AsyncSession, *, team_id: int, phones: list[str]
+) -> WhatsAppStanding:
+    """What the worker reads in its claim (`channels.whatsapp`), for many numbers at once."""
+    standing = WhatsAppStanding()
+    if phones:
+        opted_in = await session.execute(
+            select(ConsentEvent.address).where(
+                ConsentEvent.address.in_(phones),
+                ConsentEvent.channel == "whatsapp",
+                ConsentEvent.team_id == team_id,
+                ConsentEvent.action == "opt_in",
+            )
+        )
+        standing.opted_in.update(a for a in opted_in.scalars() if a)
+        last = await session.execute(
+            select(InboundMessage.from_number, func.max(InboundMessage.received_at))
+            .where(InboundMessage.from_number.in_(phones), InboundMessage.channel == "whatsapp")
+            .group_by(InboundMessage.from_number)
+        )
+        standing.last_inbound.update((row[0], row[1]) for row in last)
+    return standing
 
 
 async def do_not_contact_entries(session: AsyncSession, *, team_id: int) -> list[DoNotContact]:

@@ -4,7 +4,9 @@ The compose page's picker and preview ask the worker's own rule, `compliance.dec
 channel's address and recipient kinds and the opt-out and do-not-contact flags of
 `queries.listed_addresses`, and show its words (the ones a skipped delivery records); for push
 they also ask what the push channel checks at send time (its providers, the user's
-subscriptions). The team's SMS verification is shown once on the page, not next to every person,
+subscriptions); for WhatsApp, the team's opt-ins and each number's last inbound message (a
+message composed here has no template, so a number outside the 24-hour window is skipped).
+The team's SMS verification is shown once on the page, not next to every person,
 so each person is judged as if the team were verified.
 """
 
@@ -15,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prasso_messaging.admin import queries
 from prasso_messaging.channels.base import Channel
 from prasso_messaging.channels.push import PushChannel
+from prasso_messaging.channels.whatsapp import window_open
 from prasso_messaging.compliance import decide
 from prasso_messaging.db.models import Team, utcnow
 from prasso_messaging.domain import Outgoing, Recipient, TeamProfile
@@ -45,6 +48,11 @@ async def flag_skipped(
     listed = await queries.listed_addresses(
         session, team_id=team.id, addresses=[a for a in addresses.values() if a]
     )
+    whatsapp = None
+    if channel == "whatsapp":
+        whatsapp = await queries.whatsapp_standing(
+            session, team_id=team.id, phones=[a for a in addresses.values() if a]
+        )
     with_push: set[int] = set()
     if isinstance(sender, PushChannel):
         with_push = await queries.users_with_push(
@@ -61,6 +69,9 @@ async def flag_skipped(
             opted_out=(channel, address or "") in listed.opted_out,
             do_not_contact=(channel, address or "") in listed.do_not_contact,
             now=now,
+            opted_in=whatsapp is not None and address in whatsapp.opted_in,
+            window_open=whatsapp is not None
+            and window_open(whatsapp.last_inbound.get(address or ""), now),
         )
         why = decision.detail
         if decision.action == "send" and isinstance(sender, PushChannel):

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from prasso_messaging import inbound
 from prasso_messaging.addresses import normalize_phone
@@ -36,6 +36,7 @@ class InboundMessagePublic(Public):
     id: int
     from_number: str
     to_number: str
+    channel: str = Field(description="`sms`, or `whatsapp` (from and to without `whatsapp:`)")
     body: str
     keyword: str | None
     delivery_id: int | None

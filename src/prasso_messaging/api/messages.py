@@ -42,6 +42,9 @@ async def create_message(
             transactional=body.transactional,
             template_id=body.template_id,
             template_version=body.template_version,
+            whatsapp_template=(
+                body.whatsapp_template.model_dump() if body.whatsapp_template else None
+            ),
         )
     return MessagePublic.model_validate(message)
 
@@ -50,7 +53,7 @@ async def create_message(
 async def list_messages(
     team: CurrentTeam,
     runtime: RuntimeDep,
-    type: Annotated[str | None, Query(description="email, sms, push, inapp")] = None,
+    type: Annotated[str | None, Query(description="email, sms, push, inapp, whatsapp")] = None,
     since: Annotated[
         AwareDatetime | None, Query(description="created at or after this time (ISO 8601)")
     ] = None,
@@ -174,7 +177,7 @@ async def recent_deliveries(
     status: Annotated[
         str | None, Query(description="queued, sent, delivered, failed, skipped")
     ] = None,
-    channel: Annotated[str | None, Query(description="email, sms, push, inapp")] = None,
+    channel: Annotated[str | None, Query(description="email, sms, push, inapp, whatsapp")] = None,
     reason: Annotated[
         str | None, Query(description="a reason code, e.g. provider_rejected")
     ] = None,

@@ -12,8 +12,8 @@ from prasso_messaging.api.input_rules import unstorable
 
 T = TypeVar("T")
 BodyId = Annotated[int, Field(ge=1, le=2**63 - 1)]
-AddressChannel = Literal["email", "sms"]
-MessageType = Literal["email", "sms", "push", "inapp"]
+AddressChannel = Literal["email", "sms", "whatsapp"]
+MessageType = Literal["email", "sms", "push", "inapp", "whatsapp"]
 Tag = Annotated[str, Field(max_length=64)]
 
 FIELDS_DESCRIPTION = (
@@ -166,6 +166,18 @@ class DoNotContactPublic(Public):
     created_at: datetime
 
 
+class WhatsAppTemplateIn(Strict):
+    content_sid: str = Field(
+        max_length=34,
+        description="The approved template's Twilio content SID: HX and 32 hexadecimal digits.",
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict,
+        description='Its variables by name ("1", "2", ...), each a text with tokens rendered '
+        'per recipient as in a body, e.g. {"1": "{{FirstName}}"}.',
+    )
+
+
 class MessageCreate(Strict):
     type: MessageType | None = Field(
         default=None, description="Required, unless the message comes from a template."
@@ -190,6 +202,12 @@ class MessageCreate(Strict):
         le=2**31 - 1,
         description="The template's version to use (default: its current).",
     )
+    whatsapp_template: WhatsAppTemplateIn | None = Field(
+        default=None,
+        description="WhatsApp only: the approved template sent to a recipient who has not "
+        "written in the last 24 hours (free-form text goes only inside that window); without "
+        "it such a recipient is skipped `outside_window`.",
+    )
 
 
 class MessagePublic(Public):
@@ -205,6 +223,11 @@ class MessagePublic(Public):
     )
     data: dict[str, Any] | None = Field(
         description="The values of tokens its send gave (`data` of `POST /api/messages/send`)."
+    )
+    whatsapp_template: dict[str, Any] | None = Field(
+        default=None,
+        description="WhatsApp: the approved template (`content_sid`, `variables`) sent outside "
+        "the 24-hour window.",
     )
     test: bool = Field(
         validation_alias="is_test",

@@ -1,5 +1,6 @@
 """SMS provider webhooks: delivery receipts and inbound SMS, from Twilio and from Vonage (the
 failover provider), each checked against its provider's signature before anything is read.
+Twilio's also carry WhatsApp (`whatsapp:`-prefixed From and To): its receipts and inbound messages.
 
 Twilio signs with `X-Twilio-Signature` over the public URL it called (`APP_URL` + path) and the
 form fields, checked with the `twilio` package's RequestValidator. Vonage calls with GET query
@@ -22,6 +23,7 @@ from prasso_messaging.channels.sms import SmsChannel
 from prasso_messaging.errors import ConfigError, SendError
 from prasso_messaging.providers.base import Sms
 from prasso_messaging.providers.failover import FailoverSms
+from prasso_messaging.providers.twilio import PREFIX as WHATSAPP_PREFIX
 from prasso_messaging.providers.vonage import VonageSms, signature_valid
 from prasso_messaging.runtime import Runtime
 
@@ -89,18 +91,23 @@ async def inbound_sms(form: SignedForm, runtime: RuntimeDep) -> Response:
     reply = MessagingResponse()
     sender, recipient = form.get("From", ""), form.get("To", "")
     if sender and recipient:
+        message = inbound.InboundSms(
+            from_number=sender,
+            to_number=recipient,
+            body=form.get("Body", ""),
+            provider_message_id=form.get("MessageSid") or form.get("SmsSid") or None,
+        )
+        region = settings.MESSAGING_DEFAULT_REGION
         async with runtime.database.session() as session:
-            result = await inbound.receive(
-                session,
-                sms=inbound.InboundSms(
-                    from_number=sender,
-                    to_number=recipient,
-                    body=form.get("Body", ""),
-                    provider_message_id=form.get("MessageSid") or form.get("SmsSid") or None,
-                ),
-                default_number=settings.TWILIO_PHONE_NUMBER,
-                region=settings.MESSAGING_DEFAULT_REGION,
-            )
+            if sender.startswith(WHATSAPP_PREFIX):  # WhatsApp arrives on the same webhook
+                result = await inbound.receive_whatsapp(session, message=message, region=region)
+            else:
+                result = await inbound.receive(
+                    session,
+                    sms=message,
+                    default_number=settings.TWILIO_PHONE_NUMBER,
+                    region=region,
+                )
         if result.reply:
             reply.message(result.reply)
     return Response(content=str(reply), media_type=TWIML_TYPE)

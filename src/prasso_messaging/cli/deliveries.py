@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
         status: Annotated[
             str | None, typer.Option(help="queued, sent, delivered, failed, skipped.")
         ] = None,
-        channel: Annotated[str | None, typer.Option(help="email, sms, push, inapp.")] = None,
+        channel: Annotated[
+            str | None, typer.Option(help="email, sms, push, inapp, whatsapp.")
+        ] = None,
         reason: Annotated[
             str | None, typer.Option(help="A reason code, e.g. provider_rejected.")
         ] = None,

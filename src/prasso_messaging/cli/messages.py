@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     @app.command("send")
     def send(
         team: Annotated[int, typer.Option("--team", help="Team id.")],
-        type: Annotated[str, typer.Option("--type", help="email, sms, push or inapp.")],
+        type: Annotated[str, typer.Option("--type", help="email, sms, push, inapp or whatsapp.")],
         body: Annotated[str, typer.Option(help="Message body ({{FirstName}} etc. allowed).")],
         subject: Annotated[str | None, typer.Option(help="Subject (email, push, in-app).")] = None,
         user: Annotated[list[int] | None, typer.Option("--user", help="User id (repeat).")] = None,

@@ -308,7 +308,10 @@ class ConsentEvent(Base):
     """Every opt-in and opt-out, append-only."""
 
     __tablename__ = "msg_consent_events"
-    __table_args__ = (Index(None, "team_id", "guest_id", "created_at"),)
+    __table_args__ = (
+        Index(None, "team_id", "guest_id", "created_at"),
+        Index(None, "address", "channel", "team_id"),  # WhatsApp opt-ins, by number
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     team_id: Mapped[int] = mapped_column(BigId, ForeignKey("teams.id", ondelete="CASCADE"))
@@ -437,6 +440,9 @@ class Message(Timestamps, Base):
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # ours: created with a test token, its deliveries go to the simulator (docs/testing.md)
     is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # ours: a WhatsApp message's approved template for recipients outside the 24-hour window,
+    # {"content_sid": "HX...", "variables": {"1": "{{FirstName}}", ...}}
+    whatsapp_template: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 _message_of = cast(Table, Message.__table__).alias("message_of")
@@ -531,6 +537,8 @@ class InboundMessage(Base):
     )
     from_number: Mapped[str] = mapped_column(String(32))
     to_number: Mapped[str] = mapped_column(String(32))
+    # sms, or whatsapp: a WhatsApp message opens the sender's 24-hour window for free-form text
+    channel: Mapped[str] = mapped_column(String(20), default="sms", server_default="sms")
     body: Mapped[str] = mapped_column(Text)
     keyword: Mapped[str | None] = mapped_column(String(20))
     provider_message_id: Mapped[str | None] = mapped_column(String(64))

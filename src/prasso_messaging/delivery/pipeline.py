@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prasso_messaging.caps import CapRequest
 from prasso_messaging.channels.base import Channel
+from prasso_messaging.channels.whatsapp import window_open
 from prasso_messaging.compliance import CANCELLED, Decision, counts_toward_cap, decide, over_cap
 from prasso_messaging.db.models import utcnow
 from prasso_messaging.delivery.job import RetryPolicy, parse_job
@@ -445,6 +446,7 @@ class DeliveryHandler:
                 bool(row.subscribed),
                 row.fields or {},
             )
+        in_window = row.channel == "whatsapp" and window_open(row.last_inbound_at, now)
         item.outgoing = Outgoing(
             row.delivery_id,
             row.channel,
@@ -454,6 +456,7 @@ class DeliveryHandler:
             recipient,
             item.policy.profile,
             message.data,
+            None if in_window else message.whatsapp_template,
         )
         return decide(
             item.outgoing,
@@ -463,6 +466,8 @@ class DeliveryHandler:
             do_not_contact=bool(row.do_not_contact),
             now=now,
             quiet_hours=item.policy.quiet_hours,
+            opted_in=bool(row.opted_in),
+            window_open=in_window,
         )
 
     def _capped(self, item: _Item) -> bool:

@@ -16,13 +16,15 @@ from typing import Any
 
 from prasso_messaging.compliance import QuietHours
 from prasso_messaging.config import Settings
-from prasso_messaging.domain import TeamProfile
+from prasso_messaging.domain import TeamProfile, WhatsAppTemplate
 from prasso_messaging.errors import ValidationFailed
+from prasso_messaging.message_content import whatsapp_template
 from prasso_messaging.pacing import Pacer, Rate
 
 log = logging.getLogger(__name__)
 
-PACED_CHANNELS = frozenset(("email", "sms", "push"))  # in-app is our own table: nothing to pace
+# in-app is our own table: nothing to pace
+PACED_CHANNELS = frozenset(("email", "sms", "push", "whatsapp"))
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class MessageBody:
     version: datetime | None
     data: Mapping[str, Any]  # the values of tokens its send gave
     test: bool = False  # created with a test token: sent through the simulator
+    whatsapp_template: WhatsAppTemplate | None = None  # sent outside the 24-hour window
 
 
 def team_policy(row: Any, limits: Limits) -> TeamPolicy:
@@ -115,6 +118,7 @@ def message_body(row: Any) -> MessageBody:
         row.updated_at,
         row.data or {},
         bool(row.is_test),
+        whatsapp_template(row.whatsapp_template),
     )
 
 

@@ -2,8 +2,9 @@
 
 On PostgreSQL each step is one statement per chunk: the claim is an UPDATE whose RETURNING feeds
 a SELECT of everything a decision needs (message and team versions, recipient, opt-out and
-do-not-contact flags), and a flush is one `UPDATE ... FROM unnest(...)`, written outside an
-explicit transaction when it is the flush's only statement. SQLite, whose writers are serialized
+do-not-contact flags, for WhatsApp the opt-in and the last inbound message), and a flush is one
+`UPDATE ... FROM unnest(...)`, written outside an explicit transaction when it is the flush's
+only statement. SQLite, whose writers are serialized
 anyway, runs the same rules as a few plain statements.
 
 Every state change is conditional: a claim takes only deliveries that are queued, due and not
@@ -35,6 +36,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     text,
@@ -47,6 +49,8 @@ from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.elements import ColumnElement
 
 from prasso_messaging.caps import CapRequest, release_caps, reserve_caps
+from prasso_messaging.channels.whatsapp import last_inbound_at, opt_in_recorded
+from prasso_messaging.compliance import PHONE_CHANNELS
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import (
     Delivery,
@@ -148,7 +152,7 @@ def _load(source: FromClause) -> Any:
     email = case((is_user, users.c.email), else_=guests.c.email)
     phone = case((is_user, users.c.phone), else_=guests.c.phone)
     address = case(
-        (source.c.channel == "sms", phone),
+        (source.c.channel.in_(PHONE_CHANNELS), phone),
         (source.c.channel == "email", email),
         else_=literal("user:") + cast(source.c.recipient_id, String),
     )
@@ -183,6 +187,13 @@ def _load(source: FromClause) -> Any:
             func.coalesce(guests.c.subscribed, True).label("subscribed"),
             listed(opt_outs).label("opted_out"),
             listed(do_not_contact).label("do_not_contact"),
+            case(
+                (source.c.channel == "whatsapp", opt_in_recorded(source.c.team_id, phone)),
+                else_=literal(False),
+            ).label("opted_in"),
+            case((source.c.channel == "whatsapp", last_inbound_at(phone)), else_=null()).label(
+                "last_inbound_at"
+            ),
             exists().where(webhook_endpoints.c.team_id == source.c.team_id).label("webhooks"),
         )
         .select_from(source)
@@ -342,6 +353,7 @@ class DeliveryRepository:
             messages.c.is_transactional,
             messages.c.data,
             messages.c.is_test,
+            messages.c.whatsapp_template,
         ).where(_ids_match(messages.c.id, ids, self.dialect))
         return await self._rows(query, conn)
 

@@ -36,6 +36,21 @@ class Sms:
 
 
 @dataclass(frozen=True)
+class WhatsApp:
+    """One WhatsApp message: free-form `body`, or an approved template (`content_sid` with its
+    rendered `content_variables`). Numbers are E.164, without the `whatsapp:` prefix."""
+
+    to: str
+    from_number: str
+    body: str | None = None
+    content_sid: str | None = None
+    content_variables: Mapping[str, str] | None = None
+    status_callback: str | None = None
+    team_id: int | None = None
+    delivery_id: int | None = None
+
+
+@dataclass(frozen=True)
 class PushTarget:
     """One device to push to: a browser's subscription as its PushManager reported it
     (`kind` "webpush"), or an app's FCM registration token in `endpoint` (`kind` "fcm", no keys)."""
@@ -110,6 +125,18 @@ class SmsProvider(ABC):
     @abstractmethod
     async def send(self, sms: Sms) -> Accepted:
         """Hand the SMS over; returns the provider's answer."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class WhatsAppProvider(ABC):
+    name: str = ""
+    """How metrics label the provider."""
+
+    @abstractmethod
+    async def send(self, message: WhatsApp) -> Accepted:
+        """Hand the WhatsApp message over; returns the provider's answer."""
 
     async def close(self) -> None:
         """Release connections."""

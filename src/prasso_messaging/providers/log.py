@@ -1,4 +1,4 @@
-"""The `log` mail and SMS providers: every send lands in the local outbox table.
+"""The `log` mail, SMS and WhatsApp providers: every send lands in the local outbox table.
 
 Lets a new user run the whole pipeline with no provider account, and lets the admin pages and
 `prasso outbox` show exactly what would have gone out. The outbox row is handed back with the
@@ -8,10 +8,19 @@ row exists exactly when its delivery says it was sent.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from prasso_messaging.db.models import utcnow
-from prasso_messaging.providers.base import Accepted, Email, MailProvider, Sms, SmsProvider
+from prasso_messaging.providers.base import (
+    Accepted,
+    Email,
+    MailProvider,
+    Sms,
+    SmsProvider,
+    WhatsApp,
+    WhatsAppProvider,
+)
 
 
 class OutboxMailer(MailProvider):
@@ -52,6 +61,36 @@ class OutboxSms(SmsProvider):
                 "body_text": sms.body,
                 "body_html": None,
                 "headers": None,
+                "created_at": utcnow(),
+            },
+        )
+
+
+class OutboxWhatsApp(WhatsAppProvider):
+    """A template send keeps its content SID and variables in the row's `headers` (and says
+    so in the body), as Twilio would receive them."""
+
+    name = "whatsapp_log"
+
+    async def send(self, message: WhatsApp) -> Accepted:
+        headers = None
+        body = message.body or ""
+        if message.content_sid:
+            variables = dict(message.content_variables or {})
+            headers = {"ContentSid": message.content_sid, "ContentVariables": variables}
+            body = f"[template {message.content_sid}] {json.dumps(variables, ensure_ascii=False)}"
+        return Accepted(
+            "LOG" + uuid.uuid4().hex,
+            outbox={
+                "team_id": message.team_id,
+                "delivery_id": message.delivery_id,
+                "channel": "whatsapp",
+                "to_address": f"whatsapp:{message.to}",
+                "from_address": f"whatsapp:{message.from_number}" if message.from_number else None,
+                "subject": None,
+                "body_text": body,
+                "body_html": None,
+                "headers": headers,
                 "created_at": utcnow(),
             },
         )

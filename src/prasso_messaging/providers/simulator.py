@@ -9,6 +9,7 @@ numbers are Twilio's test numbers):
 - Email to `bounce@simulator.example.com`: `sent`, then a hard bounce (`failed`, `bounced`, the
   address opted out of email); to `complaint@simulator.example.com`: `sent`, then a complaint
   (`delivered`, the address opted out of email). Any other address: `sent`, then `delivered`.
+- WhatsApp: the same numbers as SMS, with the same answers.
 - Push: every subscription accepts (`sent`), as a push service does.
 
 The later report is applied by `play_report` through the very code that applies a real one
@@ -30,6 +31,8 @@ from prasso_messaging.providers.base import (
     PushTarget,
     Sms,
     SmsProvider,
+    WhatsApp,
+    WhatsAppProvider,
 )
 
 NAME = "simulator"
@@ -56,15 +59,26 @@ class SimulatedMail(MailProvider):
         return Accepted(f"<{simulated_id()}@simulator.example.com>")
 
 
+def _answer_number(to: str) -> Accepted:
+    """Twilio's answer to a message to `to`: a magic number's refusal, else accepted."""
+    refusal = REFUSED_NUMBERS.get(to)
+    if refusal is not None:
+        raise PermanentSendError(Reason.PROVIDER_REJECTED, f"{NAME} {refusal.format(to=to)}")
+    return Accepted(simulated_id())
+
+
 class SimulatedSms(SmsProvider):
     name = NAME
 
     async def send(self, sms: Sms) -> Accepted:
-        refusal = REFUSED_NUMBERS.get(sms.to)
-        if refusal is not None:
-            detail = f"{NAME} {refusal.format(to=sms.to)}"
-            raise PermanentSendError(Reason.PROVIDER_REJECTED, detail)
-        return Accepted(simulated_id())
+        return _answer_number(sms.to)
+
+
+class SimulatedWhatsApp(WhatsAppProvider):
+    name = NAME
+
+    async def send(self, message: WhatsApp) -> Accepted:
+        return _answer_number(message.to)
 
 
 class SimulatedPush(PushProvider):
@@ -82,9 +96,13 @@ def simulated_push() -> dict[str, PushProvider]:
 async def play_report(
     database: Database, *, channel: str, address: str | None, provider_message_id: str
 ) -> None:
-    """What the provider reports after a recorded send: an SMS receipt, an email event."""
-    if channel == "sms":
-        report = receipts.StatusReport(provider_message_id, "delivered", provider=NAME)
+    """What the provider reports after a recorded send: an SMS or WhatsApp receipt, an email
+    event."""
+    if channel in ("sms", "whatsapp"):
+        to = f"whatsapp:{address}" if channel == "whatsapp" and address else address
+        report = receipts.StatusReport(
+            provider_message_id, "delivered", to_number=to, provider=NAME
+        )
         async with database.session() as session:
             await receipts.apply_status(session, report)
     elif channel == "email":

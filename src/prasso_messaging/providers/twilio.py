@@ -1,4 +1,5 @@
-"""Twilio's Messages API: one form POST per SMS, errors classified by Twilio's code.
+"""Twilio's Messages API: one form POST per SMS or WhatsApp message, errors classified by
+Twilio's code.
 
 The official `twilio` package is synchronous, and general async clients cost 120 µs (aiohttp) to
 2 ms (httpx under concurrency) of CPU per request (docs/decisions.md), so the POST goes through
@@ -12,6 +13,7 @@ For failover, a refused connection and a 5xx answer mean Twilio did not take the
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any
 
@@ -24,6 +26,8 @@ from prasso_messaging.providers.base import (
     RecipientOptedOut,
     Sms,
     SmsProvider,
+    WhatsApp,
+    WhatsAppProvider,
     retry_after_seconds,
 )
 from prasso_messaging.providers.http import FORM, ConnectFailed, HttpPool, form_body, json_object
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 
 RATE_LIMITED = 20429
 UNSUBSCRIBED_RECIPIENT = 21610
+PREFIX = "whatsapp:"
+"""How Twilio tells a WhatsApp address from a phone number, in requests and in webhooks."""
 
 
 def classify(status: int, body: dict[str, Any], retry_after: float | None) -> SendError:
@@ -77,6 +83,13 @@ class TwilioSms(SmsProvider):
         form = {"To": sms.to, "From": sms.from_number, "Body": sms.body}
         if sms.status_callback:
             form["StatusCallback"] = sms.status_callback
+        return await self.post_message(form, kind="sms", to=sms.to, delivery_id=sms.delivery_id)
+
+    async def post_message(
+        self, form: dict[str, str], *, kind: str, to: str, delivery_id: int | None
+    ) -> Accepted:
+        """POST one Messages API form (an SMS or a WhatsApp message); Twilio's answer
+        classified, its refusals logged with the number masked."""
         try:
             response = await self.http.post(self.path, form_body(form), content_type=FORM)
         except ConnectFailed as exc:
@@ -90,9 +103,10 @@ class TwilioSms(SmsProvider):
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
             error = classify(response.status, body, retry_after)
             log.info(
-                "twilio refused sms: delivery=%s to=%s %s",
-                sms.delivery_id,
-                mask_phone(sms.to),
+                "twilio refused %s: delivery=%s to=%s %s",
+                kind,
+                delivery_id,
+                mask_phone(to),
                 error.detail,
             )
             raise error
@@ -109,3 +123,33 @@ class TwilioSms(SmsProvider):
 
     async def close(self) -> None:
         await self.http.close()
+
+
+class TwilioWhatsApp(WhatsAppProvider):
+    """WhatsApp through the same Messages API as SMS: `whatsapp:`-prefixed To and From, and
+    either a `Body` (inside the 24-hour window) or an approved template's `ContentSid` with its
+    `ContentVariables` (a JSON object). Refusals are classified as for SMS (63016, a free-form
+    message outside the window, is a permanent 4xx)."""
+
+    name = "twilio"
+
+    def __init__(self, twilio: TwilioSms) -> None:
+        self.twilio = twilio
+
+    async def send(self, message: WhatsApp) -> Accepted:
+        form = {"To": f"{PREFIX}{message.to}", "From": f"{PREFIX}{message.from_number}"}
+        if message.content_sid:
+            form["ContentSid"] = message.content_sid
+            form["ContentVariables"] = json.dumps(
+                dict(message.content_variables or {}), ensure_ascii=False
+            )
+        else:
+            form["Body"] = message.body or ""
+        if message.status_callback:
+            form["StatusCallback"] = message.status_callback
+        return await self.twilio.post_message(
+            form, kind="whatsapp", to=message.to, delivery_id=message.delivery_id
+        )
+
+    async def close(self) -> None:
+        await self.twilio.close()

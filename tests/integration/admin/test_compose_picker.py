@@ -14,6 +14,7 @@ import pytest
 from prasso_messaging import consent, contacts, push_subscriptions
 from prasso_messaging.cli.push import new_vapid_keys
 from prasso_messaging.config import Settings
+from prasso_messaging.db.models import InboundMessage
 from prasso_messaging.runtime import Runtime
 from tests.conftest import make_settings
 from tests.integration.admin.conftest import LoggedIn
@@ -170,3 +171,32 @@ async def test_another_teams_guest_is_neither_offered_nor_previewed(admin, runti
         "/admin/compose/preview", type="sms", body="Hi {{FirstName}}", guest_ids=str(theirs["Kay"])
     )
     assert "Preview with sample values" in preview.text and "Kay" not in preview.text
+
+
+async def test_the_picker_marks_whatsapp_without_opt_in_or_outside_the_window(admin, runtime):
+    ids = await people(runtime, admin.team.id)
+    async with runtime.database.session() as session:
+        max_ = await contacts.get_guest(session, team_id=admin.team.id, guest_id=ids["Max"])
+        await consent.set_guest_opt_out(
+            session,
+            guest=max_,
+            channel="whatsapp",
+            opted_out=False,
+            origin=consent.ConsentSource(method="admin"),
+        )
+    outside = "no message from the guest in 24 hours and the message has no template"
+    assert await picker(admin, "whatsapp") == {
+        "Ada Email": "the user has no whatsapp address",
+        "Bo Phone": "the user has no recorded opt-in for whatsapp",
+        "Kay": "the guest has no recorded opt-in for whatsapp",
+        "Lee": "the guest has no whatsapp address",
+        "Max": outside,  # the SMS do-not-contact entry is SMS's
+        "Una": "the guest has no recorded opt-in for whatsapp",
+    }
+    async with runtime.database.session() as session:
+        session.add(
+            InboundMessage(
+                from_number="+12025550113", to_number="+14155238886", channel="whatsapp", body="hi"
+            )
+        )
+    assert (await picker(admin, "whatsapp"))["Max"] == ""

@@ -43,6 +43,7 @@ APP_URL = "https://prasso.example.test"
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "twilio-test-auth-token"
 TWILIO_NUMBER = "+15005550006"
+WHATSAPP_NUMBER = "+14155238886"
 VAPID_SUBJECT = "mailto:ops@example.test"
 VONAGE_KEY = "a1b2c3d4"
 VONAGE_SECRET = "vonage-test-api-secret"
@@ -167,6 +168,26 @@ class FakeTwilio:
             return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, 401)
         return None
 
+    @staticmethod
+    def whatsapp_refusal(form: dict[str, str]) -> tuple[int, str] | None:
+        """Twilio's checks of a WhatsApp form: both ends `whatsapp:` (21910), a Body or a
+        ContentSid (21619), ContentVariables a JSON object of strings (21656)."""
+        to, sender = form.get("To", ""), form.get("From", "")
+        if to.startswith("whatsapp:") != sender.startswith("whatsapp:"):
+            return 21910, "Invalid From and To pair. From and To should be of the same channel"
+        if not (form.get("Body") or form.get("ContentSid")):
+            return 21619, "A text message body or media urls must be specified."
+        if "ContentVariables" in form:
+            try:
+                variables = json.loads(form["ContentVariables"])
+            except ValueError:
+                variables = None
+            if not isinstance(variables, dict) or not all(
+                isinstance(v, str) for v in variables.values()
+            ):
+                return 21656, "The ContentVariables Parameter is invalid."
+        return None
+
     async def account(self, request: Request) -> Response:
         """`GET /2010-04-01/Accounts/{sid}.json`: the account, to its own credentials only."""
         refused = self.refused(request)
@@ -193,6 +214,9 @@ class FakeTwilio:
         if form.get("To") in self.scripted:
             status, body, headers = self.scripted[form["To"]]
             return JSONResponse(body, status, headers=headers)
+        refusal = self.whatsapp_refusal(form)
+        if refusal is not None:
+            return JSONResponse({"code": refusal[0], "message": refusal[1], "status": 400}, 400)
         sid = "SM" + uuid.uuid4().hex
         return JSONResponse(
             {"sid": sid, "status": "queued", "to": form.get("To"), "from": form.get("From")}, 201
@@ -454,6 +478,7 @@ def settings(
         TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
         TWILIO_PHONE_NUMBER=TWILIO_NUMBER,
         TWILIO_API_BASE=http_peers.base_url,
+        TWILIO_WHATSAPP_FROM=f"whatsapp:{WHATSAPP_NUMBER}",
         VAPID_PUBLIC_KEY=vapid_keys.public,
         VAPID_PRIVATE_KEY=vapid_keys.private,
         VAPID_SUBJECT=VAPID_SUBJECT,
