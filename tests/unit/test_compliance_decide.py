@@ -15,7 +15,7 @@ from prasso_messaging.compliance import (
     decide,
     quiet_until,
 )
-from prasso_messaging.domain import Outgoing, Recipient, TeamProfile
+from prasso_messaging.domain import Outgoing, Recipient, TeamProfile, WhatsAppTemplate
 from prasso_messaging.errors import ValidationFailed
 from prasso_messaging.pacing.base import Rate, next_slot
 
@@ -23,10 +23,17 @@ PHONE = "+12025550111"  # Washington DC: America/New_York
 EMAIL = "kay@example.com"
 TEAM_ID = 7
 NY = ZoneInfo("America/New_York")
+PHONE_CHANNELS = ("sms", "whatsapp")
 
 
 def outgoing(
-    *, channel: str, kind: str, subscribed: bool, transactional: bool, verified: bool
+    *,
+    channel: str,
+    kind: str,
+    subscribed: bool,
+    transactional: bool,
+    verified: bool,
+    template: bool = False,
 ) -> Outgoing:
     recipient = Recipient(
         kind,  # type: ignore[arg-type]
@@ -39,12 +46,13 @@ def outgoing(
         subscribed,
     )
     team = TeamProfile(TEAM_ID, "Acme", verified, None, None, None, None, None, None)
-    return Outgoing(1, channel, None, "Hi", transactional, recipient, team)
+    chosen = WhatsAppTemplate("HX" + "0" * 32, {"1": "{{FirstName}}"}) if template else None
+    return Outgoing(1, channel, None, "Hi", transactional, recipient, team, {}, chosen)
 
 
 consent_states = st.fixed_dictionaries(
     {
-        "channel": st.sampled_from(["sms", "email", "push", "inapp"]),
+        "channel": st.sampled_from(["sms", "email", "push", "inapp", "whatsapp"]),
         "kind": st.sampled_from(["user", "guest"]),
         "subscribed": st.booleans(),
         "transactional": st.booleans(),
@@ -54,6 +62,9 @@ consent_states = st.fixed_dictionaries(
         "has_address": st.booleans(),
         "quiet": st.booleans(),
         "hour": st.integers(0, 23),
+        "opted_in": st.booleans(),
+        "window_open": st.booleans(),
+        "template": st.booleans(),
     }
 )
 
@@ -68,9 +79,12 @@ def run(state: dict[str, object]) -> tuple[Outgoing, str | None, object]:
         subscribed=bool(state["subscribed"]),
         transactional=bool(state["transactional"]),
         verified=bool(state["verified"]),
+        template=bool(state["template"]),
     )
     address = (
-        {"sms": PHONE, "email": EMAIL}.get(channel, "endpoint") if state["has_address"] else None
+        {"sms": PHONE, "whatsapp": PHONE, "email": EMAIL}.get(channel, "endpoint")
+        if state["has_address"]
+        else None
     )
     now = datetime(2026, 6, 15, int(state["hour"]), 30, tzinfo=NY).astimezone(UTC)  # type: ignore[call-overload]
     kinds = ("user",) if channel in ("push", "inapp") else ("user", "guest")
@@ -82,6 +96,8 @@ def run(state: dict[str, object]) -> tuple[Outgoing, str | None, object]:
         do_not_contact=bool(state["do_not_contact"]),
         now=now,
         quiet_hours=QUIET if state["quiet"] else None,
+        opted_in=bool(state["opted_in"]),
+        window_open=bool(state["window_open"]),
     )
     return item, address, decision
 
@@ -95,7 +111,12 @@ def test_nothing_that_must_not_go_out_is_ever_sent(state):
         or address is None
         or state["do_not_contact"]
         or (state["channel"] == "sms" and not state["verified"])
-        or (state["opted_out"] and (state["channel"] == "sms" or not state["transactional"]))
+        or (
+            state["opted_out"]
+            and (state["channel"] in PHONE_CHANNELS or not state["transactional"])
+        )
+        or (state["channel"] == "whatsapp" and not state["opted_in"])
+        or (state["channel"] == "whatsapp" and not state["window_open"] and not state["template"])
         or (state["kind"] == "guest" and not state["subscribed"] and not state["transactional"])
     )
     if blocked:
@@ -120,8 +141,12 @@ def test_the_reason_names_the_first_rule_that_blocks(state):
         expected = "do_not_contact"
     elif channel == "sms" and not state["verified"]:
         expected = "team_not_verified"
-    elif state["opted_out"] and (channel == "sms" or not state["transactional"]):
+    elif state["opted_out"] and (channel in PHONE_CHANNELS or not state["transactional"]):
         expected = "opted_out"
+    elif channel == "whatsapp" and not state["opted_in"]:
+        expected = "not_opted_in"
+    elif channel == "whatsapp" and not state["window_open"] and not state["template"]:
+        expected = "outside_window"
     else:
         expected = "guest_unsubscribed"
     assert decision.reason == expected
@@ -130,11 +155,11 @@ def test_the_reason_names_the_first_rule_that_blocks(state):
 
 @settings(max_examples=400, deadline=None)
 @given(consent_states)
-def test_only_non_transactional_sms_waits_and_only_for_quiet_hours(state):
+def test_only_non_transactional_sms_or_whatsapp_waits_and_only_for_quiet_hours(state):
     _, _, decision = run(state)
     if decision.action != "defer":
         return
-    assert state["channel"] == "sms" and not state["transactional"] and state["quiet"]
+    assert state["channel"] in PHONE_CHANNELS and not state["transactional"] and state["quiet"]
     assert decision.not_before is not None
     local = decision.not_before.astimezone(NY)
     assert local.time() == time(8, 0)
