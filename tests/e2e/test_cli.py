@@ -88,6 +88,7 @@ def test_teams_tokens_send_work_outbox(cli, database_url):
         "queued": 3,
         "skipped": 0,
         "skipped_reasons": {},
+        "fallbacks": 0,
     }
     worker = cli.run("queue", "work", "--stop-when-empty")
     assert "3 job(s)" in worker.stderr

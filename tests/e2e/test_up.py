@@ -68,6 +68,7 @@ def test_the_readme_tour_works(up):
             "queued": 3,
             "skipped": 0,
             "skipped_reasons": {},
+            "fallbacks": 0,
         }
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -42,6 +42,7 @@ async def create_message(
             transactional=body.transactional,
             template_id=body.template_id,
             template_version=body.template_version,
+            fallback=body.fallback,
         )
     return MessagePublic.model_validate(message)
 

@@ -79,6 +79,7 @@ class MessageBody:
     version: datetime | None
     data: Mapping[str, Any]  # the values of tokens its send gave
     test: bool = False  # created with a test token: sent through the simulator
+    fallback: tuple[str, ...] = ()  # the channels tried after its own (fallback.py)
 
 
 def team_policy(row: Any, limits: Limits) -> TeamPolicy:
@@ -115,6 +116,7 @@ def message_body(row: Any) -> MessageBody:
         row.updated_at,
         row.data or {},
         bool(row.is_test),
+        tuple(row.fallback or ()),
     )
 
 

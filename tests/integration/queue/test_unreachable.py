@@ -172,6 +172,7 @@ async def test_a_send_whose_push_fails_answers_503_and_leaves_nothing(
         "queued": 3,
         "skipped": 1,
         "skipped_reasons": {"missing_address": 1},
+        "fallbacks": 0,
     }
     assert (await runtime.queue.size("default")).ready == 3
 
