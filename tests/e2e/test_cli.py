@@ -135,6 +135,33 @@ def test_send_to_tags_with_data(cli, database_url):
     ]
 
 
+def test_imported_fields_and_tags_reach_a_send(cli, tmp_path):
+    team = str(cli.json("teams", "create", "Acme", "--sms-verified")["id"])
+    csv_file = tmp_path / "guests.csv"
+    csv_file.write_text(
+        "first_name,phone,seat,tags\n"
+        "Ada,+12025550101,12A,VIP;press\n"
+        "Bo,+12025550102,14C,crew\n"
+        "Cy,+12025550103,1A,bad\x01tag\n",
+        encoding="utf-8",
+    )
+    result = cli.run("guests", "import", str(csv_file), "--team", team, check=False)
+    assert result.returncode == 1
+    assert result.stdout == "2 guest(s) created, 0 already present, 1 rejected (of 3 rows)\n"
+    assert result.stderr == (
+        "line 4: tags: 'bad\\x01tag': a tag has no commas or control characters\n"
+    )
+
+    sent = cli.json(
+        "send", "--team", team, "--type", "sms", "--body", "Seat {{seat}}", "--tag", "vip"
+    )
+    assert (sent["queued"], sent["skipped"]) == (1, 0)
+    cli.run("queue", "work", "--stop-when-empty")
+    assert [(o["to_address"], o["body_text"]) for o in cli.json("outbox")] == [
+        ("+12025550101", "Seat 12A\nReply STOP to opt out")
+    ]
+
+
 def test_cancel_skips_the_queued_deliveries_and_a_worker_then_sends_nothing(cli, database_url):
     team = cli.json("teams", "create", "Acme", "--sms-verified")["id"]
     execute(
