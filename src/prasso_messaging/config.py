@@ -250,7 +250,7 @@ class Settings(BaseSettings):
         ):
             if mailer not in (self.MAIL_MAILER, failover):
                 continue
-            chooser = "MAIL_MAILER" if self.MAIL_MAILER == mailer else "MAIL_FAILOVER_MAILER"
+            chooser = "MAIL_MAILER" if mailer == self.MAIL_MAILER else "MAIL_FAILOVER_MAILER"
             for name in required:
                 if not getattr(self, name):
                     raise ValueError(f"{name}: required when {chooser}={mailer}")

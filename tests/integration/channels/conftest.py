@@ -272,7 +272,9 @@ class FakeMailgun:
         if auth != "Basic " + base64.b64encode(f"api:{MAILGUN_KEY}".encode()).decode():
             return Response("Forbidden", 401)
         if request.path_params["domain"] != MAILGUN_DOMAIN:
-            return JSONResponse({"message": f"Domain not found: {request.path_params['domain']}"}, 404)
+            return JSONResponse(
+                {"message": f"Domain not found: {request.path_params['domain']}"}, 404
+            )
         return None
 
     async def domain(self, request: Request) -> Response:
@@ -343,7 +345,9 @@ class FakePostmark:
         if to.startswith("invalid") or not to:
             return JSONResponse({"ErrorCode": 300, "Message": "Invalid 'To' address."}, 422)
         if to.startswith("busy"):
-            return JSONResponse({"ErrorCode": 429, "Message": "Rate limit"}, 429, {"Retry-After": "7"})
+            return JSONResponse(
+                {"ErrorCode": 429, "Message": "Rate limit"}, 429, {"Retry-After": "7"}
+            )
         self.received.append(document)
         return JSONResponse(
             {

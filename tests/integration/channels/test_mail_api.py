@@ -68,9 +68,7 @@ async def emailed(client, team, runtime, *addresses: str) -> dict[str, dict[str,
         client, team, guest_ids=list(guests), type="email", subject="Spring sale", body="Hi"
     )
     await drain(runtime)
-    return {
-        guests[d["recipient_id"]]: d for d in await deliveries_of(client, team, message_id)
-    }
+    return {guests[d["recipient_id"]]: d for d in await deliveries_of(client, team, message_id)}
 
 
 async def opt_outs(runtime) -> list[tuple[str, str, str]]:
@@ -207,9 +205,7 @@ async def test_a_wrong_postmark_token_is_retried_not_failed(client, team, runtim
 # --- failover ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "mail", [{"MAIL_MAILER": "mailgun", "MAIL_FAILOVER_MAILER": "postmark"}]
-)
+@pytest.mark.parametrize("mail", [{"MAIL_MAILER": "mailgun", "MAIL_FAILOVER_MAILER": "postmark"}])
 async def test_mailgun_down_goes_out_once_through_postmark_whose_webhook_finds_it(
     client, team, runtime, http_peers
 ):
@@ -227,7 +223,9 @@ async def test_mailgun_down_goes_out_once_through_postmark_whose_webhook_finds_i
     # a refusal naming the recipient stays with Mailgun
     http_peers.mailgun.down = None
     invalid = (await emailed(client, team, runtime, "invalid@example.com"))["invalid@example.com"]
-    assert invalid["status"] == "failed" and invalid["error"].startswith("provider_rejected: mailgun")
+    assert invalid["status"] == "failed" and invalid["error"].startswith(
+        "provider_rejected: mailgun"
+    )
     assert len(http_peers.postmark.requests) == 1
 
 
