@@ -1,7 +1,7 @@
 """`prasso doctor` against real peers on loopback: an SMTP server that wants a login (aiosmtpd),
 the Twilio-compatible API, Vonage's, Mailgun's and Postmark's APIs, FCM's token endpoint,
-PostgreSQL or SQLite, Redis. One line per check, the fix on FAIL
-lines, exit 1 on any FAIL, and no secret in the output."""
+PostgreSQL or SQLite, Redis. One line per check, the fix on FAIL lines, exit 1 on any FAIL, and
+no secret in the output."""
 
 from __future__ import annotations
 
