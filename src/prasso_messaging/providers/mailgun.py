@@ -19,6 +19,7 @@ import logging
 from email.utils import formataddr
 
 from prasso_messaging.errors import PermanentSendError, Reason, SendError, TransientSendError
+from prasso_messaging.observability import mask_personal
 from prasso_messaging.providers.base import (
     Accepted,
     Email,
@@ -43,7 +44,7 @@ CONFIGURATION_STATUSES = frozenset({401, 403, 404})
 
 def classify(response: Response) -> SendError:
     """A Mailgun answer other than 200 as the error it means (see the module docstring)."""
-    message = str(json_object(response.body).get("message") or "").strip()
+    message = mask_personal(str(json_object(response.body).get("message") or "").strip())
     detail = f"mailgun {response.status}: {message}" if message else f"mailgun {response.status}"
     if response.status in CONFIGURATION_STATUSES or response.status >= 500:
         return ProviderDown(Reason.PROVIDER_REJECTED, detail)

@@ -25,6 +25,7 @@ from typing import Any
 
 from prasso_messaging.channels.email import POSTMARK_METADATA_KEY
 from prasso_messaging.errors import PermanentSendError, Reason, SendError, TransientSendError
+from prasso_messaging.observability import mask_personal
 from prasso_messaging.providers.base import (
     Accepted,
     Email,
@@ -48,7 +49,7 @@ def classify(response: Response) -> SendError:
     """A Postmark answer other than ErrorCode 0 as the error it means (see the module docstring)."""
     body = json_object(response.body)
     code = body.get("ErrorCode")
-    message = str(body.get("Message") or "").strip()
+    message = mask_personal(str(body.get("Message") or "").strip())  # 300/406 quote the address
     label = f"postmark {code}" if isinstance(code, int) else f"postmark {response.status}"
     detail = f"{label}: {message}" if message else label
     if response.status == 401 or response.status >= 500 or code in CONFIGURATION_CODES:

@@ -171,6 +171,8 @@ async def test_postmark_inactive_recipient_opts_out_invalid_fails_429_waits(
     inactive = by_address["inactive@example.com"]
     assert inactive["status"] == "failed"
     assert inactive["error"].startswith("provider_rejected: postmark 406: You tried to send")
+    assert "inactive@example.com" not in inactive["error"]  # Postmark's text quotes it: masked
+    assert "***@example.com" in inactive["error"]
     assert await opt_outs(runtime) == [("email", "inactive@example.com", "bounce")]
     async with runtime.database.session() as session:
         (event,) = (await session.execute(select(ConsentEvent))).scalars().all()
