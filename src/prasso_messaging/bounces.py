@@ -171,6 +171,24 @@ async def _opt_out(session: AsyncSession, found: Any, event: MailEvent) -> bool:
     )
 
 
+async def record_provider_opt_out(
+    database: Database, *, team_id: int, address: str, detail: str
+) -> None:
+    """A mail service refused a send because it marked the address inactive (a hard bounce or
+    complaint it saw before, e.g. Postmark's 406): opt the address out of email as a bounce does."""
+    origin = consent.ConsentSource(method="bounce", source=detail[:255] or None)
+    async with database.session() as session:
+        await consent.opt_out_address(
+            session,
+            team_id=team_id,
+            channel="email",
+            address=address,
+            origin=origin,
+            only_if_new=True,
+        )
+    log.info("email opt-out recorded from the mail service: team=%s", team_id)
+
+
 def _detail(*parts: object) -> str:
     text = " ".join(str(p).strip() for p in parts if p not in (None, ""))
     return " ".join(text.split())[:DETAIL_LENGTH]

@@ -226,6 +226,17 @@ async def get_message(
     return message
 
 
+async def team_of_message(session: AsyncSession, *, message_id: int) -> int:
+    """The team a message belongs to (404 when there is none): the shell names a message by its
+    id alone, then acts on it as its team would (`prasso cancel`)."""
+    team_id: int | None = await session.scalar(
+        select(Message.team_id).where(Message.id == message_id)
+    )
+    if team_id is None:
+        raise NotFound(f"message {message_id} not found")
+    return team_id
+
+
 async def delivery_counts(session: AsyncSession, *, message_id: int) -> dict[str, int]:
     """Deliveries of one message by status, every status present (zeros included)."""
     return (await counts_by_message(session, message_ids=[message_id]))[message_id]
