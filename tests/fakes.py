@@ -14,7 +14,7 @@
   of a guest import, once the next chunk's guests are written and before its transaction commits.
 
 `read_slot_log` and `crowded_windows` read such a log back; `serving` runs a fake HTTP service,
-such as `WebhookReceiver`.
+such as `WebhookReceiver`; `free_port` names a loopback port for a server a test starts.
 """
 
 from __future__ import annotations
@@ -157,6 +157,13 @@ def crowded_windows(
         for i in range(len(slots) - limit)
         if slots[i + limit][0] - sum(slots[i]) < interval
     ]
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a server started in another process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

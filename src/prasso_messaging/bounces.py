@@ -5,7 +5,8 @@ behind HTTP basic auth) and from RFC 3464 delivery status notifications (`prasso
 Each source is read into one `MailEvent`, and `apply_event` does the rest:
 
 - `delivered`: `sent` → `delivered`.
-- `bounce` (permanent): `sent` → `failed`, reason `bounced`; the address is opted out of email.
+- `bounce` (permanent): `sent` → `failed`, reason `bounced`; the address is opted out of email,
+  and the message's next channel, if it names one, gets a fallback delivery (fallback.py).
 - `complaint` (the recipient marked it as spam): the mail arrived, so `sent` → `delivered`; the
   address is opted out of email.
 - `soft_bounce` (temporary): nothing changes; the service (or the remote MTA) is still trying.
@@ -41,6 +42,7 @@ from prasso_messaging.channels.email import POSTMARK_METADATA_KEY
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, Guest, User, table, utcnow
 from prasso_messaging.errors import Reason
+from prasso_messaging.fallback import write_fallbacks_in
 from prasso_messaging.metrics import delivery_outcome
 from prasso_messaging.webhook_events import DELIVERY_COLUMNS, emit_delivery_change
 
@@ -138,6 +140,8 @@ async def _move(session: AsyncSession, delivery_id: int, event: MailEvent) -> Ou
         return "unchanged"
     await emit_delivery_change(session, moved)
     status = str(values["status"])
+    if status == "failed":
+        await write_fallbacks_in(session, [delivery_id])
     reason = values.get("reason")
     delivery_outcome("email", status, reason if isinstance(reason, str) else None)
     log.info("mail event: delivery %s → %s (%s %s)", delivery_id, status, event.source, event.kind)
@@ -165,6 +169,24 @@ async def _opt_out(session: AsyncSession, found: Any, event: MailEvent) -> bool:
         guest_id=guest_id,
         only_if_new=True,
     )
+
+
+async def record_provider_opt_out(
+    database: Database, *, team_id: int, address: str, detail: str
+) -> None:
+    """A mail service refused a send because it marked the address inactive (a hard bounce or
+    complaint it saw before, e.g. Postmark's 406): opt the address out of email as a bounce does."""
+    origin = consent.ConsentSource(method="bounce", source=detail[:255] or None)
+    async with database.session() as session:
+        await consent.opt_out_address(
+            session,
+            team_id=team_id,
+            channel="email",
+            address=address,
+            origin=origin,
+            only_if_new=True,
+        )
+    log.info("email opt-out recorded from the mail service: team=%s", team_id)
 
 
 def _detail(*parts: object) -> str:

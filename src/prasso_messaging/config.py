@@ -61,18 +61,27 @@ class Settings(BaseSettings):
     BEANSTALKD_HOST: str = "127.0.0.1"
     BEANSTALKD_PORT: int = Field(default=11300, ge=1, le=65535)
 
-    MAIL_MAILER: Literal["smtp", "log"] = "log"
+    MAIL_MAILER: Literal["smtp", "mailgun", "postmark", "log"] = "log"
     MAIL_HOST: str = "127.0.0.1"
     MAIL_PORT: int = Field(default=587, ge=1, le=65535)
     MAIL_USERNAME: str = ""
     MAIL_PASSWORD: str = ""
     MAIL_ENCRYPTION: Literal["tls", "ssl", "none"] = "tls"
-    # a second SMTP relay for when the first is down (MAIL_MAILER=smtp); empty host: none
+    # a second mailer for when the first is down: an SMTP relay (MAIL_FAILOVER_HOST...; empty
+    # host: none), or with MAIL_FAILOVER_MAILER=mailgun|postmark that service's HTTP API
+    MAIL_FAILOVER_MAILER: Literal["", "smtp", "mailgun", "postmark"] = ""
     MAIL_FAILOVER_HOST: str = ""
     MAIL_FAILOVER_PORT: int = Field(default=587, ge=1, le=65535)
     MAIL_FAILOVER_USERNAME: str = ""
     MAIL_FAILOVER_PASSWORD: str = ""
     MAIL_FAILOVER_ENCRYPTION: Literal["tls", "ssl", "none"] = "tls"
+    # Mailgun's and Postmark's HTTP APIs (MAIL_MAILER=mailgun|postmark, or as failover mailer)
+    MAILGUN_DOMAIN: str = ""  # the sending domain, as in Mailgun's control panel
+    MAILGUN_API_KEY: str = ""
+    MAILGUN_API_BASE: str = "https://api.mailgun.net"  # EU region: https://api.eu.mailgun.net
+    POSTMARK_SERVER_TOKEN: str = ""
+    POSTMARK_MESSAGE_STREAM: str = ""  # empty: the server's default transactional stream
+    POSTMARK_API_BASE: str = "https://api.postmarkapp.com"
     MAIL_FROM_ADDRESS: str = "messages@example.com"
     MAIL_FROM_NAME: str = "Prasso Messaging"
 
@@ -183,7 +192,14 @@ class Settings(BaseSettings):
             raise ValueError(f"expected redis://host:port/db (got {redact_url(value)!r})")
         return value
 
-    @field_validator("APP_URL", "TWILIO_API_BASE", "VONAGE_API_BASE", "FCM_API_BASE")
+    @field_validator(
+        "APP_URL",
+        "TWILIO_API_BASE",
+        "VONAGE_API_BASE",
+        "FCM_API_BASE",
+        "MAILGUN_API_BASE",
+        "POSTMARK_API_BASE",
+    )
     @classmethod
     def _check_http_url(cls, value: str) -> str:
         parts = urlsplit(value)
@@ -218,13 +234,43 @@ class Settings(BaseSettings):
             raise ValueError("APP_KEY: must be at least 16 characters")
         if self.SMS_FAILOVER_DRIVER and self.SMS_DRIVER != "twilio":
             raise ValueError("SMS_FAILOVER_DRIVER: needs SMS_DRIVER=twilio to fail over from")
-        if self.MAIL_FAILOVER_HOST and self.MAIL_MAILER != "smtp":
-            raise ValueError("MAIL_FAILOVER_HOST: needs MAIL_MAILER=smtp to fail over from")
+        self._check_mailers()
         if self.FCM_CREDENTIALS_FILE and self.FCM_CREDENTIALS_JSON:
             raise ValueError(
                 "FCM_CREDENTIALS_JSON: set either it or FCM_CREDENTIALS_FILE, not both"
             )
         return self
+
+    def _check_mailers(self) -> None:
+        failover = self.mail_failover
+        if failover:
+            setting = "MAIL_FAILOVER_MAILER" if self.MAIL_FAILOVER_MAILER else "MAIL_FAILOVER_HOST"
+            if self.MAIL_MAILER == "log":
+                raise ValueError(
+                    f"{setting}: needs MAIL_MAILER=smtp, mailgun or postmark to fail over from"
+                )
+            if failover == "smtp" and not self.MAIL_FAILOVER_HOST:
+                raise ValueError("MAIL_FAILOVER_HOST: required when MAIL_FAILOVER_MAILER=smtp")
+            if failover != "smtp" and self.MAIL_FAILOVER_HOST:
+                raise ValueError("MAIL_FAILOVER_HOST: only used with MAIL_FAILOVER_MAILER=smtp")
+            if failover == self.MAIL_MAILER != "smtp":
+                raise ValueError(f"MAIL_FAILOVER_MAILER: {failover} is already MAIL_MAILER")
+        for mailer, required in (
+            ("mailgun", ("MAILGUN_DOMAIN", "MAILGUN_API_KEY")),
+            ("postmark", ("POSTMARK_SERVER_TOKEN",)),
+        ):
+            if mailer not in (self.MAIL_MAILER, failover):
+                continue
+            chooser = "MAIL_MAILER" if mailer == self.MAIL_MAILER else "MAIL_FAILOVER_MAILER"
+            for name in required:
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: required when {chooser}={mailer}")
+
+    @property
+    def mail_failover(self) -> str:
+        """The failover mailer: MAIL_FAILOVER_MAILER, else smtp when MAIL_FAILOVER_HOST is set;
+        empty: none."""
+        return self.MAIL_FAILOVER_MAILER or ("smtp" if self.MAIL_FAILOVER_HOST else "")
 
     @property
     def max_attempts(self) -> int:

@@ -1,10 +1,11 @@
 """`prasso doctor`: the seed's troubleshooting checks, one verdict each, with what to fix.
 
 Every check runs even when another fails, so one run lists everything to fix; those that need
-the database are skipped when it cannot be used. Nothing is sent: the mail check logs in and
-quits, the Twilio check reads the account. Each network check gives up after CHECK_TIMEOUT
-seconds. No line carries a secret: URLs lose their password, and providers' answers are quoted
-by code and message only.
+the database are skipped when it cannot be used. The failover providers and FCM get a line of
+their own when they are configured. Nothing is sent: an SMTP check logs in and quits, the
+Twilio, Vonage, Mailgun and Postmark checks read the account, the FCM check asks for an access
+token. Each network check gives up after CHECK_TIMEOUT seconds. No line carries a secret: URLs
+lose their password, and providers' answers are quoted by code and message only.
 """
 
 from __future__ import annotations
@@ -57,16 +58,23 @@ async def diagnose(settings: Settings) -> list[Check]:
     try:
         db = await _guarded("database", _database(settings, database))
         usable = db.verdict == "OK"
-        return [
+        checks = [
             db,
             await _guarded("queue", _queue(settings, database, usable)),
             await _needing_database("workers", usable, lambda: _workers(settings, database)),
             await _guarded("mail", _mail(settings)),
-            await _guarded("sms", _sms(settings)),
-            await _guarded("push", _push(settings)),
-            await _needing_database("teams", usable, lambda: _teams(database)),
-            await _needing_database("failures", usable, lambda: _failures(database)),
         ]
+        if settings.mail_failover:
+            checks.append(await _guarded("mail-failover", _mail(settings, failover=True)))
+        checks.append(await _guarded("sms", _sms(settings)))
+        if settings.SMS_FAILOVER_DRIVER == "vonage":
+            checks.append(await _guarded("sms-failover", _vonage(settings)))
+        checks.append(await _guarded("push", _push(settings)))
+        if settings.FCM_CREDENTIALS_FILE is not None or settings.FCM_CREDENTIALS_JSON:
+            checks.append(await _guarded("fcm", _fcm(settings)))
+        checks.append(await _needing_database("teams", usable, lambda: _teams(database)))
+        checks.append(await _needing_database("failures", usable, lambda: _failures(database)))
+        return checks
     finally:
         await database.dispose()
 
@@ -162,48 +170,154 @@ async def _workers(settings: Settings, database: Database) -> Check:
     )
 
 
-async def _mail(settings: Settings) -> Check:
-    if settings.MAIL_MAILER == "log":
+async def _mail(settings: Settings, *, failover: bool = False) -> Check:
+    """The mailer of MAIL_MAILER, or with `failover` the one behind it."""
+    mailer = settings.mail_failover if failover else settings.MAIL_MAILER
+    if mailer == "log":
         return _log_driver("mail", settings, "MAIL_MAILER=log", "email", _MAIL_FIX)
+    if mailer == "mailgun":
+        return await _mailgun(settings, "mail-failover" if failover else "mail")
+    if mailer == "postmark":
+        return await _postmark(settings, "mail-failover" if failover else "mail")
+    return await _smtp(settings, "MAIL_FAILOVER" if failover else "MAIL")
+
+
+async def _smtp(settings: Settings, prefix: str) -> Check:
+    """Log in to the relay of `{prefix}_HOST` (MAIL or MAIL_FAILOVER) as a send would."""
     import aiosmtplib
 
     from prasso_messaging.runtime import build_smtp_mailer
 
-    mailer = build_smtp_mailer(settings)
-    server = f"{settings.MAIL_HOST}:{settings.MAIL_PORT}"
+    name = "mail" if prefix == "MAIL" else "mail-failover"
+    host, port = getattr(settings, f"{prefix}_HOST"), getattr(settings, f"{prefix}_PORT")
+    encryption = getattr(settings, f"{prefix}_ENCRYPTION")
+    mailer = build_smtp_mailer(settings, failover=prefix != "MAIL")
+    server = f"{host}:{port}"
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await mailer.check()
     except aiosmtplib.SMTPAuthenticationError as exc:
         return Check(
-            "mail",
+            name,
             "FAIL",
-            f"MAIL_PASSWORD: {server} refused the login of MAIL_USERNAME"
+            f"{prefix}_PASSWORD: {server} refused the login of {prefix}_USERNAME"
             f" ({exc.code} {exc.message})",
-            "check MAIL_USERNAME and MAIL_PASSWORD (an app password where the provider asks)",
+            f"check {prefix}_USERNAME and {prefix}_PASSWORD (an app password where the provider"
+            " asks)",
         )
     except aiosmtplib.SMTPNotSupported as exc:
         return Check(
-            "mail",
+            name,
             "FAIL",
-            f"MAIL_ENCRYPTION: {server} offers no login on this connection ({exc.message})",
-            "most servers offer it after STARTTLS only: MAIL_ENCRYPTION=tls (port 587)",
+            f"{prefix}_ENCRYPTION: {server} offers no login on this connection ({exc.message})",
+            f"most servers offer it after STARTTLS only: {prefix}_ENCRYPTION=tls (port 587)",
         )
     except aiosmtplib.SMTPResponseException as exc:
-        return Check("mail", "FAIL", f"MAIL_HOST: {server} answered {exc.code} {exc.message}")
+        return Check(name, "FAIL", f"{prefix}_HOST: {server} answered {exc.code} {exc.message}")
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
         reason = first_line(exc) if str(exc) else f"no answer within {CHECK_TIMEOUT:.0f} s"
         return Check(
-            "mail",
+            name,
             "FAIL",
-            f"MAIL_HOST: cannot talk to {server} with MAIL_ENCRYPTION={settings.MAIL_ENCRYPTION}"
+            f"{prefix}_HOST: cannot talk to {server} with {prefix}_ENCRYPTION={encryption}"
             f" ({reason})",
-            "check MAIL_HOST, MAIL_PORT and MAIL_ENCRYPTION (587 with tls, 465 with ssl)",
+            f"check {prefix}_HOST, {prefix}_PORT and {prefix}_ENCRYPTION (587 with tls, 465 with"
+            " ssl)",
         )
     finally:
         await mailer.close()
-    login = "logged in as MAIL_USERNAME" if settings.MAIL_USERNAME else "no login (no username)"
-    return Check("mail", "OK", f"{server} answered; {login}")
+    username = getattr(settings, f"{prefix}_USERNAME")
+    login = f"logged in as {prefix}_USERNAME" if username else "no login (no username)"
+    return Check(name, "OK", f"{server} answered; {login}")
+
+
+def _unreachable(name: str, setting: str, url: str, exc: BaseException, default: str) -> Check:
+    reason = first_line(exc) if str(exc) else f"no answer within {CHECK_TIMEOUT:.0f} s"
+    return Check(
+        name,
+        "FAIL",
+        f"{setting}: cannot reach {url} ({reason})",
+        f"check {setting} ({default}) and the network",
+    )
+
+
+async def _mailgun(settings: Settings, name: str) -> Check:
+    """`GET /v3/domains/{MAILGUN_DOMAIN}` with the API key: the key and the domain at once."""
+    from prasso_messaging.providers.mailgun import MailgunMailer
+
+    mailer = MailgunMailer(
+        domain=settings.MAILGUN_DOMAIN,
+        api_key=settings.MAILGUN_API_KEY,
+        api_base=settings.MAILGUN_API_BASE,
+    )
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            status, body = await mailer.domain_status()
+    except (OSError, TimeoutError) as exc:
+        base = settings.MAILGUN_API_BASE
+        return _unreachable(name, "MAILGUN_API_BASE", base, exc, "https://api.mailgun.net")
+    finally:
+        await mailer.close()
+    domain = settings.MAILGUN_DOMAIN
+    answer = f"{status} {body.get('message') or ''}".strip()
+    if status in (401, 403):
+        return Check(
+            name,
+            "FAIL",
+            f"MAILGUN_API_KEY: Mailgun refused the key ({answer})",
+            "copy a sending or private API key from Mailgun's control panel into MAILGUN_API_KEY",
+        )
+    if status == 404:
+        return Check(
+            name,
+            "FAIL",
+            f"MAILGUN_DOMAIN: Mailgun knows no domain {domain} in this account and region"
+            f" ({answer})",
+            "set MAILGUN_DOMAIN to a sending domain of the account; in the EU region,"
+            " MAILGUN_API_BASE=https://api.eu.mailgun.net",
+        )
+    if status != 200:
+        return Check(name, "FAIL", f"MAILGUN_API_BASE: Mailgun answered {answer}")
+    details = body.get("domain")
+    state = str(details.get("state") or "unknown") if isinstance(details, dict) else "unknown"
+    if state != "active":
+        return Check(
+            name,
+            "FAIL",
+            f"MAILGUN_DOMAIN: the Mailgun domain {domain} is {state}",
+            "finish its DNS verification in Mailgun's control panel",
+        )
+    return Check(name, "OK", f"Mailgun accepts MAILGUN_API_KEY; the domain {domain} is active")
+
+
+async def _postmark(settings: Settings, name: str) -> Check:
+    """`GET /server` with the server token: the token names the server it sends from."""
+    from prasso_messaging.providers.postmark import PostmarkMailer
+
+    mailer = PostmarkMailer(
+        server_token=settings.POSTMARK_SERVER_TOKEN, api_base=settings.POSTMARK_API_BASE
+    )
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            status, body = await mailer.server()
+    except (OSError, TimeoutError) as exc:
+        base = settings.POSTMARK_API_BASE
+        return _unreachable(name, "POSTMARK_API_BASE", base, exc, "https://api.postmarkapp.com")
+    finally:
+        await mailer.close()
+    answer = f"{status}, ErrorCode {body.get('ErrorCode', '-')} {body.get('Message') or ''}"
+    if status == 401:
+        return Check(
+            name,
+            "FAIL",
+            f"POSTMARK_SERVER_TOKEN: Postmark refused the token ({answer.strip()})",
+            "copy the server's API token (its API Tokens tab) into POSTMARK_SERVER_TOKEN",
+        )
+    if status != 200:
+        return Check(name, "FAIL", f"POSTMARK_API_BASE: Postmark answered {answer.strip()}")
+    return Check(
+        name, "OK", f"Postmark accepts POSTMARK_SERVER_TOKEN (server {body.get('Name', '?')!r})"
+    )
 
 
 _MAIL_FIX = "set MAIL_MAILER=smtp with MAIL_HOST, MAIL_PORT, MAIL_USERNAME and MAIL_PASSWORD"
@@ -276,6 +390,79 @@ def _twilio_verdict(settings: Settings, status: int, body: dict[str, Any]) -> Ch
             "set TWILIO_PHONE_NUMBER to a number of the account (E.164, +1...)",
         )
     return Check("sms", "OK", "the Twilio account is active and accepts the credentials")
+
+
+async def _vonage(settings: Settings) -> Check:
+    """The failover SMS provider: an authenticated read of the Vonage account's balance."""
+    from prasso_messaging.runtime import build_vonage
+
+    provider = build_vonage(settings)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            status, body = await provider.balance()
+    except (OSError, TimeoutError) as exc:
+        base = settings.VONAGE_API_BASE
+        return _unreachable("sms-failover", "VONAGE_API_BASE", base, exc, "https://rest.nexmo.com")
+    finally:
+        await provider.close()
+    label = body.get("error-code-label") or body.get("title") or ""
+    answer = f"{status} {label}".strip()
+    if status == 401:
+        return Check(
+            "sms-failover",
+            "FAIL",
+            f"VONAGE_API_SECRET: Vonage refused the credentials of VONAGE_API_KEY ({answer})",
+            "copy the API key and secret from the Vonage dashboard into VONAGE_API_KEY and"
+            " VONAGE_API_SECRET",
+        )
+    if status != 200:
+        return Check("sms-failover", "FAIL", f"VONAGE_API_BASE: Vonage answered {answer}")
+    balance = body.get("value")
+    if isinstance(balance, int | float) and balance <= 0 and not body.get("autoReload"):
+        return Check(
+            "sms-failover",
+            "WARN",
+            f"the Vonage account accepts the credentials but its balance is {balance}: it"
+            " refuses sends",
+            "top up the Vonage account",
+        )
+    return Check("sms-failover", "OK", "the Vonage account accepts the credentials")
+
+
+async def _fcm(settings: Settings) -> Check:
+    """Exchange a JWT signed with the service account's key for an access token, as the first
+    push of a process does."""
+    from prasso_messaging.errors import PermanentSendError, SendError
+    from prasso_messaging.providers.fcm import FcmSender
+    from prasso_messaging.runtime import build_fcm_provider
+
+    setting = "FCM_CREDENTIALS_FILE" if settings.FCM_CREDENTIALS_FILE else "FCM_CREDENTIALS_JSON"
+    sender = build_fcm_provider(settings)
+    assert isinstance(sender, FcmSender)
+    token_uri = sender.account.token_uri
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await sender.access_token()
+    except PermanentSendError as exc:
+        return Check(
+            "fcm",
+            "FAIL",
+            f"{setting}: {token_uri} refused the service account {sender.account.client_email}"
+            f" ({exc.detail.removeprefix('fcm token: the service account was refused: ')})",
+            "create a new JSON key for the service account (Firebase console, Project settings,"
+            " Service accounts) and set it",
+        )
+    except SendError as exc:
+        return Check(
+            "fcm", "FAIL", f"{setting}: cannot get a token from {token_uri} ({exc.detail})"
+        )
+    finally:
+        await sender.close()
+    return Check(
+        "fcm",
+        "OK",
+        f"{token_uri} gave the service account an access token (project {sender.project_id})",
+    )
 
 
 async def _push(settings: Settings) -> Check:

@@ -1,11 +1,14 @@
 """Importing guests from CSV: `prasso guests import` (inline) and the admin contacts page (a job).
 
 Columns (header row required, names case-insensitive, spaces or dashes as underscores):
-`first_name`, `last_name`, `email`, `phone`, `subscribed` (true/false, yes/no, 1/0; default true).
-Each row is validated like `POST /api/guests`. Good rows are written in chunks, one transaction per
-chunk; a bad row is reported with its line number and skipped. A row whose email or phone already
-belongs to a guest of the team (or to an earlier row of the file) is counted as existing and left
-unchanged, so importing the same file twice adds nothing.
+`first_name`, `last_name`, `email`, `phone`, `subscribed` (true/false, yes/no, 1/0; default true),
+`tags` (separated by `;`). Every other column is a custom field named by its header as written
+(trimmed): `Seat` fills `{{Seat}}`; an empty cell gives the guest no such field. Each row is
+validated like `POST /api/guests` (field names, tags). Good rows are written in chunks, one
+transaction and a few bulk statements per chunk (guests, the team's field names, tags); a bad row
+is reported with its line number and skipped. A row whose email or phone already belongs to a
+guest of the team (or to an earlier row of the file) is counted as existing and left unchanged,
+fields and tags included, so importing the same file twice adds nothing.
 
 An upload on the admin page is checked at once (UTF-8, a header naming an address column), kept
 in `guest_imports` with the file and worked by a queue worker (an `ImportGuests` job): the web
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from prasso_messaging import guest_fields
 from prasso_messaging.addresses import normalize_email, normalize_phone
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Guest, GuestImport, table, utcnow
@@ -37,6 +41,7 @@ from prasso_messaging.delivery.job import RetryPolicy
 from prasso_messaging.errors import NotFound, QueueUnavailable, ValidationFailed
 from prasso_messaging.queue.base import ReservedJob, first_line
 from prasso_messaging.queue.worker import JobResult, Settle
+from prasso_messaging.tags import clean_tags, tag_new_guests
 from prasso_messaging.teams import get_team
 
 if TYPE_CHECKING:
@@ -45,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ("first_name", "last_name", "email", "phone", "subscribed")
+TAGS = "tags"
+TAG_SEPARATOR = ";"
+"""Between a row's tags: a tag may not hold a comma, and `;` keeps the cell free of CSV quoting."""
+KNOWN = (*COLUMNS, TAGS)
 CHUNK = 500
 MAX_REPORTED_ERRORS = 100
 TRUE_WORDS = {"", "1", "true", "yes", "y", "on", "subscribed"}
@@ -84,7 +93,8 @@ class ImportResult:
 
 @dataclass(frozen=True)
 class CsvRows:
-    """Parsed rows with their file line numbers; `total` counts the data rows."""
+    """Parsed rows with their file line numbers, each keyed by the `KNOWN` column names and, for
+    custom fields, by the header as written; `total` counts the data rows."""
 
     rows: list[tuple[int, dict[str, str]]]
 
@@ -93,8 +103,11 @@ class CsvRows:
         return len(self.rows)
 
 
-def _column(name: str) -> str:
-    return name.strip().lower().replace(" ", "_").replace("-", "_")
+def _column(header: str) -> str:
+    """A known column's name for `header`, or the header itself (a custom field's name)."""
+    name = header.strip()
+    known = name.lower().replace(" ", "_").replace("-", "_")
+    return known if known in KNOWN else name
 
 
 def read_csv(text: str | Iterable[str]) -> CsvRows:
@@ -104,19 +117,17 @@ def read_csv(text: str | Iterable[str]) -> CsvRows:
     header = next(reader, None)
     if not header:
         raise ValidationFailed("file", "is empty; the first row must name the columns")
+    header[0] = header[0].removeprefix("\ufeff")
     names = [_column(h) for h in header]
-    if names and names[0].startswith("\ufeff"):
-        names[0] = names[0].removeprefix("\ufeff")
     if not set(names) & {"email", "phone"}:
         raise ValidationFailed(
-            "file", f"needs an email or phone column (columns: {', '.join(COLUMNS)})"
+            "file", f"needs an email or phone column (columns: {', '.join(KNOWN)}, custom fields)"
         )
     rows = []
     for values in reader:
         if not any(v.strip() for v in values):
             continue
-        record = {n: v for n, v in zip(names, values, strict=False) if n in COLUMNS}
-        rows.append((reader.line_num, record))
+        rows.append((reader.line_num, dict(zip(names, values, strict=False))))
     return CsvRows(rows)
 
 
@@ -138,18 +149,33 @@ def _subscribed(raw: str) -> bool:
     raise ValidationFailed("subscribed", f"expected true or false (got {raw!r})")
 
 
-def _clean(record: dict[str, str], region: str, allow_special_use: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Guest:
+    """A checked row: its `guests` columns and its tags."""
+
+    values: dict[str, Any]
+    """The `guests` row's columns."""
+    tags: list[str]
+
+
+def _clean(record: dict[str, str], region: str, allow_special_use: bool) -> _Guest:
+    """A row checked as `POST /api/guests` checks a guest (ValidationFailed naming the field)."""
     email = (record.get("email") or "").strip()
     phone = (record.get("phone") or "").strip()
     if not email and not phone:
         raise ValidationFailed("email", "a guest needs an email or a phone number")
-    return {
+    custom = {n: v.strip() for n, v in record.items() if n not in KNOWN and v.strip()}
+    fields = guest_fields.clean_values(custom, field="fields")
+    tags = clean_tags(t for t in (record.get(TAGS) or "").split(TAG_SEPARATOR) if t.strip())
+    values = {
         "first_name": (record.get("first_name") or "").strip()[:255] or None,
         "last_name": (record.get("last_name") or "").strip()[:255] or None,
         "email": normalize_email(email, allow_special_use=allow_special_use) if email else None,
         "phone": normalize_phone(phone, region=region) if phone else None,
         "subscribed": _subscribed(record.get("subscribed") or ""),
+        "fields": fields or None,
     }
+    return _Guest(values, tags)
 
 
 def _chunks(rows: list[tuple[int, dict[str, str]]]) -> Iterator[list[tuple[int, dict[str, str]]]]:
@@ -167,29 +193,43 @@ async def write_chunk(
     result: ImportResult,
     seen: set[str],
 ) -> None:
-    """Create the new guests of one chunk in the caller's transaction, counting each row in
-    `result`; `seen` holds the addresses of earlier rows of the file. `region` is the default
-    region of phone numbers; `allow_special_use` accepts special-use email domains
-    (`addresses.special_use_allowed`)."""
-    cleaned: list[tuple[int, dict[str, Any]]] = []
+    """Create the new guests of one chunk in the caller's transaction, with their custom fields
+    (their names added to the team's registry, as `contacts.create_guest` does) and tags, in
+    one bulk statement each, counting each row in `result`; `seen` holds the addresses of
+    earlier rows of the file. `region` is the default region of phone numbers;
+    `allow_special_use` accepts special-use email domains (`addresses.special_use_allowed`)."""
+    cleaned: list[_Guest] = []
     for line, record in chunk:
         try:
-            cleaned.append((line, _clean(record, region, allow_special_use)))
+            cleaned.append(_clean(record, region, allow_special_use))
         except ValidationFailed as exc:
             result.reject(line, str(exc))
     known = await _existing_addresses(conn, team_id, cleaned)
-    new_rows = []
-    now = utcnow()
-    for _line, guest in cleaned:
-        keys = {a for a in (guest["email"], guest["phone"]) if a}
+    new: list[_Guest] = []
+    for guest in cleaned:
+        keys = {a for a in (guest.values["email"], guest.values["phone"]) if a}
         if keys & (known | seen):
             result.existing += 1
             continue
         seen.update(keys)
-        new_rows.append({**guest, "team_id": team_id, "created_at": now, "updated_at": now})
-    if new_rows:
-        await conn.execute(insert(guests), new_rows)
-        result.created += len(new_rows)
+        new.append(guest)
+    if not new:
+        return
+    now = utcnow()
+    rows = [{**g.values, "team_id": team_id, "created_at": now, "updated_at": now} for g in new]
+    # matched back by address (each is new and distinct): RETURNING in the order of the rows
+    # would cost SQLite a statement per row
+    create = insert(guests).returning(guests.c.id, guests.c.email, guests.c.phone)
+    ids = {row.email or row.phone: row.id for row in await conn.execute(create, rows)}
+    await guest_fields.remember_names(
+        conn, team_id=team_id, names={name for g in new for name in g.values["fields"] or ()}
+    )
+    await tag_new_guests(
+        conn,
+        team_id=team_id,
+        tags=[(ids[g.values["email"] or g.values["phone"]], g.tags) for g in new],
+    )
+    result.created += len(new)
 
 
 async def import_guests(
@@ -223,10 +263,10 @@ async def import_guests(
 
 
 async def _existing_addresses(
-    conn: AsyncConnection, team_id: int, cleaned: list[tuple[int, dict[str, Any]]]
+    conn: AsyncConnection, team_id: int, cleaned: list[_Guest]
 ) -> set[str]:
-    emails = [g["email"] for _, g in cleaned if g["email"]]
-    phones = [g["phone"] for _, g in cleaned if g["phone"]]
+    emails = [g.values["email"] for g in cleaned if g.values["email"]]
+    phones = [g.values["phone"] for g in cleaned if g.values["phone"]]
     if not emails and not phones:
         return set()
     found = await conn.execute(

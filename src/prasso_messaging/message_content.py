@@ -7,7 +7,7 @@ token has a value is known only at send time, with the send's `data` (see messag
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prasso_messaging.domain import WhatsAppTemplate
@@ -63,13 +63,18 @@ def validate_message(
     return type, cleaned_subject, body
 
 
-def validate_whatsapp_template(type: str, raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def validate_whatsapp_template(
+    channels: Sequence[str], raw: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
     """Check a message's `whatsapp_template` (`content_sid`: Twilio's `HX` + 32 hex digits;
-    `variables`: names to texts with tokens); returns it as stored, or None."""
+    `variables`: names to texts with tokens) for a message reaching `channels` (its type, then
+    its fallbacks); returns it as stored, or None."""
     if raw is None:
         return None
-    if type != "whatsapp":
-        raise ValidationFailed("whatsapp_template", "only a whatsapp message takes a template")
+    if "whatsapp" not in channels:
+        raise ValidationFailed(
+            "whatsapp_template", "only a message sent or falling back on whatsapp takes one"
+        )
     sid = raw.get("content_sid")
     if not isinstance(sid, str) or CONTENT_SID.fullmatch(sid) is None:
         raise ValidationFailed(

@@ -62,6 +62,7 @@ from prasso_messaging.errors import (
     Reason,
     ValidationFailed,
 )
+from prasso_messaging.fallback import FALLBACK_REASONS, clean_fallback, insert_fallbacks
 from prasso_messaging.message_content import (  # re-exported: where they were first defined
     MAX_BODY_LENGTH as MAX_BODY_LENGTH,
 )
@@ -118,12 +119,14 @@ class SendRequest:
 
 @dataclass(frozen=True)
 class SendResult:
-    """A send's answer: deliveries queued, and those skipped at once with their reasons."""
+    """A send's answer: deliveries queued, those skipped at once with their reasons, and how
+    many of the queued ones are fallbacks of those skipped (on the message's next channel)."""
 
     message_id: int
     queued: int
     skipped: int
     skipped_reasons: Mapping[str, int] = field(default_factory=dict)
+    fallbacks: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +134,7 @@ class SendResult:
             "queued": self.queued,
             "skipped": self.skipped,
             "skipped_reasons": dict(sorted(self.skipped_reasons.items())),
+            "fallbacks": self.fallbacks,
         }
 
 
@@ -140,7 +144,8 @@ class _FanOut:
 
     dispatcher: Dispatcher
     delay: float
-    queued: int = 0
+    queued: int = 0  # fallbacks included
+    fallbacks: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     first_id: int | None = None
     last_id: int | None = None
@@ -160,11 +165,14 @@ async def create_message(
     template_version: int | None = None,
     test: bool = False,
     whatsapp_template: Mapping[str, Any] | None = None,
+    fallback: Sequence[str] | None = None,
 ) -> Message:
     """A message with its own subject and body, or copied from a template's version (the
     current one unless `template_version` says which), which the message records; `test`
     (created with a test token): its deliveries go to the simulator. A WhatsApp message may
-    carry the approved template sent outside the 24-hour window (`whatsapp_template`)."""
+    carry the approved template sent outside the 24-hour window (`whatsapp_template`);
+    `fallback`: the channels a recipient its type cannot reach gets next (fallback.py), each
+    checked as its type is."""
     if template_id is not None:
         template = await template_content(
             session, team_id=team_id, template_id=template_id, version=template_version
@@ -181,7 +189,14 @@ async def create_message(
     elif template_version is not None:
         raise ValidationFailed("template_version", "needs a template_id")
     kind, clean_subject, clean_body = validate_message(type=type, subject=subject, body=body)
-    clean_template = validate_whatsapp_template(kind, whatsapp_template)
+    channels = clean_fallback(fallback, type=kind)
+    clean_template = validate_whatsapp_template((kind, *(channels or ())), whatsapp_template)
+    for channel in channels or ():
+        try:
+            _, channel_subject, _ = validate_message(type=channel, subject=subject, body=body)
+        except ValidationFailed as exc:
+            raise ValidationFailed(exc.field, f"{exc.message} (fallback {channel})") from exc
+        clean_subject = clean_subject or channel_subject  # an SMS falling back to email keeps it
     await get_team(session, team_id)
     message = Message(
         team_id=team_id,
@@ -193,6 +208,7 @@ async def create_message(
         template_version=template_version,
         is_test=test,
         whatsapp_template=clean_template,
+        fallback=channels,
     )
     session.add(message)
     await session.flush()
@@ -217,6 +233,17 @@ async def get_message(
     if message is None:
         raise NotFound(f"message {message_id} not found")
     return message
+
+
+async def team_of_message(session: AsyncSession, *, message_id: int) -> int:
+    """The team a message belongs to (404 when there is none): the shell names a message by its
+    id alone, then acts on it as its team would (`prasso cancel`)."""
+    team_id: int | None = await session.scalar(
+        select(Message.team_id).where(Message.id == message_id)
+    )
+    if team_id is None:
+        raise NotFound(f"message {message_id} not found")
+    return team_id
 
 
 async def delivery_counts(session: AsyncSession, *, message_id: int) -> dict[str, int]:
@@ -373,7 +400,11 @@ async def send_message(
             fan_out = _FanOut(dispatcher, delay, field_tokens=field_tokens)
             await _fan_out(conn, message, request, tags, send_at, team_id, fan_out)
             result = SendResult(
-                message.id, fan_out.queued, fan_out.skipped.total(), fan_out.skipped
+                message.id,
+                fan_out.queued,
+                fan_out.skipped.total(),
+                fan_out.skipped,
+                fan_out.fallbacks,
             )
             if result.skipped:
                 skipped_events = await emit_skipped_at_send(
@@ -412,7 +443,9 @@ async def send_message(
         dispatcher.on_dispatch()
     if skipped_events:
         await push_after(dispatcher, skipped_events)
-    deliveries_created(message.type, result.queued, result.skipped_reasons)
+    deliveries_created(message.type, result.queued - result.fallbacks, result.skipped_reasons)
+    if message.fallback and result.fallbacks:
+        deliveries_created(message.fallback[0], result.fallbacks, {})
     log.info(
         "deliveries created for message %s: %d queued, %d skipped%s",
         message.id,
@@ -427,6 +460,7 @@ async def send_message(
             "queued": result.queued,
             "skipped": result.skipped,
             "skipped_reasons": dict(result.skipped_reasons),
+            "fallbacks": result.fallbacks,
         },
     )
     return result
@@ -447,6 +481,7 @@ async def compose_and_send(
     data: Mapping[str, Any] | None = None,
     send_at: datetime | None = None,
     dispatcher: Dispatcher,
+    fallback: Sequence[str] | None = None,
 ) -> SendResult:
     """Create and send in one step (admin page, CLI); a refused send leaves no message behind."""
     async with database.session() as session:
@@ -457,6 +492,7 @@ async def compose_and_send(
             subject=subject,
             body=body,
             transactional=transactional,
+            fallback=fallback,
         )
     try:
         return await send_message(
@@ -591,34 +627,30 @@ async def _dispatch_committed(database: Database, message: Message, fan_out: _Fa
     dispatcher = fan_out.dispatcher
     while True:
         async with database.read() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        select(deliveries_table.c.id)
-                        .where(
-                            deliveries_table.c.msg_message_id == message.id,
-                            deliveries_table.c.status == "queued",
-                            deliveries_table.c.id > after,
-                            deliveries_table.c.id <= fan_out.last_id,
-                        )
-                        .order_by(deliveries_table.c.id)
-                        .limit(DISPATCH_CHUNK)
+            rows = (
+                await conn.execute(
+                    select(deliveries_table.c.id, deliveries_table.c.channel)
+                    .where(
+                        deliveries_table.c.msg_message_id == message.id,
+                        deliveries_table.c.status == "queued",
+                        deliveries_table.c.id > after,
+                        deliveries_table.c.id <= fan_out.last_id,
                     )
+                    .order_by(deliveries_table.c.id)
+                    .limit(DISPATCH_CHUNK)
                 )
-                .scalars()
-                .all()
-            )
-        if not ids:
+            ).all()
+        if not rows:
             return
         await dispatcher.driver.push_many(
             dispatcher.queue,
             [
-                delivery_job(i, channel=message.type, team_id=message.team_id, test=message.is_test)
-                for i in ids
+                delivery_job(r.id, channel=r.channel, team_id=message.team_id, test=message.is_test)
+                for r in rows
             ],
             delay=fan_out.delay,
         )
-        after = ids[-1]
+        after = rows[-1].id
 
 
 async def _fan_out(
@@ -978,7 +1010,7 @@ async def _insert_chunk(
         queued, count, last_recipient, first_id, last_id, *by_reason = (
             await conn.execute(summary)
         ).one()
-        result.skipped.update({value: n for value, n in zip(possible, by_reason, strict=True) if n})
+        skips = Counter({value: n for value, n in zip(possible, by_reason, strict=True) if n})
     else:  # SQLite: no INSERT inside WITH; its single writer makes the id range this chunk's
         inserted = (await conn.execute(written)).all()
         queued_ids = [r.id for r in inserted if r.status == "queued"]
@@ -986,7 +1018,7 @@ async def _insert_chunk(
         last_recipient = max((r.recipient_id for r in inserted), default=0)
         all_ids = [r.id for r in inserted]
         first_id, last_id = min(all_ids, default=None), max(all_ids, default=None)
-        result.skipped.update(r.reason for r in inserted if r.reason is not None)
+        skips = Counter(r.reason for r in inserted if r.reason is not None)
         if queued_ids and isinstance(driver, TransactionalQueue):
             payloads = select(
                 payload_sql(
@@ -1002,11 +1034,68 @@ async def _insert_chunk(
             await conn.execute(
                 driver.insert_from(result.dispatcher.queue, payloads, delay=result.delay)
             )
+    result.skipped.update(skips)
     result.queued += queued
     if queued and first_id is not None and last_id is not None:
         result.first_id = first_id if result.first_id is None else min(result.first_id, first_id)
         result.last_id = last_id if result.last_id is None else max(result.last_id, last_id)
+    if message.fallback and any(skips[reason] for reason in FALLBACK_REASONS):
+        assert first_id is not None and last_id is not None
+        await _insert_fallbacks(conn, message, first_id, last_id, result)
     return _Inserted(count, last_recipient)
+
+
+async def _insert_fallbacks(
+    conn: AsyncConnection, message: Message, first_id: int, last_id: int, result: _FanOut
+) -> None:
+    """The fallback deliveries, on the message's first fallback channel, of a chunk's up-front
+    skips for a fallback reason (the chunk's deliveries are the message's own-channel ones in
+    its id range), and their jobs with a transactional driver. They are queued: the worker
+    checks them as any delivery, and may fall back again."""
+    assert message.fallback
+    channel = message.fallback[0]
+    written = insert_fallbacks(
+        conn,
+        channel,
+        deliveries_table.c.msg_message_id == message.id,
+        deliveries_table.c.id.between(first_id, last_id),
+        deliveries_table.c.status == "skipped",
+        deliveries_table.c.reason.in_([reason.value for reason in FALLBACK_REASONS]),
+        deliveries_table.c.fallback_of.is_(None),
+        now=utcnow(),
+    )
+    driver = result.dispatcher.driver
+
+    def payloads(ids: Any) -> Select[Any]:
+        return select(
+            payload_sql(ids, channel=channel, team_id=message.team_id, test=message.is_test)
+        )
+
+    if conn.dialect.name == "postgresql":
+        rows = written.cte("f")
+        summary = select(func.count(), func.min(rows.c.id), func.max(rows.c.id))
+        if isinstance(driver, TransactionalQueue):
+            jobs = driver.insert_from(
+                result.dispatcher.queue, payloads(rows.c.id).select_from(rows), delay=result.delay
+            )
+            summary = summary.add_cte(jobs.cte("j"))
+        count, first, last = (await conn.execute(summary)).one()
+    else:
+        ids = list((await conn.execute(written)).scalars())
+        count, first, last = len(ids), min(ids, default=None), max(ids, default=None)
+        if ids and isinstance(driver, TransactionalQueue):
+            fresh = payloads(deliveries_table.c.id).where(
+                deliveries_table.c.id.between(first, last),
+                deliveries_table.c.fallback_of.is_not(None),
+            )
+            await conn.execute(
+                driver.insert_from(result.dispatcher.queue, fresh, delay=result.delay)
+            )
+    result.queued += count
+    result.fallbacks += count
+    if count and first is not None and last is not None:
+        result.first_id = first if result.first_id is None else min(result.first_id, first)
+        result.last_id = last if result.last_id is None else max(result.last_id, last)
 
 
 async def _check_all_found(

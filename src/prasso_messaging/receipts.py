@@ -2,7 +2,8 @@
 or `failed`, never backwards.
 
 Each change is one conditional UPDATE on the (indexed) provider message id that only moves a
-`sent` delivery, so a late, repeated or out-of-order callback changes nothing.
+`sent` delivery, so a late, repeated or out-of-order callback changes nothing. A failure writes
+the delivery's fallback on the message's next channel, if it names one (fallback.py).
 
 A receipt can arrive before the worker has recorded the send (the provider answered, our write is
 still on its way); the callback names the delivery (Twilio's URL, Vonage's `client-ref`), so such
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Delivery, table, utcnow
 from prasso_messaging.errors import Reason
+from prasso_messaging.fallback import write_fallbacks_in
 from prasso_messaging.inbound import PROVIDER_OPT_OUT, record_sms_opt_out
 from prasso_messaging.metrics import delivery_outcome
 from prasso_messaging.providers.twilio import PREFIX as WHATSAPP_PREFIX
@@ -75,6 +77,8 @@ async def apply_status(session: AsyncSession, report: StatusReport) -> str | Non
     if changed is None:
         return None
     await emit_delivery_change(session, changed)
+    if changed.status == "failed":
+        await write_fallbacks_in(session, [changed.delivery_id])
     log.info("delivery receipt: %s → %s", report.provider_message_id, values["status"])
     reason = values.get("reason")
     channel = "whatsapp" if (report.to_number or "").startswith(WHATSAPP_PREFIX) else "sms"

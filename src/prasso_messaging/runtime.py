@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prasso_messaging import inbound
+from prasso_messaging import bounces, inbound
 from prasso_messaging.addresses import special_use_allowed
 from prasso_messaging.channels.base import Channel
 from prasso_messaging.channels.email import EmailChannel
@@ -91,15 +91,37 @@ def build_smtp_mailer(settings: Settings, *, failover: bool = False) -> SmtpMail
     )
 
 
+def build_mailer(settings: Settings, mailer: str, *, failover: bool = False) -> MailProvider:
+    """The mailer named `mailer` (smtp, mailgun or postmark); `failover`: in the failover seat
+    (for smtp, the relay of MAIL_FAILOVER_*)."""
+    if mailer == "mailgun":
+        from prasso_messaging.providers.mailgun import MailgunMailer
+
+        return MailgunMailer(
+            domain=settings.MAILGUN_DOMAIN,
+            api_key=settings.MAILGUN_API_KEY,
+            api_base=settings.MAILGUN_API_BASE,
+        )
+    if mailer == "postmark":
+        from prasso_messaging.providers.postmark import PostmarkMailer
+
+        return PostmarkMailer(
+            server_token=settings.POSTMARK_SERVER_TOKEN,
+            message_stream=settings.POSTMARK_MESSAGE_STREAM,
+            api_base=settings.POSTMARK_API_BASE,
+        )
+    return build_smtp_mailer(settings, failover=failover)
+
+
 def build_mail_provider(settings: Settings) -> MailProvider:
-    if settings.MAIL_MAILER != "smtp":
+    if settings.MAIL_MAILER == "log":
         return OutboxMailer()
-    primary = build_smtp_mailer(settings)
-    if not settings.MAIL_FAILOVER_HOST:
+    primary = build_mailer(settings, settings.MAIL_MAILER)
+    if not settings.mail_failover:
         return primary
     return FailoverMail(
         primary,
-        build_smtp_mailer(settings, failover=True),
+        build_mailer(settings, settings.mail_failover, failover=True),
         failures=settings.PROVIDER_CIRCUIT_FAILURES,
         cooldown=settings.PROVIDER_CIRCUIT_COOLDOWN_SECONDS,
     )
@@ -241,12 +263,18 @@ def build_channels(
             database, team_id=team_id, phone=phone, channel="whatsapp"
         )
 
+    async def record_email_opt_out(team_id: int, address: str, detail: str) -> None:
+        await bounces.record_provider_opt_out(
+            database, team_id=team_id, address=address, detail=detail
+        )
+
     channels: list[Channel] = [
         EmailChannel(
             SimulatedMail() if simulated else build_mail_provider(settings),
             from_address=settings.MAIL_FROM_ADDRESS,
             from_name=settings.MAIL_FROM_NAME,
             unsubscribe_url=UnsubscribeLinks.from_settings(settings).url,
+            on_provider_opt_out=record_email_opt_out,
         ),
         SmsChannel(
             SimulatedSms() if simulated else build_sms_provider(settings),

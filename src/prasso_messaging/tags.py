@@ -63,6 +63,20 @@ async def set_tags(
         )
 
 
+async def tag_new_guests(
+    conn: AsyncConnection, *, team_id: int, tags: Sequence[tuple[int, Sequence[str]]]
+) -> None:
+    """Give guests just created their tags (already cleaned), in one bulk insert: the CSV
+    import's counterpart of `set_tags`, with nothing to replace."""
+    rows = [
+        {"team_id": team_id, "guest_id": guest_id, "tag": tag}
+        for guest_id, held in tags
+        for tag in held
+    ]
+    if rows:
+        await conn.execute(insert(guest_tags), rows)
+
+
 async def tags_of(conn: AsyncConnection, guest_ids: Sequence[int]) -> dict[int, list[str]]:
     """Each guest's tags, sorted (guests without tags are absent)."""
     if not guest_ids:

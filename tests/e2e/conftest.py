@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -121,6 +122,19 @@ def wait_until_polling(database_url: str, workers: list[subprocess.Popen[str]]) 
         assert all(w.poll() is None for w in workers), "a worker exited at start"
         assert time.monotonic() < deadline, "the workers did not start within 60 s"
         time.sleep(0.2)
+
+
+def answering(process: subprocess.Popen[str], url: str, timeout: float = 30) -> httpx.Response:
+    """The first answer of the server `process` starts to `GET url`, polled until it comes: the
+    process exiting first, or no answer within `timeout` seconds, fails the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, f"no answer from {url} within {timeout:.0f} s"
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.2)
 
 
 @pytest.fixture

@@ -88,6 +88,7 @@ def test_teams_tokens_send_work_outbox(cli, database_url):
         "queued": 3,
         "skipped": 0,
         "skipped_reasons": {},
+        "fallbacks": 0,
     }
     worker = cli.run("queue", "work", "--stop-when-empty")
     assert "3 job(s)" in worker.stderr
@@ -133,6 +134,76 @@ def test_send_to_tags_with_data(cli, database_url):
     assert sorted((o["to_address"], o["body_text"]) for o in outbox) == [
         (f"+1202555010{i}", "On Friday\nReply STOP to opt out") for i in (1, 2)
     ]
+
+
+def test_imported_fields_and_tags_reach_a_send(cli, tmp_path):
+    team = str(cli.json("teams", "create", "Acme", "--sms-verified")["id"])
+    csv_file = tmp_path / "guests.csv"
+    csv_file.write_text(
+        "first_name,phone,seat,tags\n"
+        "Ada,+12025550101,12A,VIP;press\n"
+        "Bo,+12025550102,14C,crew\n"
+        "Cy,+12025550103,1A,bad\x01tag\n",
+        encoding="utf-8",
+    )
+    result = cli.run("guests", "import", str(csv_file), "--team", team, check=False)
+    assert result.returncode == 1
+    assert result.stdout == "2 guest(s) created, 0 already present, 1 rejected (of 3 rows)\n"
+    assert result.stderr == (
+        "line 4: tags: 'bad\\x01tag': a tag has no commas or control characters\n"
+    )
+
+    sent = cli.json(
+        "send", "--team", team, "--type", "sms", "--body", "Seat {{seat}}", "--tag", "vip"
+    )
+    assert (sent["queued"], sent["skipped"]) == (1, 0)
+    cli.run("queue", "work", "--stop-when-empty")
+    assert [(o["to_address"], o["body_text"]) for o in cli.json("outbox")] == [
+        ("+12025550101", "Seat 12A\nReply STOP to opt out")
+    ]
+
+
+def test_cancel_skips_the_queued_deliveries_and_a_worker_then_sends_nothing(cli, database_url):
+    team = cli.json("teams", "create", "Acme", "--sms-verified")["id"]
+    execute(
+        database_url,
+        "INSERT INTO guests (team_id, first_name, phone, subscribed) VALUES (:t, :n, :p, :s)",
+        [{"t": team, "n": f"Guest{i}", "p": f"+1202555010{i}", "s": True} for i in range(3)],
+    )
+    args = ("send", "--team", str(team), "--type", "sms", "--body", "Hi", "--all-guests")
+    message = cli.json(*args)["message_id"]
+
+    answer = cli.json("cancel", str(message))
+
+    assert answer == {
+        "message_id": message,
+        "cancelled": 3,
+        "cancelled_at": answer["cancelled_at"],
+        "deliveries": {"queued": 0, "sent": 0, "delivered": 0, "failed": 0, "skipped": 3},
+    }
+    cancelled_at = datetime.fromisoformat(answer["cancelled_at"])
+    assert answer["cancelled_at"].endswith("Z")  # as the API writes it
+    assert abs(datetime.now(UTC) - cancelled_at) < timedelta(minutes=5)
+    skipped = (
+        "SELECT count(*) FROM msg_deliveries WHERE status = 'skipped' AND reason = 'cancelled'"
+    )
+    assert scalar(database_url, skipped) == 3
+    worker = cli.run("queue", "work", "--stop-when-empty")
+    assert "3 job(s)" in worker.stderr  # the jobs were worked: acked without a send
+    assert cli.json("outbox") == []
+    assert scalar(database_url, skipped) == 3
+
+    again = cli.run("cancel", str(message))
+    assert again.stdout == (
+        f"message {message}: 0 cancelled now (cancelled at {answer['cancelled_at']});"
+        " deliveries: 0 queued, 0 sent, 0 delivered, 0 failed, 3 skipped\n"
+    )
+    assert loaded(imported_by(cli, "cancel", str(message)), WEB_STACK) == []
+
+    unknown = cli.run("cancel", "999", check=False)
+    assert unknown.returncode == 1
+    assert unknown.stdout == ""
+    assert unknown.stderr == "error: message 999 not found\n"
 
 
 def test_tokens_are_listed_and_revoked(cli):
@@ -212,7 +283,7 @@ def test_send_with_unknown_recipients_changes_nothing(cli, database_url):
 
 def test_help_lists_the_commands(tmp_path):
     result = Cli(base_env("sqlite:///unused.db", tmp_path), tmp_path).run("--help")
-    for command in ("up", "serve", "db", "teams", "tokens", "queue", "send", "outbox"):
+    for command in ("up", "serve", "db", "teams", "tokens", "queue", "send", "cancel", "outbox"):
         assert command in result.stdout
 
 

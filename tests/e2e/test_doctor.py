@@ -1,6 +1,7 @@
 """`prasso doctor` against real peers on loopback: an SMTP server that wants a login (aiosmtpd),
-the Twilio-compatible API, PostgreSQL or SQLite, Redis. One line per check, the fix on FAIL
-lines, exit 1 on any FAIL, and no secret in the output."""
+the Twilio-compatible API, Vonage's, Mailgun's and Postmark's APIs, FCM's token endpoint,
+PostgreSQL or SQLite, Redis. One line per check, the fix on FAIL lines, exit 1 on any FAIL, and
+no secret in the output."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from prasso_messaging.cli.push import new_vapid_keys
 from prasso_messaging.queue.base import ReservedJob
@@ -22,13 +24,21 @@ from prasso_messaging.teams import create_team
 from tests.conftest import make_settings
 from tests.e2e.conftest import Cli, base_env
 from tests.integration.channels.conftest import (  # noqa: F401 (http_peers: a fixture)
+    MAILGUN_DOMAIN,
+    MAILGUN_KEY,
+    POSTMARK_TOKEN,
     TWILIO_NUMBER,
     TWILIO_SID,
     TWILIO_TOKEN,
+    VONAGE_KEY,
+    VONAGE_NUMBER,
+    VONAGE_SECRET,
     Peers,
+    ServiceAccountKey,
     SmtpRecorder,
     free_port,
     http_peers,
+    shared_service_account,
 )
 from tests.integration.queue.scenario import fan_out_sms
 
@@ -36,6 +46,7 @@ SMTP_USER = "mailer@acme.example"
 SMTP_PASSWORD = "smtp-password-0123456789-SP"
 WRONG_TWILIO_TOKEN = "wrong-twilio-token-0123456789-WT"
 WRONG_SMTP_PASSWORD = "wrong-smtp-password-0123456789-WS"
+DEAD = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
 @pytest.fixture
@@ -216,3 +227,113 @@ async def test_an_unmigrated_database_and_an_unreachable_queue(
 
 def output_lines(result: tuple[int, str]) -> list[str]:
     return result[1].splitlines()[:-1]
+
+
+async def test_failover_providers_and_fcm_get_their_own_lines(
+    env: dict[str, str],
+    tmp_path: Path,
+    smtp_login: int,
+    http_peers: Peers,  # noqa: F811
+) -> None:
+    key = shared_service_account()
+    configured = {
+        **env,
+        "MAIL_FAILOVER_HOST": "127.0.0.1",
+        "MAIL_FAILOVER_PORT": str(smtp_login),
+        "MAIL_FAILOVER_ENCRYPTION": "none",
+        "MAIL_FAILOVER_USERNAME": SMTP_USER,
+        "MAIL_FAILOVER_PASSWORD": SMTP_PASSWORD,
+        "SMS_FAILOVER_DRIVER": "vonage",
+        "VONAGE_API_KEY": VONAGE_KEY,
+        "VONAGE_API_SECRET": VONAGE_SECRET,
+        "VONAGE_PHONE_NUMBER": VONAGE_NUMBER,
+        "VONAGE_API_BASE": http_peers.base_url,
+        "FCM_CREDENTIALS_JSON": key.document(f"{http_peers.base_url}/token"),
+    }
+    lines = {line.split()[1]: line for line in output_lines(await doctor(configured, tmp_path))}
+    assert lines["mail-failover"].startswith("OK    mail-failover 127.0.0.1:")
+    assert lines["mail-failover"].endswith("answered; logged in as MAIL_FAILOVER_USERNAME")
+    assert lines["sms-failover"] == (
+        "OK    sms-failover the Vonage account accepts the credentials"
+    )
+    assert lines["fcm"].startswith("OK    fcm        ") and "(project prasso-test)" in lines["fcm"]
+    assert len(http_peers.fcm.assertions) == 1 and http_peers.fcm.messages == []
+    assert http_peers.vonage.requests == []  # nothing sent
+
+    stranger = ServiceAccountKey(rsa.generate_private_key(65537, 2048), key.key_id)
+    spoiled = {
+        **configured,
+        "MAIL_FAILOVER_PASSWORD": WRONG_SMTP_PASSWORD,
+        "VONAGE_API_SECRET": "wrong-vonage-secret-0123456789-WV",
+        "FCM_CREDENTIALS_JSON": stranger.document(f"{http_peers.base_url}/token"),
+    }
+    code, output = await doctor(spoiled, tmp_path)
+    assert code == 1
+    for secret in (WRONG_SMTP_PASSWORD, SMTP_PASSWORD, VONAGE_SECRET, "wrong-vonage-secret"):
+        assert secret not in output
+    assert "PRIVATE KEY" not in output
+    lines = {line.split()[1]: line for line in output.splitlines()[:-1]}
+    assert lines["mail-failover"].startswith(
+        "FAIL  mail-failover MAIL_FAILOVER_PASSWORD: 127.0.0.1:"
+    )
+    assert "refused the login of MAIL_FAILOVER_USERNAME (535 " in lines["mail-failover"]
+    assert lines["sms-failover"].startswith(
+        "FAIL  sms-failover VONAGE_API_SECRET: Vonage refused the credentials of VONAGE_API_KEY"
+        " (401 authentication failed); fix: copy the API key and secret"
+    )
+    assert lines["fcm"].startswith(
+        f"FAIL  fcm        FCM_CREDENTIALS_JSON: {http_peers.base_url}/token refused the service"
+        " account push@prasso-test.iam.gserviceaccount.com (Signature verification failed)"
+    )
+    assert lines["mail"].startswith("OK") and lines["sms"].startswith("OK")
+
+
+async def test_mailgun_and_postmark_are_checked_with_their_keys(
+    env: dict[str, str],
+    tmp_path: Path,
+    http_peers: Peers,  # noqa: F811
+) -> None:
+    configured = {
+        **env,
+        "MAIL_MAILER": "mailgun",
+        "MAILGUN_DOMAIN": MAILGUN_DOMAIN,
+        "MAILGUN_API_KEY": MAILGUN_KEY,
+        "MAILGUN_API_BASE": http_peers.base_url,
+        "MAIL_FAILOVER_MAILER": "postmark",
+        "POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN,
+        "POSTMARK_API_BASE": http_peers.base_url,
+    }
+    lines = {line.split()[1]: line for line in output_lines(await doctor(configured, tmp_path))}
+    assert lines["mail"] == (
+        f"OK    mail       Mailgun accepts MAILGUN_API_KEY; the domain {MAILGUN_DOMAIN} is active"
+    )
+    assert lines["mail-failover"] == (
+        "OK    mail-failover Postmark accepts POSTMARK_SERVER_TOKEN (server 'Acme transactional')"
+    )
+    assert http_peers.mailgun.requests == [] and http_peers.postmark.requests == []
+
+    wrong_key, wrong_token = "wrong-mailgun-key-0123456789-WM", "wrong-postmark-0123456789-WP"
+    spoiled = {**configured, "MAILGUN_API_KEY": wrong_key, "POSTMARK_SERVER_TOKEN": wrong_token}
+    code, output = await doctor(spoiled, tmp_path)
+    assert code == 1
+    for secret in (wrong_key, wrong_token, MAILGUN_KEY, POSTMARK_TOKEN):
+        assert secret not in output
+    lines = {line.split()[1]: line for line in output.splitlines()[:-1]}
+    assert lines["mail"] == (
+        "FAIL  mail       MAILGUN_API_KEY: Mailgun refused the key (401); fix: copy a sending or"
+        " private API key from Mailgun's control panel into MAILGUN_API_KEY"
+    )
+    assert lines["mail-failover"].startswith(
+        "FAIL  mail-failover POSTMARK_SERVER_TOKEN: Postmark refused the token (401, ErrorCode 10"
+        " Request does not contain a valid Server token.); fix: copy the server's API token"
+    )
+
+    unknown = {**configured, "MAILGUN_DOMAIN": "mg.other.example", "POSTMARK_API_BASE": DEAD}
+    lines = {line.split()[1]: line for line in output_lines(await doctor(unknown, tmp_path))}
+    assert lines["mail"].startswith(
+        "FAIL  mail       MAILGUN_DOMAIN: Mailgun knows no domain mg.other.example in this"
+        " account and region (404 Domain not found: mg.other.example)"
+    )
+    assert lines["mail-failover"].startswith(
+        f"FAIL  mail-failover POSTMARK_API_BASE: cannot reach {DEAD} ("
+    )

@@ -14,7 +14,7 @@ from prasso_messaging.db.engine import Database
 from prasso_messaging.db.models import Guest
 from prasso_messaging.teams import create_team
 from tests.e2e.conftest import Cli
-from tests.e2e.test_up import free_port
+from tests.fakes import free_port
 
 PHONES = ["+14155550123", "+14155550124", "+14155550125"]
 PERSONAL = ["4155550", "Lovelace", "lovelace@", "Doors open", "Hopper"]

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import time
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, answering
 from tests.e2e.test_two_workers import RECIPIENTS, fan_out
-from tests.e2e.test_up import free_port
+from tests.fakes import free_port
 from tests.integration.test_metrics import parse, value
 
 STOPPED = re.compile(r"worker stopped after (\d+) job\(s\)")
@@ -30,15 +28,7 @@ def scrape(cli: Cli, **env: str) -> str:
     port = free_port()
     server = cli.spawn("serve", "--port", str(port), **env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            assert time.monotonic() < deadline, "prasso serve did not answer within 30 s"
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        response = answering(server, f"http://127.0.0.1:{port}/metrics")
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=20)

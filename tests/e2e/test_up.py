@@ -11,13 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Cli, base_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.conftest import Cli, answering, base_env
+from tests.fakes import free_port
 
 
 @pytest.fixture
@@ -27,16 +22,7 @@ def up(tmp_path):
     port = free_port()
     process = Cli(env, tmp_path).spawn("up", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise AssertionError(process.communicate()[1])
+    assert answering(process, f"{url}/health").status_code == 200
     yield url, tmp_path, process
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=20)
@@ -68,6 +54,7 @@ def test_the_readme_tour_works(up):
             "queued": 3,
             "skipped": 0,
             "skipped_reasons": {},
+            "fallbacks": 0,
         }
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -98,13 +85,7 @@ def test_up_prints_the_url_and_token_and_seeds_once(tmp_path):
     for _ in range(2):
         port = free_port()
         process = cli.spawn("up", "--port", str(port))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        answering(process, f"http://127.0.0.1:{port}/health")
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=20)
         assert f"http://127.0.0.1:{port}" in out

@@ -123,6 +123,7 @@ async def test_send_fans_out_and_the_worker_sends_every_delivery(client, team, r
         "queued": 4,
         "skipped": 1,
         "skipped_reasons": {"missing_address": 1},
+        "fallbacks": 0,
     }
     assert await count(runtime, Job) == 4
 

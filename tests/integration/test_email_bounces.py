@@ -442,3 +442,34 @@ async def test_a_bounce_posts_delivery_failed_and_consent_changed_webhooks(clien
         kay,
         "bounce",
     )
+
+
+async def test_a_hard_bounce_falls_back_to_the_next_channel_once(client, team, runtime):
+    kay = await create(client, team, "/api/guests", email="kay@example.com", phone="+12025550111")
+    message = {"type": "email", "subject": "Hi", "body": "x", "fallback": ["sms"]}
+    message_id = await create(client, team, "/api/messages", **message)
+    body = {"message_id": message_id, "guest_ids": [kay]}
+    assert (await client.post("/api/messages/send", json=body, headers=team.headers)).is_success
+    await drain(runtime)
+    (sent,) = await deliveries_of(client, team, message_id)
+    bounce = mailgun_body("failed", sent["provider_message_id"], severity="permanent")
+
+    assert (await client.post("/webhooks/mailgun", json=bounce)).json()["outcome"] == "failed"
+    again = mailgun_body("failed", sent["provider_message_id"], severity="permanent")
+    assert (await client.post("/webhooks/mailgun", json=again)).json()["outcome"] == "unchanged"
+    for _ in range(10):
+        await drain(runtime)
+        found = await deliveries_of(client, team, message_id)
+        if [d["status"] for d in found] == ["failed", "sent"]:
+            break
+    assert [(d["channel"], d["status"], d["fallback_of"]) for d in found] == [
+        ("email", "failed", None),
+        ("sms", "sent", sent["id"]),
+    ]
+    async with runtime.database.session() as session:
+        texts = (
+            (await session.execute(select(OutboxMessage).where(OutboxMessage.channel == "sms")))
+            .scalars()
+            .all()
+        )
+    assert [t.to_address for t in texts] == ["+12025550111"]

@@ -171,6 +171,7 @@ async def test_certain_skips_are_counted_in_the_answer_and_get_no_job(client, te
             "missing_address": 1,
             "opted_out": 1,
         },
+        "fallbacks": 0,
     }
     again = await client.post("/api/messages/send", json=request, headers=headers)
     assert again.json() == first.json()  # a replay answers the same counts

@@ -116,6 +116,33 @@ def test_passwords_are_redacted_in_error_lines():
     [
         ({"SMS_FAILOVER_DRIVER": "vonage"}, "SMS_FAILOVER_DRIVER"),  # SMS_DRIVER=log
         ({"MAIL_FAILOVER_HOST": "relay2.example.com"}, "MAIL_FAILOVER_HOST"),  # MAIL_MAILER=log
+        ({"MAIL_FAILOVER_MAILER": "postmark"}, "MAIL_FAILOVER_MAILER"),  # MAIL_MAILER=log
+        ({"MAIL_MAILER": "mailgun", "MAILGUN_API_KEY": "k"}, "MAILGUN_DOMAIN"),
+        ({"MAIL_MAILER": "mailgun", "MAILGUN_DOMAIN": "mg.example.com"}, "MAILGUN_API_KEY"),
+        ({"MAIL_MAILER": "postmark"}, "POSTMARK_SERVER_TOKEN"),
+        (
+            {"MAIL_MAILER": "smtp", "MAIL_FAILOVER_MAILER": "postmark"},
+            "POSTMARK_SERVER_TOKEN",
+        ),
+        ({"MAIL_MAILER": "smtp", "MAIL_FAILOVER_MAILER": "smtp"}, "MAIL_FAILOVER_HOST"),
+        (
+            {
+                "MAIL_MAILER": "postmark",
+                "POSTMARK_SERVER_TOKEN": "t",
+                "MAIL_FAILOVER_MAILER": "postmark",
+            },
+            "MAIL_FAILOVER_MAILER",
+        ),
+        (
+            {
+                "MAIL_MAILER": "smtp",
+                "MAIL_FAILOVER_MAILER": "postmark",
+                "POSTMARK_SERVER_TOKEN": "t",
+                "MAIL_FAILOVER_HOST": "relay2.example.com",
+            },
+            "MAIL_FAILOVER_HOST",
+        ),
+        ({"MAILGUN_API_BASE": "api.mailgun.net"}, "MAILGUN_API_BASE"),
         ({"FCM_CREDENTIALS_FILE": "sa.json", "FCM_CREDENTIALS_JSON": "{}"}, "FCM_CREDENTIALS_JSON"),
     ],
 )
@@ -131,6 +158,8 @@ def test_provider_secrets_are_masked():
         "VONAGE_API_SECRET",
         "VONAGE_SIGNATURE_SECRET",
         "MAIL_FAILOVER_PASSWORD",
+        "MAILGUN_API_KEY",
+        "POSTMARK_SERVER_TOKEN",
         "FCM_CREDENTIALS_JSON",
     ):
         assert is_secret(name), name

@@ -201,9 +201,13 @@ async def send(
     tags: Annotated[list[str] | None, Form()] = None,
     transactional: Annotated[bool, Form()] = False,
     send_at: Annotated[str, Form(max_length=40)] = "",
+    fallback: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     runtime = admin.runtime
     values = {"type": type, "subject": subject, "body": body, "send_at": send_at}
+    # the boxes are in the page's order; the message's own type among them is no fallback
+    fallback = [channel for channel in fallback or [] if channel != type]
+    values.update({f"fallback_{channel}": "on" for channel in fallback})
     if transactional:
         values["transactional"] = "on"
     if all_guests:
@@ -223,6 +227,7 @@ async def send(
             tags=[] if all_guests else tags or [],
             send_at=when,
             dispatcher=runtime.dispatcher(),
+            fallback=fallback,
         )
     except ValidationFailed as exc:
         field = ERROR_FIELDS.get(exc.field, exc.field)

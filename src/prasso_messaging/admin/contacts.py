@@ -11,10 +11,12 @@ guest list reloads when it finishes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, UploadFile
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prasso_messaging import caps, consent, contacts, guest_import
@@ -100,10 +102,23 @@ async def contacts_page(
     return await _page(admin, q=q[:100], after=after, import_id=import_id, saved=saved)
 
 
-ConsentChoice = Annotated[Literal["in", "out"], Form()]
-"""A channel's consent on the guest form: receives it, or opted out of it."""
+class GuestForm(BaseModel):
+    """The add and edit forms' fields; `consent_*` is a channel's choice: receives it (`in`) or
+    opted out of it (`out`)."""
 
-NameField = Annotated[str, Form(max_length=255)]
+    first_name: str = Field(default="", max_length=255)
+    last_name: str = Field(default="", max_length=255)
+    email: str = Field(default="", max_length=255)
+    phone: str = Field(default="", max_length=64)
+    consent_email: Literal["in", "out"] = "in"
+    consent_sms: Literal["in", "out"] = "in"
+
+    def save(self, admin: AdminContext, guest_id: int | None) -> Awaitable[Response]:
+        values = self.model_dump(include={"first_name", "last_name", "email", "phone"})
+        wanted: dict[str, str] = {"email": self.consent_email, "sms": self.consent_sms}
+        return _save_guest(admin, guest_id, values, wanted)
+
+
 ADDRESS_WORDS = {"email": "email address", "phone": "phone number"}
 
 
@@ -141,17 +156,8 @@ async def new_guest(admin: Admin) -> Response:
 
 
 @router.post("/admin/contacts/guests")
-async def create_guest(
-    admin: Admin,
-    first_name: NameField = "",
-    last_name: NameField = "",
-    email: NameField = "",
-    phone: Annotated[str, Form(max_length=64)] = "",
-    consent_email: ConsentChoice = "in",
-    consent_sms: ConsentChoice = "in",
-) -> Response:
-    values = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone}
-    return await _save_guest(admin, None, values, {"email": consent_email, "sms": consent_sms})
+async def create_guest(admin: Admin, form: Annotated[GuestForm, Form()]) -> Response:
+    return await form.save(admin, None)
 
 
 @router.get("/admin/contacts/guests/{guest_id}")
@@ -181,17 +187,9 @@ async def edit_guest(admin: Admin, guest_id: ResourceId) -> Response:
 
 @router.post("/admin/contacts/guests/{guest_id}")
 async def update_guest(
-    admin: Admin,
-    guest_id: ResourceId,
-    first_name: NameField = "",
-    last_name: NameField = "",
-    email: NameField = "",
-    phone: Annotated[str, Form(max_length=64)] = "",
-    consent_email: ConsentChoice = "in",
-    consent_sms: ConsentChoice = "in",
+    admin: Admin, guest_id: ResourceId, form: Annotated[GuestForm, Form()]
 ) -> Response:
-    values = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone}
-    return await _save_guest(admin, guest_id, values, {"email": consent_email, "sms": consent_sms})
+    return await form.save(admin, guest_id)
 
 
 async def _save_guest(

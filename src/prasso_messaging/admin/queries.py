@@ -102,6 +102,7 @@ class DeliveryRow:
     delivery: Delivery
     recipient_name: str
     recipient_address: str
+    reached_by: str = ""  # the channel of its fallback chain that reached the recipient
 
 
 async def delivery_rows(
@@ -128,6 +129,7 @@ async def delivery_rows(
     guests = await _by_id(
         session, Guest, [d.recipient_id for d in found if d.recipient_type == "guest"]
     )
+    reached = await _reached_by(session, found) if message.fallback else {}
     rows = []
     for delivery in found:
         people = users if delivery.recipient_type == "user" else guests
@@ -136,10 +138,40 @@ async def delivery_rows(
             DeliveryRow(
                 delivery,
                 display_name(person) if person is not None else "(deleted)",
-                _address(person, message.type) if person is not None else "",
+                _address(person, delivery.channel) if person is not None else "",
+                reached.get(delivery.id, ""),
             )
         )
     return rows
+
+
+REACHED = ("sent", "delivered")
+
+
+async def _reached_by(session: AsyncSession, found: list[Delivery]) -> dict[int, str]:
+    """For each delivery, the channel that reached its recipient: its own once sent, else that
+    of the first of its fallbacks (followed through `fallback_of`, one query per link) that
+    was sent; none while nothing of the chain was."""
+    following: dict[int, Delivery] = {}
+    links = [d.id for d in found if d.status not in REACHED]
+    while links:
+        fallbacks = (
+            await session.execute(select(Delivery).where(Delivery.fallback_of.in_(links)))
+        ).scalars()
+        links = []
+        for fallback in fallbacks:
+            assert fallback.fallback_of is not None
+            following[fallback.fallback_of] = fallback
+            if fallback.status not in REACHED:
+                links.append(fallback.id)
+    reached = {}
+    for delivery in found:
+        link: Delivery | None = delivery
+        while link is not None and link.status not in REACHED:
+            link = following.get(link.id)
+        if link is not None:
+            reached[delivery.id] = link.channel
+    return reached
 
 
 async def reason_codes(session: AsyncSession, *, message_id: int) -> list[str]:

@@ -21,6 +21,8 @@ router = APIRouter(
 async def add(
     body: DoNotContactEntry, team: CurrentTeam, runtime: RuntimeDep
 ) -> DoNotContactPublic:
+    """Put an address on the team's do-not-contact list: nothing is sent to it on that channel,
+    whatever the recipient's consent."""
     async with runtime.database.session() as session:
         entry = await consent.add_do_not_contact(
             session,
@@ -35,6 +37,7 @@ async def add(
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT)
 async def remove(body: DoNotContactEntry, team: CurrentTeam, runtime: RuntimeDep) -> Response:
+    """Take an address off the do-not-contact list; one not on it is a 404."""
     async with runtime.database.session() as session:
         await consent.remove_do_not_contact(
             session,
@@ -53,6 +56,7 @@ async def list_entries(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[DoNotContactPublic]:
+    """The team's do-not-contact list in id order."""
     after = decode_cursor(cursor)
     async with runtime.database.session() as session:
         rows = await consent.do_not_contact_entries(

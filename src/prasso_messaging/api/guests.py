@@ -65,6 +65,9 @@ def api_origin(request: Request, source: str) -> consent.ConsentSource:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_guest(body: GuestCreate, team: CurrentTeam, runtime: RuntimeDep) -> GuestPublic:
+    """Add a guest: an email or a phone (422 without either), names, `subscribed`, custom
+    `fields` and `tags`. An address another guest of the team already has is a 409 with that
+    guest's `existing_id`."""
     async with runtime.database.session() as session:
         guest = await contacts.create_guest(
             session,
@@ -121,6 +124,8 @@ async def list_guests(
 
 @router.get("/{guest_id}")
 async def get_guest(guest_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> GuestDetail:
+    """One guest with the channels it opted out of, its tags and `cap`: deliveries counted
+    toward the frequency cap in its window."""
     async with runtime.database.session() as session:
         guest = await contacts.get_guest(session, team_id=team.id, guest_id=guest_id)
         opted_out = await consent.opted_out_channels(session, guest=guest)
@@ -196,6 +201,8 @@ async def opt_out(
     team: CurrentTeam,
     runtime: RuntimeDep,
 ) -> ConsentChange:
+    """Opt the guest out of one channel (`email` or `sms`), recorded as a consent event with
+    this request's origin."""
     return await _set_opt_out(guest_id, body, request, team.id, runtime, out=True)
 
 
@@ -207,6 +214,8 @@ async def opt_in(
     team: CurrentTeam,
     runtime: RuntimeDep,
 ) -> ConsentChange:
+    """Opt the guest back in to one channel, recorded as a consent event with this request's
+    origin."""
     return await _set_opt_out(guest_id, body, request, team.id, runtime, out=False)
 
 

@@ -71,6 +71,9 @@ async def metrics_access(
 
 @router.get("/health")
 async def health(runtime: RuntimeDep) -> JSONResponse:
+    """`ok` when database and queue answer; 503 `unavailable` with each check's state when one
+    fails; 200 `degraded` when deliveries are due and no worker was seen for 60 s. No
+    authentication: for load balancers and probes."""
     checks: dict[str, str] = {}
     try:
         async with runtime.database.engine.connect() as conn:

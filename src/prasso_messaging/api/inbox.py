@@ -66,6 +66,7 @@ async def list_inbox(
 async def mark_read(
     delivery_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
 ) -> InboxItemPublic:
+    """Mark one in-app message read (idempotent); another team's delivery is a 404."""
     async with runtime.database.session() as session:
         item = await inbox.mark_read(session, team_id=team.id, delivery_id=delivery_id)
     return InboxItemPublic.of(item)

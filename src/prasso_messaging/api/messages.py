@@ -45,6 +45,7 @@ async def create_message(
             whatsapp_template=(
                 body.whatsapp_template.model_dump() if body.whatsapp_template else None
             ),
+            fallback=body.fallback,
         )
     return MessagePublic.model_validate(message)
 

@@ -83,6 +83,9 @@ def device_address(kind: str, endpoint: str | None, token: str | None) -> str:
 async def register_push_subscription(
     user_id: ResourceId, body: PushSubscriptionCreate, team: CurrentTeam, runtime: RuntimeDep
 ) -> PushSubscriptionPublic:
+    """Register a device of the user: a browser's Web Push subscription (`kind` `webpush`:
+    endpoint and keys, as PushManager gives them) or an app's FCM token (`kind` `fcm`).
+    Registering a known browser again replaces its keys; a known FCM token changes nothing."""
     address = device_address(body.kind, body.endpoint, body.token)
     if body.kind == push_subscriptions.FCM and body.keys is not None:
         raise ValidationFailed("keys", "not taken with kind fcm")

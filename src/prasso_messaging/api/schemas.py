@@ -208,6 +208,13 @@ class MessageCreate(Strict):
         "written in the last 24 hours (free-form text goes only inside that window); without "
         "it such a recipient is skipped `outside_window`.",
     )
+    fallback: list[MessageType] | None = Field(
+        default=None,
+        max_length=8,
+        description="Channels to try in order for a recipient the message's type cannot reach "
+        "(no address, opted out of it, refused for good by the provider): each distinct, none "
+        "the message's own type. Push and in-app reach users only.",
+    )
 
 
 class MessagePublic(Public):
@@ -236,6 +243,9 @@ class MessagePublic(Public):
     )
     cancelled_at: datetime | None = Field(
         description="set by `POST /api/messages/{id}/cancel`; a cancelled message sends no more"
+    )
+    fallback: list[str] | None = Field(
+        default=None, description="The channels tried, in order, after the message's own type."
     )
     created_at: datetime | None
     updated_at: datetime | None
@@ -286,6 +296,11 @@ class SendAccepted(BaseModel):
         "channel_unsupported), a second recipient with one address (duplicate_address) and "
         "a guest without a value for a token (missing_field).",
     )
+    fallbacks: int = Field(
+        default=0,
+        description="Of the queued deliveries, those on the message's first fallback channel "
+        "for recipients skipped at once for a fallback reason (each `fallback_of` the skip).",
+    )
 
 
 class DeliveryPublic(Public):
@@ -296,6 +311,10 @@ class DeliveryPublic(Public):
     recipient_id: int
     channel: str
     status: str
+    fallback_of: int | None = Field(
+        default=None,
+        description="The delivery on an earlier channel of the message that this one replaces.",
+    )
     provider_message_id: str | None
     reason: str | None = Field(description="the stable code `error` starts with")
     template_id: int | None = Field(description="The template its message was created from.")

@@ -93,6 +93,7 @@ def _answer(row: TeamSettings, status: str, runtime: RuntimeDep) -> TeamSettings
 
 @router.get("/settings")
 async def get_settings(team: CurrentTeam, runtime: RuntimeDep) -> TeamSettingsAnswer:
+    """The team's own settings (null: the global setting applies) and the effective values."""
     async with runtime.database.session() as session:
         row = await teams.team_settings(session, team_id=team.id)
     return _answer(row, team.sms_verification_status, runtime)
@@ -102,6 +103,8 @@ async def get_settings(team: CurrentTeam, runtime: RuntimeDep) -> TeamSettingsAn
 async def put_settings(
     body: TeamSettingsUpdate, team: CurrentTeam, runtime: RuntimeDep
 ) -> TeamSettingsAnswer:
+    """Change the settings sent (null returns one to the global setting); a bad value is a 422
+    naming it and changes nothing."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     async with runtime.database.session() as session:
         row = await teams.update_team_settings(

@@ -63,6 +63,7 @@ async def get_template(
         int | None, Query(ge=1, le=2**31 - 1, description="An older version (default: current).")
     ] = None,
 ) -> TemplatePublic:
+    """One template at its current version, or at an older `version`."""
     async with runtime.database.session() as session:
         view = await message_templates.get_template(
             session, team_id=team.id, template_id=template_id, version=version

@@ -51,6 +51,8 @@ def _invalid() -> HTMLResponse:
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
 async def confirm_page(token: str, runtime: RuntimeDep) -> HTMLResponse:
+    """The page an unsubscribe link opens: names the team and the address and asks to confirm (a
+    GET changes nothing, so link scanners cannot unsubscribe anyone)."""
     try:
         target = links.UnsubscribeLinks.from_settings(runtime.settings).read(token)
         async with runtime.database.session() as session:
@@ -68,6 +70,8 @@ async def confirm_page(token: str, runtime: RuntimeDep) -> HTMLResponse:
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
 async def unsubscribe(token: str, request: Request, runtime: RuntimeDep) -> HTMLResponse:
+    """Unsubscribe the address from the team's email: the confirm page's form, or a mail
+    client's one-click POST (RFC 8058). Recorded as a consent event."""
     form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
     origin = consent.ConsentSource(

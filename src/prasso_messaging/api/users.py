@@ -18,6 +18,8 @@ router = APIRouter(prefix="/api/users", tags=["users"], dependencies=[checked_in
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_user(body: UserCreate, team: CurrentTeam, runtime: RuntimeDep) -> UserPublic:
+    """Add a user (staff): a name, and an email and/or phone normalized on the way in (E.164 for
+    phones); a bad address is a 422 naming the field."""
     async with runtime.database.session() as session:
         user = await contacts.create_user(
             session,
@@ -33,6 +35,7 @@ async def create_user(body: UserCreate, team: CurrentTeam, runtime: RuntimeDep) 
 
 @router.get("/{user_id}")
 async def get_user(user_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep) -> UserPublic:
+    """One of the team's users; another team's id is a 404."""
     async with runtime.database.session() as session:
         user = await contacts.get_user(session, team_id=team.id, user_id=user_id)
     return UserPublic.model_validate(user)

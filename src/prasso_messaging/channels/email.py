@@ -3,17 +3,19 @@
 Non-transactional mail carries an unsubscribe link in its footer and the RFC 8058 headers
 (`List-Unsubscribe` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`), so mailbox
 providers can offer their own one-click unsubscribe button. The delivery's metadata names the
-mailer that took it (`provider`): with a failover relay, `smtp` or `smtp_failover`.
+mailer that took it (`provider`): with a failover mailer, `smtp` or `smtp_failover` (or
+`mailgun`, `postmark`). A mail service that refuses an address it has marked inactive (Postmark's
+406, after a hard bounce or complaint) has the address opted out of email, as a bounce would.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prasso_messaging.channels.base import Channel
 from prasso_messaging.domain import Outgoing, Recipient, Sent
-from prasso_messaging.providers.base import Email, MailProvider
+from prasso_messaging.providers.base import Email, MailProvider, RecipientOptedOut
 from prasso_messaging.rendering import (
     email_footer_html,
     email_footer_text,
@@ -25,6 +27,9 @@ from prasso_messaging.rendering import (
 
 UnsubscribeLinks = Callable[[int, Recipient], str]
 """(team id, recipient) → the signed unsubscribe URL of that recipient for that team."""
+
+ProviderOptOut = Callable[[int, str, str], Awaitable[None]]
+"""(team id, address, the provider's words) → record that the mail service refuses the address."""
 
 POSTMARK_METADATA_KEY = "prasso-message-id"
 """Postmark keeps an `X-PM-Metadata-<key>` header as metadata and echoes it in its webhooks, so
@@ -41,11 +46,13 @@ class EmailChannel(Channel):
         from_address: str,
         from_name: str,
         unsubscribe_url: UnsubscribeLinks | None = None,
+        on_provider_opt_out: ProviderOptOut | None = None,
     ) -> None:
         self.provider = provider
         self.from_address = from_address
         self.from_name = from_name
         self.unsubscribe_url = unsubscribe_url
+        self.on_provider_opt_out = on_provider_opt_out
 
     @property
     def provider_name(self) -> str | None:
@@ -89,7 +96,12 @@ class EmailChannel(Channel):
 
     async def send(self, outgoing: Outgoing) -> Sent:
         email = self.build(outgoing)
-        accepted = await self.provider.send(email)
+        try:
+            accepted = await self.provider.send(email)
+        except RecipientOptedOut as exc:
+            if self.on_provider_opt_out is not None:
+                await self.on_provider_opt_out(outgoing.team.id, email.to, exc.detail)
+            raise
         return Sent(
             provider_message_id=accepted.message_id,
             metadata={"provider": accepted.provider or self.provider.name},

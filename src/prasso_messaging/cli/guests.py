@@ -16,7 +16,11 @@ guests_app = typer.Typer(help="Guests (contacts).", no_args_is_help=True)
 @guests_app.command("import")
 def import_csv(
     csv_file: Annotated[
-        Path, typer.Argument(metavar="CSV", help="first_name,last_name,email,phone,subscribed")
+        Path,
+        typer.Argument(
+            metavar="CSV",
+            help="first_name,last_name,email,phone,subscribed,tags (a;b) and custom field columns",
+        ),
     ],
     team: Annotated[int, typer.Option("--team", help="Team id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,

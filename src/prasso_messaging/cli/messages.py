@@ -1,4 +1,5 @@
-"""`prasso send` (compose from the shell) and `prasso outbox` (what the log drivers sent)."""
+"""`prasso send` (compose from the shell), `prasso cancel` (stop a send) and `prasso outbox`
+(what the log drivers sent)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,42 @@ def register(app: typer.Typer) -> None:
                 f"message {result['message_id']}: {result['queued']} queued,"
                 f" {result['skipped']} skipped" + (f" ({reasons})" if reasons else "")
             )
+
+    @app.command("cancel")
+    def cancel(
+        message_id: Annotated[int, typer.Argument(metavar="MESSAGE_ID", help="Message id.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
+    ) -> None:
+        """Cancel a message as `POST /api/messages/{id}/cancel` does: its deliveries not sent yet
+        are skipped (reason `cancelled`); answers once nothing of it is in flight."""
+        from pydantic import TypeAdapter
+
+        from prasso_messaging import cancellation, messages
+
+        config = settings()
+
+        async def work() -> dict[str, Any]:
+            async with open_runtime(config) as runtime:
+                async with runtime.database.session() as session:
+                    team_id = await messages.team_of_message(session, message_id=message_id)
+                done = await cancellation.cancel_message(
+                    runtime.database, team_id=team_id, message_id=message_id
+                )
+                # the API's answer has the same fields, serialized by pydantic the same way
+                answer: dict[str, Any] = TypeAdapter(cancellation.Cancelled).dump_python(
+                    done, mode="json"
+                )
+                return answer
+
+        answer = run(work)
+        if as_json:
+            print_json(answer)
+            return
+        counts = ", ".join(f"{n} {status}" for status, n in answer["deliveries"].items())
+        typer.echo(
+            f"message {answer['message_id']}: {answer['cancelled']} cancelled now"
+            f" (cancelled at {answer['cancelled_at']}); deliveries: {counts}"
+        )
 
     @app.command("outbox")
     def outbox(

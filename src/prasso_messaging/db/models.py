@@ -443,6 +443,8 @@ class Message(Timestamps, Base):
     # ours: a WhatsApp message's approved template for recipients outside the 24-hour window,
     # {"content_sid": "HX...", "variables": {"1": "{{FirstName}}", ...}}
     whatsapp_template: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # ours: the channels to try, in order, for a recipient this message's channel cannot reach
+    fallback: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 _message_of = cast(Table, Message.__table__).alias("message_of")
@@ -484,6 +486,13 @@ class Delivery(Timestamps, Base):
             postgresql_where=text("status = 'failed'"),
             sqlite_where=text("status = 'failed'"),
         ),
+        Index(  # one fallback per delivery; partial: a fan-out's rows (NULL) never touch it
+            "ux_msg_deliveries_fallback_of",
+            "fallback_of",
+            unique=True,
+            postgresql_where=text("fallback_of IS NOT NULL"),
+            sqlite_where=text("fallback_of IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -505,6 +514,8 @@ class Delivery(Timestamps, Base):
     send_at: Mapped[datetime | None] = mapped_column()
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     claimed_until: Mapped[datetime | None] = mapped_column()
+    # ours: the delivery on an earlier channel of the message that this one replaces
+    fallback_of: Mapped[int | None] = mapped_column(BigId)
     # the template version the delivery used: its message's, read with it rather than stored
     # in each of a million rows (from an alias, so a query that joins msg_messages itself
     # does not capture the subquery's table)

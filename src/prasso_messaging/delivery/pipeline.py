@@ -49,6 +49,7 @@ from prasso_messaging.delivery.repository import DeliveryRepository, Record
 from prasso_messaging.domain import Outgoing, Recipient, Sent
 from prasso_messaging.errors import DeliverySkipped, Reason, SendError
 from prasso_messaging.failed_jobs import failed_job_row
+from prasso_messaging.fallback import falls_back
 from prasso_messaging.metrics import delivery_outcome, provider_call
 from prasso_messaging.pacing import Rate, Slot
 from prasso_messaging.providers.simulator import play_report
@@ -677,6 +678,12 @@ class DeliveryHandler:
         except Exception:  # the send is recorded; a lost simulated report must not undo it
             log.exception("delivery %s: could not play the simulated report", item.delivery_id)
 
+    def _falls_back(self, item: _Item, reason: str | None) -> bool:
+        """Whether the outcome leads to a fallback delivery (its message names a next channel
+        and `reason` is one to fall back for): only then does the flush write one."""
+        message = self.pipeline.messages.get(item.message_id) if item.message_id else None
+        return message is not None and falls_back(message.fallback, item.channel, reason)
+
     def _skip(
         self, item: _Item, reason: Reason | None, error: str | None, settle: Settle
     ) -> asyncio.Future[None]:
@@ -688,6 +695,7 @@ class DeliveryHandler:
             error=error,
             release_cap=item.cap_reserved,
             webhooks=item.webhooks,
+            fallback=self._falls_back(item, reason),
         )
         log.info(
             "delivery %s skipped: %s",
@@ -762,6 +770,7 @@ class DeliveryHandler:
                 connection=self.pipeline.connection_name, job=item.job, exception=error
             ),
             webhooks=item.webhooks,
+            fallback=self._falls_back(item, reason),
         )
         log.warning(
             "delivery %s failed: %s",

@@ -82,6 +82,7 @@ class MessageBody:
     data: Mapping[str, Any]  # the values of tokens its send gave
     test: bool = False  # created with a test token: sent through the simulator
     whatsapp_template: WhatsAppTemplate | None = None  # sent outside the 24-hour window
+    fallback: tuple[str, ...] = ()  # the channels tried after its own (fallback.py)
 
 
 def team_policy(row: Any, limits: Limits) -> TeamPolicy:
@@ -119,6 +120,7 @@ def message_body(row: Any) -> MessageBody:
         row.data or {},
         bool(row.is_test),
         whatsapp_template(row.whatsapp_template),
+        tuple(row.fallback or ()),
     )
 
 

@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.elements import ColumnElement
 
+from prasso_messaging import fallback
 from prasso_messaging.caps import CapRequest, release_caps, reserve_caps
 from prasso_messaging.channels.whatsapp import last_inbound_at, opt_in_recorded
 from prasso_messaging.compliance import PHONE_CHANNELS
@@ -101,6 +102,7 @@ class Record:
     outbox: Mapping[str, Any] | None = None  # the `log` providers' copy of what was sent
     failed_job: Mapping[str, Any] | None = None  # its `failed_jobs` row, in the same commit
     webhooks: bool = False  # the team has webhook endpoints (as the claim saw): write its events
+    fallback: bool = False  # its message has a next channel for its reason: write the fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +356,7 @@ class DeliveryRepository:
             messages.c.data,
             messages.c.is_test,
             messages.c.whatsapp_template,
+            messages.c.fallback,
         ).where(_ids_match(messages.c.id, ids, self.dialect))
         return await self._rows(query, conn)
 
@@ -398,16 +401,19 @@ class DeliveryRepository:
             return set((await conn.execute(statement)).scalars())
 
     async def record(self, records: Sequence[Record], *, now: datetime) -> None:
-        """Write a flush: every outcome, its cap releases, outbox rows, failed jobs and webhook
-        events (only for teams with endpoints), at once."""
+        """Write a flush: every outcome, its cap releases, outbox rows, failed jobs, webhook
+        events (only for teams with endpoints) and fallback deliveries (only for messages with
+        a next channel), at once."""
         outbox_rows = [dict(r.outbox) for r in records if r.outbox is not None]
         failed_rows = [r.failed_job for r in records if r.failed_job is not None]
         releases = [r.delivery_id for r in records if r.release_cap]
         watched = [r.delivery_id for r in records if r.webhooks and r.status != "queued"]
-        alone = not (outbox_rows or failed_rows or releases or watched)
+        fallbacks = [r.delivery_id for r in records if r.fallback]
+        alone = not (outbox_rows or failed_rows or releases or watched or fallbacks)
         opened = self.database.autocommit() if alone else self.database.connect()
         dispatcher = self.database.events
         event_ids: list[int] = []
+        jobs: list[dict[str, Any]] = []
         async with opened as conn:
             await self._update(conn, records, now)
             await release_caps(conn, releases)
@@ -418,8 +424,12 @@ class DeliveryRepository:
                 event_ids = await emit_delivery_outcomes(conn, watched, now=now)
                 if event_ids and dispatcher is not None:
                     await push_in(dispatcher, event_ids, conn)
+            if fallbacks:
+                jobs = await fallback.write_fallbacks(conn, fallbacks, now=now)
+                await fallback.push_in(dispatcher, jobs, conn)
         if event_ids and dispatcher is not None:
             await push_after(dispatcher, event_ids)
+        await fallback.push_after(dispatcher, jobs)
 
     async def _update(
         self, conn: AsyncConnection, records: Sequence[Record], now: datetime

@@ -19,6 +19,7 @@ import hmac
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from prasso_messaging.addresses import mask_phone
 from prasso_messaging.errors import PermanentSendError, Reason, SendError, TransientSendError
@@ -143,6 +144,12 @@ class VonageSms(SmsProvider):
             error.detail,
         )
         raise error
+
+    async def balance(self) -> tuple[int, dict[str, Any]]:
+        """`GET /account/get-balance` with the credentials a send uses: the status and body
+        Vonage answers (`prasso doctor`'s credentials check)."""
+        response = await self.http.get(f"/account/get-balance?{urlencode(self.credentials)}")
+        return response.status, json_object(response.body)
 
     async def close(self) -> None:
         await self.http.close()

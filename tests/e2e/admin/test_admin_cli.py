@@ -7,15 +7,14 @@ import os
 import pty
 import re
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import PRASSO, Cli, base_env
+from tests.e2e.conftest import PRASSO, Cli, answering, base_env
+from tests.fakes import free_port
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -141,12 +140,6 @@ def test_guests_import_draws_a_progress_bar_on_a_terminal(cli: Cli, tmp_path: Pa
     assert "2000 guest(s) created" in text
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_up_prints_a_demo_admin_login_that_works(tmp_path: Path) -> None:
     env = base_env("sqlite:///./var/prasso.db", tmp_path)
     del env["DATABASE_URL"]
@@ -154,13 +147,7 @@ def test_up_prints_a_demo_admin_login_that_works(tmp_path: Path) -> None:
     process = Cli(env, tmp_path).spawn("up", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        answering(process, f"{base}/health")
         with httpx.Client(base_url=base) as browser:
             login_page = browser.get("/admin/login")
             login = (tmp_path / "var" / "demo_admin").read_text().split()

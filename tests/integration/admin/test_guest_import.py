@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from prasso_messaging import guest_import
-from prasso_messaging.db.models import Guest, GuestImport
+from prasso_messaging.db.models import Guest, GuestImport, GuestTag, OutboxMessage
 from prasso_messaging.errors import NotFound, ValidationFailed
 from prasso_messaging.runtime import Runtime
 from tests.conftest import drain, make_settings, make_team
+from tests.integration.test_statement_budget import counting
 
 
 async def guests_of(runtime, team_id: int) -> list[Guest]:
@@ -28,8 +31,11 @@ def test_header_must_name_an_address_column():
 
 
 def test_header_names_are_forgiving_and_a_bom_is_ignored():
-    rows = guest_import.read_csv("\ufeffFirst Name,E-mail,Phone\nAda,ada@example.com,\n\n")
-    assert rows.rows == [(2, {"first_name": "Ada", "phone": ""})]  # "e_mail" is not a column
+    rows = guest_import.read_csv("\ufeffFirst Name,E-mail,Phone, Tags \nAda,a@example.com,,vip\n\n")
+    # "E-mail" is no known column: a custom field, named as written
+    assert rows.rows == [
+        (2, {"first_name": "Ada", "E-mail": "a@example.com", "phone": "", "tags": "vip"})
+    ]
     rows = guest_import.read_csv("\ufeffEmail\nada@example.com\n")
     assert rows.rows == [(2, {"email": "ada@example.com"})]
 
@@ -230,3 +236,109 @@ async def test_with_the_sync_driver_the_upload_imports_at_once(database_url, tmp
         assert (queued.status, queued.created) == ("done", 3)
     finally:
         await runtime.close()
+
+
+# --- custom fields and tags -----------------------------------------------------------------------
+
+FIELDS_AND_TAGS = (
+    "First Name,Email,Phone,seat,tags,Meal,Table No\n"
+    "Ada,ada@example.com,,12A,VIP; press,,\n"
+    "Bo,bo@example.com,(202) 555-0102, 14C ,vip,fish,\n"
+    "Cy,cy@example.com,,,,,\n"
+    'Di,di@example.com,,1A,"a,b",,\n'
+    "Ed,ed@example.com,,2B,,,7\n"
+    "Old,old@example.com,,99Z,vip,fish,\n"
+)
+
+
+async def imported(runtime, team_id: int, content: str, path: str) -> tuple[int, int, list[Any]]:
+    """(created, existing, rejected lines) of `content` imported by the command or the queue."""
+    if path == "inline":
+        rows = guest_import.read_csv(content)
+        result = await guest_import.import_guests(
+            runtime.database, team_id=team_id, rows=rows, region="US"
+        )
+        return result.created, result.existing, result.errors
+    queued = await queue_upload(runtime, team_id, content.encode())
+    assert await drain(runtime) == 1
+    done = await guest_import.get_import(runtime.database, team_id=team_id, import_id=queued.id)
+    assert done.status == "done"
+    return done.created, done.existing, done.errors
+
+
+@pytest.mark.parametrize("path", ["inline", "queued"])
+async def test_other_columns_become_fields_and_tags_are_set(client, runtime, team, path):
+    old = await client.post(
+        "/api/guests", json={"first_name": "Old", "email": "old@example.com"}, headers=team.headers
+    )
+    assert old.status_code == 201, old.text
+
+    created, existing, errors = await imported(runtime, team.id, FIELDS_AND_TAGS, path)
+
+    assert (created, existing) == (3, 1)
+    assert [(e.line, e.message) for e in errors] == [
+        (5, "tags: 'a,b': a tag has no commas or control characters"),
+        (
+            6,
+            "fields.Table No: a name starts with a letter and has at most 64 letters, digits and _",
+        ),
+    ]
+    listed = await client.get("/api/guests", params={"tag": "vip"}, headers=team.headers)
+    assert listed.status_code == 200, listed.text
+    assert [(g["first_name"], g["fields"], g["tags"]) for g in listed.json()["items"]] == [
+        ("Ada", {"seat": "12A"}, ["press", "vip"]),
+        ("Bo", {"seat": "14C", "Meal": "fish"}, ["vip"]),
+    ]
+    everyone = (await client.get("/api/guests", headers=team.headers)).json()["items"]
+    assert [(g["first_name"], g["fields"], g["tags"]) for g in everyone] == [
+        ("Old", {}, []),  # known address: left as it was
+        ("Ada", {"seat": "12A"}, ["press", "vip"]),
+        ("Bo", {"seat": "14C", "Meal": "fish"}, ["vip"]),
+        ("Cy", {}, []),  # empty cells: no field, no tag
+    ]
+
+    # the team's field names are registered, so a send may use them
+    message = await client.post(
+        "/api/messages",
+        json={"type": "email", "subject": "Seats", "body": "Hi {{FirstName}}, seat {{seat}}."},
+        headers=team.headers,
+    )
+    assert message.status_code == 201, message.text
+    send = await client.post(
+        "/api/messages/send",
+        json={"message_id": message.json()["id"], "tags": ["press"]},
+        headers=team.headers,
+    )
+    assert send.status_code == 202, send.text
+    assert send.json()["queued"] == 1
+    await drain(runtime)
+    async with runtime.database.session() as session:
+        sent = (await session.execute(select(OutboxMessage))).scalars().all()
+    assert [(o.to_address, o.body_text.splitlines()[0]) for o in sent] == [
+        ("ada@example.com", "Hi Ada, seat 12A.")
+    ]
+
+
+async def test_a_chunk_of_fields_and_tags_costs_a_few_bulk_statements(runtime, team):
+    lines = [f"g{n}@example.com,{n},vip;row{n % 3}" for n in range(2 * guest_import.CHUNK)]
+    rows = guest_import.read_csv("email,seat,tags\n" + "\n".join(lines) + "\n")
+
+    with counting(runtime) as sent:
+        result = await guest_import.import_guests(
+            runtime.database, team_id=team.id, rows=rows, region="US"
+        )
+
+    assert result.created == 2 * guest_import.CHUNK
+    writes = Counter(s.split("(")[0].strip() for s in sent if s.startswith("INSERT"))
+    assert writes == {
+        "INSERT INTO guests": 2,
+        "INSERT INTO guest_field_names": 2,
+        "INSERT INTO guest_tags": 2,
+    }, sent
+    async with runtime.database.session() as session:
+        tagged = await session.execute(
+            select(GuestTag.tag, func.count()).group_by(GuestTag.tag).order_by(GuestTag.tag)
+        )
+        assert tagged.all() == [("row0", 334), ("row1", 333), ("row2", 333), ("vip", 1000)]
+        seats = await session.execute(select(Guest.email, Guest.fields).order_by(Guest.id))
+        assert all(fields == {"seat": email[1:].split("@")[0]} for email, fields in seats)

@@ -1,6 +1,7 @@
 """Real protocol peers on loopback for the channel tests: SMTP servers (aiosmtpd), a
-Twilio-compatible Messages API, Vonage's SMS API, a Web Push service and FCM's HTTP v1 API (with
-its OAuth token endpoint), each started and stopped by its fixture.
+Twilio-compatible Messages API, Vonage's SMS API, a Web Push service, FCM's HTTP v1 API (with
+its OAuth token endpoint) and Mailgun's and Postmark's email APIs, each started and stopped by
+its fixture.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ VONAGE_KEY = "a1b2c3d4"
 VONAGE_SECRET = "vonage-test-api-secret"
 VONAGE_NUMBER = "+14155550100"
 VONAGE_SIGNATURE_SECRET = "vonage-test-signature-secret"
+MAILGUN_DOMAIN = "mg.acme.example"
+MAILGUN_KEY = "mailgun-test-api-key-0123456789-MK"
+POSTMARK_TOKEN = "postmark-test-server-token-0123456789-PT"
 FCM_PROJECT = "prasso-test"
 FCM_EMAIL = "push@prasso-test.iam.gserviceaccount.com"
 
@@ -262,6 +266,123 @@ class FakeVonage:
     def answer(*parts: dict[str, str]) -> Response:
         return JSONResponse({"message-count": str(len(parts)), "messages": list(parts)})
 
+    async def balance(self, request: Request) -> Response:
+        """`GET /account/get-balance?api_key=&api_secret=`: the balance, to the right keys."""
+        query = request.query_params
+        if (query.get("api_key"), query.get("api_secret")) != (VONAGE_KEY, VONAGE_SECRET):
+            return JSONResponse(
+                {"error-code": "401", "error-code-label": "authentication failed"}, 401
+            )
+        return JSONResponse({"value": 10.28, "autoReload": False})
+
+
+@dataclass
+class FakeMailgun:
+    """Speaks Mailgun's messages API (`POST /v3/{domain}/messages`, a form) and its domain
+    lookup (`GET /v3/domains/{domain}`): Basic auth `api:KEY` or 401 `Forbidden`, an unknown
+    domain 404. Mailgun adopts the `h:Message-Id` it is given and answers it as the `id`.
+
+    Recipients starting with `invalid` answer 400, `busy` 429 with Retry-After; `down` (a
+    status) answers every message with it; `received` keeps each accepted form."""
+
+    requests: list[dict[str, str]] = field(default_factory=list)
+    auth_headers: list[str] = field(default_factory=list)
+    received: list[dict[str, str]] = field(default_factory=list)
+    down: int | None = None
+
+    def refused(self, request: Request) -> Response | None:
+        auth = request.headers.get("authorization", "")
+        self.auth_headers.append(auth)
+        if auth != "Basic " + base64.b64encode(f"api:{MAILGUN_KEY}".encode()).decode():
+            return Response("Forbidden", 401)
+        if request.path_params["domain"] != MAILGUN_DOMAIN:
+            return JSONResponse(
+                {"message": f"Domain not found: {request.path_params['domain']}"}, 404
+            )
+        return None
+
+    async def domain(self, request: Request) -> Response:
+        refused = self.refused(request)
+        if refused is not None:
+            return refused
+        return JSONResponse({"domain": {"name": MAILGUN_DOMAIN, "state": "active"}})
+
+    async def messages(self, request: Request) -> Response:
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        self.requests.append(form)
+        refused = self.refused(request)
+        if refused is not None:
+            return refused
+        if self.down is not None:
+            return Response("Internal Server Error", self.down)
+        if not all(form.get(name) for name in ("from", "to", "subject")):
+            return JSONResponse({"message": "from, to and subject are required"}, 400)
+        if form["to"].startswith("invalid"):
+            text = "to parameter is not a valid address. please check documentation"
+            return JSONResponse({"message": text}, 400)
+        if form["to"].startswith("busy"):
+            return JSONResponse({"message": "Too many requests"}, 429, {"Retry-After": "19"})
+        self.received.append(form)
+        message_id = form.get("h:Message-ID") or f"<{uuid.uuid4().hex}@{MAILGUN_DOMAIN}>"
+        return JSONResponse({"id": message_id, "message": "Queued. Thank you."})
+
+
+@dataclass
+class FakePostmark:
+    """Speaks Postmark's email API (`POST /email`, JSON) and `GET /server`: the
+    X-Postmark-Server-Token header or 401 with ErrorCode 10.
+
+    Recipients starting with `inactive` answer 422 ErrorCode 406, `invalid` 422 ErrorCode 300,
+    `busy` 429; `down` (a status) answers every message with it; `received` keeps each
+    accepted document."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    down: int | None = None
+
+    @staticmethod
+    def refused(request: Request) -> Response | None:
+        if request.headers.get("x-postmark-server-token") != POSTMARK_TOKEN:
+            text = "Request does not contain a valid Server token."
+            return JSONResponse({"ErrorCode": 10, "Message": text}, 401)
+        return None
+
+    async def server(self, request: Request) -> Response:
+        return self.refused(request) or JSONResponse({"ID": 1, "Name": "Acme transactional"})
+
+    async def email(self, request: Request) -> Response:
+        document = await request.json()
+        self.requests.append(document)
+        refused = self.refused(request)
+        if refused is not None:
+            return refused
+        if self.down is not None:
+            return JSONResponse({"ErrorCode": 100, "Message": "Internal error"}, self.down)
+        to = str(document.get("To") or "")
+        if to.startswith("inactive"):
+            text = (
+                "You tried to send to recipient(s) that have been marked as inactive. Found"
+                " inactive addresses: " + to + ". Inactive recipients are ones that have"
+                " generated a hard bounce, a spam complaint, or a manual suppression."
+            )
+            return JSONResponse({"ErrorCode": 406, "Message": text}, 422)
+        if to.startswith("invalid") or not to:
+            return JSONResponse({"ErrorCode": 300, "Message": "Invalid 'To' address."}, 422)
+        if to.startswith("busy"):
+            return JSONResponse(
+                {"ErrorCode": 429, "Message": "Rate limit"}, 429, {"Retry-After": "7"}
+            )
+        self.received.append(document)
+        return JSONResponse(
+            {
+                "To": to,
+                "SubmittedAt": "2026-11-29T08:00:00.0000000-05:00",
+                "MessageID": str(uuid.uuid4()),
+                "ErrorCode": 0,
+                "Message": "OK",
+            }
+        )
+
 
 def vonage_signed(
     params: dict[str, str], *, secret: str = VONAGE_SIGNATURE_SECRET, at: float | None = None
@@ -415,18 +536,26 @@ class Peers:
     push: FakePushService
     vonage: FakeVonage
     fcm: FakeFcm
+    mailgun: FakeMailgun
+    postmark: FakePostmark
 
 
 @pytest.fixture
 async def http_peers() -> AsyncIterator[Peers]:
     twilio, push, vonage = FakeTwilio(), FakePushService(), FakeVonage()
     fcm = FakeFcm(shared_service_account())
+    mailgun, postmark = FakeMailgun(), FakePostmark()
     app = Starlette(
         routes=[
             Route("/2010-04-01/Accounts/{sid}/Messages.json", twilio.messages, methods=["POST"]),
             Route("/2010-04-01/Accounts/{sid}.json", twilio.account, methods=["GET"]),
             Route("/push/{name}", push.push, methods=["POST"]),
             Route("/sms/json", vonage.sms, methods=["POST"]),
+            Route("/account/get-balance", vonage.balance, methods=["GET"]),
+            Route("/v3/{domain}/messages", mailgun.messages, methods=["POST"]),
+            Route("/v3/domains/{domain}", mailgun.domain, methods=["GET"]),
+            Route("/email", postmark.email, methods=["POST"]),
+            Route("/server", postmark.server, methods=["GET"]),
             Route("/token", fcm.token, methods=["POST"]),
             Route("/v1/projects/{project}/messages:send", fcm.send, methods=["POST"]),
         ]
@@ -434,7 +563,7 @@ async def http_peers() -> AsyncIterator[Peers]:
     async with serving(app) as base_url:
         fcm.base_url = base_url
         try:
-            yield Peers(base_url, twilio, push, vonage, fcm)
+            yield Peers(base_url, twilio, push, vonage, fcm, mailgun, postmark)
         finally:
             twilio.release.set()  # a request left hanging must end before the server can
 

@@ -130,3 +130,19 @@ def test_a_service_account_without_a_project_needs_fcm_project_id(
     assert without != document
     with pytest.raises(ConfigError, match=r"^FCM_PROJECT_ID: "):
         build_push_providers(settings_with(tmp_path, FCM_CREDENTIALS_JSON=without))
+
+
+async def test_an_http_mailer_takes_an_smtp_relay_as_failover(tmp_path):
+    settings = settings_with(
+        tmp_path,
+        MAIL_MAILER="mailgun",
+        MAILGUN_DOMAIN="mg.example.com",
+        MAILGUN_API_KEY="key",
+        MAIL_FAILOVER_HOST="relay2.example.com",
+    )
+    mail = build_mail_provider(settings)
+    assert isinstance(mail, FailoverMail)
+    assert (mail.primary.name, mail.secondary.name) == ("mailgun", "smtp_failover")
+    assert isinstance(mail.secondary, SmtpMailer)
+    assert mail.secondary.host == "relay2.example.com"
+    await mail.close()

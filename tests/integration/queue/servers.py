@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import port_open, service_missing
+from tests.fakes import free_port
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("TEST_REDIS_PORT", "6379"))
 # boto3 insists on credentials; the local SQS server accepts any.
@@ -30,12 +30,6 @@ SQS_ENV = {
 }
 for _key, _value in SQS_ENV.items():
     os.environ.setdefault(_key, _value)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -32,7 +32,8 @@ from prasso_messaging.queue.worker import JobResult, Settle, Worker, WorkerOptio
 from prasso_messaging.runtime import Runtime
 from prasso_messaging.teams import create_api_token, create_team
 from tests.conftest import make_settings
-from tests.integration.queue.servers import create_sqs_queue, free_port, unique_name
+from tests.fakes import free_port
+from tests.integration.queue.servers import create_sqs_queue, unique_name
 
 
 def sqs_driver(endpoint: str, url: str, *, default_queue: str = "default") -> SqsQueue:
@@ -172,6 +173,7 @@ async def test_a_send_whose_push_fails_answers_503_and_leaves_nothing(
         "queued": 3,
         "skipped": 1,
         "skipped_reasons": {"missing_address": 1},
+        "fallbacks": 0,
     }
     assert (await runtime.queue.size("default")).ready == 3
 
