@@ -32,6 +32,8 @@ from tests.integration.channels.conftest import (
     send,
     twilio_post,
 )
+from tests.integration.channels.test_fallback import send as send_message
+from tests.integration.channels.test_fallback import settle
 
 KAY = "+12025550111"
 ANN = "+12025550122"
@@ -388,3 +390,42 @@ async def test_the_log_provider_keeps_what_twilio_would_get():
     text = (await OutboxWhatsApp().send(WhatsApp(to=KAY, from_number="", body="Hi"))).outbox
     assert text is not None
     assert (text["body_text"], text["headers"], text["from_address"]) == ("Hi", None, None)
+
+
+async def test_whatsapp_takes_part_in_channel_fallback(client, team, runtime, http_peers: Peers):
+    """An email to a guest with no email address falls back to WhatsApp, with the message's
+    template outside the window; a WhatsApp message to a guest who never opted in falls back
+    to SMS."""
+    kay = await guest(client, team, KAY)
+    email_first = {
+        "type": "email",
+        "subject": "Doors open",
+        "body": "Hi {{FirstName}}",
+        "fallback": ["whatsapp"],
+        "whatsapp_template": TEMPLATE,
+    }
+    answer = await send_message(client, team, email_first, guest_ids=[kay])
+    found = {d["channel"]: d for d in await settle(runtime, client, team, answer["message_id"])}
+    assert outcome(found["email"]) == ("skipped", "missing_address")
+    assert outcome(found["whatsapp"]) == ("sent", None)
+    assert found["whatsapp"]["fallback_of"] == found["email"]["id"]
+    (form,) = http_peers.twilio.requests
+    assert form["To"] == f"whatsapp:{KAY}" and form["ContentSid"] == TEMPLATE_SID
+
+    ann = await guest(client, team, ANN, opted_in=False)
+    whatsapp_first = {"type": "whatsapp", "body": "Hi {{FirstName}}", "fallback": ["sms"]}
+    answer = await send_message(client, team, whatsapp_first, guest_ids=[ann])
+    found = {d["channel"]: d for d in await settle(runtime, client, team, answer["message_id"])}
+    assert outcome(found["whatsapp"]) == ("skipped", "not_opted_in")
+    assert outcome(found["sms"]) == ("sent", None)
+    assert http_peers.twilio.requests[-1]["To"] == ANN
+
+
+async def test_a_template_needs_whatsapp_as_the_type_or_a_fallback(client, team):
+    message = {"type": "email", "subject": "s", "body": "b", "whatsapp_template": TEMPLATE}
+    refused = await client.post("/api/messages", json=message, headers=team.headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"][-1] == "whatsapp_template"
+    message["fallback"] = ["sms", "whatsapp"]
+    created = await client.post("/api/messages", json=message, headers=team.headers)
+    assert created.status_code == 201, created.text
