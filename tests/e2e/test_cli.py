@@ -136,6 +136,36 @@ def test_send_to_tags_with_data(cli, database_url):
     ]
 
 
+def test_send_with_a_fallback_channel(cli, database_url):
+    team = cli.json("teams", "create", "Acme", "--sms-verified")
+    execute(
+        database_url,
+        "INSERT INTO guests (id, team_id, first_name, phone, email, subscribed)"
+        " VALUES (:i, :t, :n, :p, :e, :s)",
+        [
+            {"i": 1, "t": team["id"], "n": "Kay", "p": "+12025550101", "e": None, "s": True},
+            {"i": 2, "t": team["id"], "n": "Ann", "p": None, "e": "ann@example.com", "s": True},
+        ],
+    )
+    args = ["send", "--team", str(team["id"]), "--type", "sms", "--all-guests"]
+    args += ["--subject", "Doors", "--body", "Doors open, {{FirstName}}"]
+
+    refused = cli.run(*args, "--fallback", "fax", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: fallback: ") and "'fax'" in refused.stderr
+    assert scalar(database_url, "SELECT count(*) FROM msg_messages") == 0
+
+    sent = cli.run(*args, "--fallback", "email")
+    assert sent.stdout.strip().endswith(
+        ": 2 queued, 1 of them fallbacks, 1 skipped (1 missing_address)"
+    )
+    cli.run("queue", "work", "--stop-when-empty")
+    assert [o["to_address"] for o in cli.json("outbox", "--channel", "sms")] == ["+12025550101"]
+    assert [o["to_address"] for o in cli.json("outbox", "--channel", "email")] == [
+        "ann@example.com"
+    ]
+
+
 def test_imported_fields_and_tags_reach_a_send(cli, tmp_path):
     team = str(cli.json("teams", "create", "Acme", "--sms-verified")["id"])
     csv_file = tmp_path / "guests.csv"

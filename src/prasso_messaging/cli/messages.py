@@ -44,6 +44,13 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--data", help="NAME=VALUE for a {{NAME}} token (repeat)."),
         ] = None,
+        fallback: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--fallback",
+                help="A channel for recipients --type cannot reach (repeat, in order).",
+            ),
+        ] = None,
         transactional: Annotated[bool, typer.Option(help="Transactional message.")] = False,
         send_at: Annotated[str | None, typer.Option(help="ISO 8601 time with zone.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON.")] = False,
@@ -81,6 +88,7 @@ def register(app: typer.Typer) -> None:
                     data=values,
                     send_at=when,
                     dispatcher=runtime.dispatcher(),
+                    fallback=fallback or None,
                 )
                 return result.as_dict()
 
@@ -89,8 +97,9 @@ def register(app: typer.Typer) -> None:
             print_json(result)
         else:
             reasons = ", ".join(f"{n} {code}" for code, n in result["skipped_reasons"].items())
+            fallbacks = f", {result['fallbacks']} of them fallbacks" if result["fallbacks"] else ""
             typer.echo(
-                f"message {result['message_id']}: {result['queued']} queued,"
+                f"message {result['message_id']}: {result['queued']} queued{fallbacks},"
                 f" {result['skipped']} skipped" + (f" ({reasons})" if reasons else "")
             )
 
