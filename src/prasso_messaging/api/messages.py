@@ -88,6 +88,11 @@ async def send_message(
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> SendAccepted:
+    """Send a message to users and guests (ids, `all_guests`, `tags`): one delivery per
+    recipient, each queued for a worker. Skips certain at the send (no address, opted out,
+    duplicate address, ...) are counted in `skipped` and `skipped_reasons`; a channel fallback
+    for them is counted in `fallbacks`. An `Idempotency-Key` header makes a retried request
+    answer as the first did."""
     result = await messages.send_message(
         runtime.database,
         team_id=caller.team.id,
@@ -112,6 +117,7 @@ async def send_message(
 async def get_message(
     message_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
 ) -> MessageWithCounts:
+    """The message with its deliveries counted by status."""
     async with runtime.database.session() as session:
         message = await messages.get_message(session, team_id=team.id, message_id=message_id)
         counts = await messages.delivery_counts(session, message_id=message.id)
@@ -158,6 +164,8 @@ async def list_deliveries(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[DeliveryPublic]:
+    """The message's deliveries in id order (fallbacks with their `fallback_of`), optionally
+    of one `status`."""
     async with runtime.database.session() as session:
         rows = await deliveries.message_deliveries(
             session,
@@ -203,6 +211,7 @@ async def recent_deliveries(
 async def get_delivery(
     delivery_id: ResourceId, team: CurrentTeam, runtime: RuntimeDep
 ) -> DeliveryPublic:
+    """One delivery: status, reason and error, attempts, times, provider id and metadata."""
     async with runtime.database.session() as session:
         delivery = await deliveries.get_delivery(session, team_id=team.id, delivery_id=delivery_id)
     return DeliveryPublic.model_validate(delivery)

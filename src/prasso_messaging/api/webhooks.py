@@ -67,6 +67,8 @@ async def status_callback(
     runtime: RuntimeDep,
     delivery: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
+    """Twilio's status callback for an SMS or WhatsApp message (signature checked): moves the
+    delivery to `delivered` or `failed`, never backwards."""
     sid = form.get("MessageSid") or form.get("SmsSid")
     message_status = form.get("MessageStatus") or form.get("SmsStatus")
     if sid and message_status:
@@ -85,6 +87,8 @@ async def status_callback(
 
 @router.post("/twilio/inbound")
 async def inbound_sms(form: SignedForm, runtime: RuntimeDep) -> Response:
+    """An SMS or WhatsApp message to one of our numbers (signature checked): stored, and its
+    keywords (STOP, START, HELP, ...) applied; answers TwiML with the keyword's reply."""
     from twilio.twiml.messaging_response import MessagingResponse
 
     settings = runtime.settings
