@@ -310,9 +310,16 @@ def test_compose_picker_and_preview_states(page: Any, server: Server, shots: Pat
     expect(page.locator("#preview-for")).to_contain_text("Preview for Mary Jackson")
     expect(page.locator("#sms-counter")).to_contain_text("GSM-7 · 1 segment")
     expect(mary).not_to_contain_text("skipped")
+    subject = page.get_by_label("Subject")
+    expect(subject).to_be_hidden()  # an SMS has none...
+    expect(page.locator("#fallback-sms")).to_be_hidden()  # nor falls back to itself
+    page.locator("#fallback-email").check()
+    expect(subject).to_be_visible()  # ...but its email fallback needs one
+    expect(subject).to_have_value("Doors at 9")
     page.get_by_role("button", name="Send").click()
     page.wait_for_url(re.compile(r"/admin/messages/\d+$"))
     expect(sent_count(page)).to_have_text("2")
+    expect(page.locator("h1")).to_contain_text("then email")
     console.assert_clean()
 
 

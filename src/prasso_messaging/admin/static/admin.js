@@ -11,7 +11,16 @@
     const field = document.getElementById("subject-field");
     if (!type || !field) return;
     const withSubject = (type.dataset.subjectTypes || "").split(",");
-    field.hidden = !withSubject.includes(type.value);
+    // the subject shows for a type that has one, or a ticked fallback that does (SMS, then
+    // email); the chosen type's own fallback box is no fallback and is hidden
+    let needsSubject = withSubject.includes(type.value);
+    document.querySelectorAll('input[name="fallback"]').forEach(function (box) {
+      box.closest("label").hidden = box.value === type.value;
+      if (box.checked && box.value !== type.value && withSubject.includes(box.value)) {
+        needsSubject = true;
+      }
+    });
+    field.hidden = !needsSubject;
     const footer = document.getElementById("sms-footer-hint");
     if (footer) footer.hidden = type.value !== "sms";
   }
@@ -140,7 +149,7 @@
   document.addEventListener("change", function (event) {
     const target = event.target;
     if (target.id === "template") fillFromTemplate(target);
-    if (target.id === "type") showSubjectForType();
+    if (target.id === "type" || target.name === "fallback") showSubjectForType();
     if (target.id === "type" || target.id === "transactional") refreshOptions();
     if (target.classList && target.classList.contains("pick")) {
       if (target.checked) addChip(target.dataset.kind, target.dataset.id, target.dataset.name);
