@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from prasso_messaging.db.models import Delivery, WebhookEvent, table, utcnow
+from prasso_messaging.db.models import Delivery, Message, WebhookEvent, table, utcnow
+from prasso_messaging.queue.base import ReservedJob
 from prasso_messaging.queue.worker import WorkerOptions
 from prasso_messaging.runtime import Runtime
 from prasso_messaging.sweeper import sweep
@@ -78,6 +79,31 @@ async def test_lost_jobs_are_dispatched_again_and_sent_once(runtime: Runtime) ->
     calls = await outbox_counts(runtime.database)
     assert sorted(calls) == ids
     assert set(calls.values()) == {1}
+
+
+async def test_a_swept_test_delivery_keeps_its_test_mark(runtime: Runtime) -> None:
+    """A test token's delivery takes no pacing slot: its fresh job says so, as the first did."""
+    ids = await fan_out_sms(runtime, 2)
+    async with runtime.database.session() as session:
+        (message_id,) = set(
+            (await session.execute(select(Delivery.msg_message_id).where(Delivery.id.in_(ids))))
+            .scalars()
+            .all()
+        )
+        await session.execute(update(Message).where(Message.id == message_id).values(is_test=True))
+    await lose_every_job(runtime)
+
+    assert (await sweep(runtime.database, runtime.dispatcher(), grace=0)).redispatched == 2
+
+    jobs: list[ReservedJob] = []
+    async with asyncio.timeout(30):
+        while len(jobs) < 2:
+            jobs += await runtime.queue.reserve(runtime.settings.QUEUE_NAME, limit=2)
+            await asyncio.sleep(0.01)
+    await runtime.queue.ack(jobs)
+    assert sorted((job.payload["delivery_id"], job.payload.get("test")) for job in jobs) == [
+        (delivery_id, True) for delivery_id in ids
+    ]
 
 
 async def test_leased_scheduled_and_retrying_deliveries_are_left_alone(runtime: Runtime) -> None:
