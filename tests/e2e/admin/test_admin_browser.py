@@ -210,7 +210,10 @@ def test_repeated_bad_logins_lock_the_account(page: Any, server: Server) -> None
 def test_log_in_with_the_keyboard_alone(page: Any, server: Server) -> None:
     login = new_team(server)
     page.goto("/admin/login")
-    page.keyboard.type(login.email)  # the email field has focus on load
+    # the email field takes focus on load (autofocus, applied at a rendering step that may come
+    # after the load event on a busy machine): wait for it before typing
+    expect(page.get_by_label("Email")).to_be_focused()
+    page.keyboard.type(login.email)
     page.keyboard.press("Tab")
     page.keyboard.type(login.password)
     page.keyboard.press("Enter")
