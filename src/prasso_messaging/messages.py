@@ -534,8 +534,9 @@ async def _field_tokens(
 ) -> list[str]:
     """The message's tokens only a guest's custom fields can fill: neither built-ins nor keys
     of `data`. A token that is none of these, nor a field name of the team's guests, is a 422
-    naming it, before anything is written. A WhatsApp template's variables are checked too,
-    but only the body decides up-front skips (inside the window the template is not sent)."""
+    naming it, before anything is written. A WhatsApp template's variables are checked too; a
+    WhatsApp message with a template sends either it or the body (the recipient's window decides,
+    at the worker), so only a token both use makes a certain up-front skip."""
     names = token_names({"subject": message.subject, "body": message.body})
     wanted = [name for name in names if name not in BUILTIN_TOKENS and name not in data]
     variables = (message.whatsapp_template or {}).get("variables") or {}
@@ -550,6 +551,9 @@ async def _field_tokens(
             f"unknown token {shown}: neither a built-in token, a key of data, nor a custom"
             " field of the team's guests",
         )
+    if message.type == "whatsapp" and message.whatsapp_template:
+        in_template = set(token_names(template_texts(variables)))
+        return [name for name in wanted if name in in_template]
     return wanted
 
 

@@ -429,3 +429,29 @@ async def test_a_template_needs_whatsapp_as_the_type_or_a_fallback(client, team)
     message["fallback"] = ["sms", "whatsapp"]
     created = await client.post("/api/messages", json=message, headers=team.headers)
     assert created.status_code == 201, created.text
+
+
+async def test_a_field_only_the_body_uses_skips_only_inside_the_window(
+    client, team, runtime, http_peers: Peers
+):
+    """Outside the window the template goes, so a guest without the body's `{{seat}}` still gets
+    it; inside the window the body goes, and the same guest is skipped `missing_field`."""
+    kay = await guest(client, team, KAY)
+    ann = await guest(client, team, ANN)
+    await write_in(client, "hello", sid="SMwa9", sender=ANN)  # Ann's window is open
+    await create(client, team, "/api/guests", email="seated@example.com", fields={"seat": "1A"})
+    message_id = await send(
+        client,
+        team,
+        guest_ids=[kay, ann],
+        type="whatsapp",
+        body="Your seat: {{seat}}",
+        whatsapp_template=TEMPLATE,
+    )
+    await drain(runtime)
+
+    by_guest = {d["recipient_id"]: d for d in await deliveries_of(client, team, message_id)}
+    assert outcome(by_guest[kay]) == ("sent", None)
+    assert outcome(by_guest[ann]) == ("skipped", "missing_field")
+    (form,) = http_peers.twilio.requests
+    assert form["To"] == f"whatsapp:{KAY}" and form["ContentSid"] == TEMPLATE_SID
