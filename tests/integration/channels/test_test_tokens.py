@@ -153,11 +153,12 @@ async def test_test_sends_reserve_no_cap(client, runtime, team, test_token):
 
 
 async def test_test_sends_take_no_pacing_slot(client, runtime, team, test_token):
-    """One send a minute: the test sends all go at once, and the live one after them still
-    finds its slot free."""
+    """One send per ten minutes: the test sends all go at once, and the live one after them
+    still finds its slot free. (A slot may start up to 1 % of the interval late, 6 s here: more
+    than a claim takes on a loaded machine.)"""
     limits = runtime.pipeline.limits
     assert limits.pacer is not None
-    runtime.pipeline.limits = dataclasses.replace(limits, rate=Rate(1, 60.0))
+    runtime.pipeline.limits = dataclasses.replace(limits, rate=Rate(1, 600.0))
     guests = [await guest(client, team, phone=f"+1202555012{n}") for n in range(4)]
     test_message = await send(client, test_token, guests)
     await drain(runtime)
@@ -167,7 +168,7 @@ async def test_test_sends_take_no_pacing_slot(client, runtime, team, test_token)
     live = await send(client, team, guests[:2])
     await drain(runtime)
     statuses = sorted(d["status"] for d in await deliveries_of(client, team, live))
-    assert statuses == ["queued", "sent"]  # the one slot of the minute, then wait
+    assert statuses == ["queued", "sent"]  # the one slot of the ten minutes, then wait
 
 
 async def test_a_token_sends_only_messages_of_its_kind(client, team, test_token):

@@ -276,10 +276,12 @@ async def test_the_guest_cap_counts_whatsapp_with_sms(client, team, runtime, htt
 
 
 async def test_whatsapp_is_paced_under_a_key_of_its_own(client, team, runtime, http_peers: Peers):
-    """One send a minute per key: an SMS and a WhatsApp message both go at once, the second
-    WhatsApp message waits for the next slot of its own key."""
+    """One send per ten minutes per key: an SMS and a WhatsApp message both go at once, the
+    second WhatsApp message waits for the next slot of its own key. (A slot may start up to 1 %
+    of the interval late, 6 s here: more than a claim takes on a loaded machine; at one a
+    minute a slow claim could miss the first slot too.)"""
     limits = runtime.pipeline.limits
-    runtime.pipeline.limits = dataclasses.replace(limits, rate=Rate(1, 60.0))
+    runtime.pipeline.limits = dataclasses.replace(limits, rate=Rate(1, 600.0))
     kay = await guest(client, team, KAY)
     ann = await guest(client, team, ANN)
     texted = await send(client, team, guest_ids=[kay], type="sms", body="First")
@@ -291,7 +293,7 @@ async def test_whatsapp_is_paced_under_a_key_of_its_own(client, team, runtime, h
     assert sms["status"] == "sent"
     statuses = sorted(d["status"] for d in await deliveries_of(client, team, message_id))
     assert statuses == ["queued", "sent"]
-    assert runtime.pipeline.pacing("whatsapp", team.id) == ("whatsapp", Rate(1, 60.0))
+    assert runtime.pipeline.pacing("whatsapp", team.id) == ("whatsapp", Rate(1, 600.0))
     await client.put("/api/team/settings", json={"batch_size": 5}, headers=team.headers)
     await runtime.pipeline.load_teams([team.id])
     key, _ = runtime.pipeline.pacing("whatsapp", team.id) or ("", None)
