@@ -22,7 +22,34 @@ ProviderOptOut = Callable[[int, str], Awaitable[None]]
 """(team id, E.164 number) → record that the provider reports this number as opted out."""
 
 
-class SmsChannel(Channel):
+class PhoneChannel(Channel):
+    """What SMS and WhatsApp share: the recipient's E.164 phone as the address, status
+    callbacks that name the delivery, and an opt-out the provider reports recorded as ours."""
+
+    def __init__(
+        self,
+        *,
+        from_number: str,
+        status_callback: str,
+        on_provider_opt_out: ProviderOptOut | None = None,
+    ) -> None:
+        self.from_number = from_number
+        self.status_callback = status_callback
+        self.on_provider_opt_out = on_provider_opt_out
+
+    def address(self, recipient: Recipient) -> str | None:
+        return recipient.phone
+
+    def status_callback_for(self, outgoing: Outgoing) -> str:
+        # the delivery id lets a receipt that outruns our own record wait for it
+        return f"{self.status_callback}?delivery={outgoing.delivery_id}"
+
+    async def provider_opted_out(self, outgoing: Outgoing, phone: str) -> None:
+        if self.on_provider_opt_out is not None:
+            await self.on_provider_opt_out(outgoing.team.id, phone)
+
+
+class SmsChannel(PhoneChannel):
     name = "sms"
 
     def __init__(
@@ -33,17 +60,16 @@ class SmsChannel(Channel):
         status_callback: str,
         on_provider_opt_out: ProviderOptOut | None = None,
     ) -> None:
+        super().__init__(
+            from_number=from_number,
+            status_callback=status_callback,
+            on_provider_opt_out=on_provider_opt_out,
+        )
         self.provider = provider
-        self.from_number = from_number
-        self.status_callback = status_callback
-        self.on_provider_opt_out = on_provider_opt_out
 
     @property
     def provider_name(self) -> str | None:
         return self.provider.name or None  # a failover pair observes each provider itself
-
-    def address(self, recipient: Recipient) -> str | None:
-        return recipient.phone
 
     def build(self, outgoing: Outgoing) -> Sms:
         body = append_sms_footer(
@@ -53,8 +79,7 @@ class SmsChannel(Channel):
             to=outgoing.recipient.phone or "",
             from_number=outgoing.team.sms_from_number or self.from_number,
             body=body,
-            # the delivery id lets a receipt that outruns our own record wait for it
-            status_callback=f"{self.status_callback}?delivery={outgoing.delivery_id}",
+            status_callback=self.status_callback_for(outgoing),
             team_id=outgoing.team.id,
             delivery_id=outgoing.delivery_id,
         )
@@ -64,8 +89,7 @@ class SmsChannel(Channel):
         try:
             accepted = await self.provider.send(sms)
         except RecipientOptedOut:
-            if self.on_provider_opt_out is not None:
-                await self.on_provider_opt_out(outgoing.team.id, sms.to)
+            await self.provider_opted_out(outgoing, sms.to)
             raise
         metadata = count_segments(sms.body).as_metadata()
         metadata["provider"] = accepted.provider or self.provider.name

@@ -15,10 +15,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select
 
-from prasso_messaging.channels.base import Channel
-from prasso_messaging.channels.sms import ProviderOptOut
+from prasso_messaging.channels.sms import PhoneChannel, ProviderOptOut
 from prasso_messaging.db.models import ConsentEvent, InboundMessage
-from prasso_messaging.domain import Outgoing, Recipient, Sent
+from prasso_messaging.domain import Outgoing, Sent
 from prasso_messaging.errors import DeliverySkipped, Reason
 from prasso_messaging.providers.base import RecipientOptedOut, WhatsApp, WhatsAppProvider
 from prasso_messaging.rendering import render_tokens
@@ -55,7 +54,7 @@ def last_inbound_at(phone: Any) -> ScalarSelect[Any]:
     )
 
 
-class WhatsAppChannel(Channel):
+class WhatsAppChannel(PhoneChannel):
     name = "whatsapp"
 
     def __init__(
@@ -66,17 +65,16 @@ class WhatsAppChannel(Channel):
         status_callback: str,
         on_provider_opt_out: ProviderOptOut | None = None,
     ) -> None:
+        super().__init__(
+            from_number=from_number,
+            status_callback=status_callback,
+            on_provider_opt_out=on_provider_opt_out,
+        )
         self.provider = provider
-        self.from_number = from_number
-        self.status_callback = status_callback
-        self.on_provider_opt_out = on_provider_opt_out
 
     @property
     def provider_name(self) -> str | None:
         return self.provider.name if self.provider is not None else None
-
-    def address(self, recipient: Recipient) -> str | None:
-        return recipient.phone
 
     def build(self, outgoing: Outgoing) -> WhatsApp:
         template = outgoing.template
@@ -95,8 +93,7 @@ class WhatsAppChannel(Channel):
             body=body,
             content_sid=template.content_sid if template is not None else None,
             content_variables=variables,
-            # the delivery id lets a receipt that outruns our own record wait for it
-            status_callback=f"{self.status_callback}?delivery={outgoing.delivery_id}",
+            status_callback=self.status_callback_for(outgoing),
             team_id=outgoing.team.id,
             delivery_id=outgoing.delivery_id,
         )
@@ -108,8 +105,7 @@ class WhatsAppChannel(Channel):
         try:
             accepted = await self.provider.send(message)
         except RecipientOptedOut:
-            if self.on_provider_opt_out is not None:
-                await self.on_provider_opt_out(outgoing.team.id, message.to)
+            await self.provider_opted_out(outgoing, message.to)
             raise
         metadata: dict[str, str] = {"provider": accepted.provider or self.provider.name}
         if message.content_sid:
